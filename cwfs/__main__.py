@@ -1,0 +1,3 @@
+from cwfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Command line: ``cwfs mount``, ``cwfs server`` and ``cwfs demo``.
+
+Without ``--foreground``, ``cwfs mount`` starts the filesystem in a background process
+and returns only once the mount is ready, or fails with the reason (like mount-s3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from cwfs.config import ConfigError, add_mount_arguments, build_config
+
+log = logging.getLogger("cwfs")
+
+READY = "ready"
+MOUNT_TIMEOUT = 120.0
+
+
+def setup_logging(level: str, log_file: Path | None) -> None:
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # botocore's debug output carries request headers (session tokens): never below INFO.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+
+
+def _default_log_file(bucket: str) -> Path:
+    state = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "cwfs"
+    state.mkdir(parents=True, exist_ok=True)
+    return state / f"{bucket}.log"
+
+
+def _mount_in_background(argv: list[str], args: argparse.Namespace) -> int:
+    """Start the mount in a new session and wait until it reports ready or failed."""
+    log_file = args.log_file or _default_log_file(args.bucket)
+    read_fd, write_fd = os.pipe()
+    command = [sys.executable, "-m", "cwfs", *argv, "--foreground", "--log-file", str(log_file), "--ready-fd", str(write_fd)]
+    child = subprocess.Popen(
+        command, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        message = pipe.readline().strip()
+    if message == READY:
+        return 0
+    if not message:
+        child.wait(timeout=MOUNT_TIMEOUT)
+        message = f"the mount process exited with status {child.returncode}; see {log_file}"
+    print(f"cwfs: {message}", file=sys.stderr)
+    return 1
+
+
+def _mount(argv: list[str], args: argparse.Namespace) -> int:
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"cwfs: {exc}", file=sys.stderr)
+        return 2
+    if not config.foreground:
+        return _mount_in_background(argv, args)
+
+    from cwfs.mount import serve
+    from cwfs.store import MountError
+
+    setup_logging(config.log_level, config.log_file)
+
+    def ready(error: str | None) -> None:
+        if error is not None:
+            log.error("%s", error)
+        if args.ready_fd is not None:
+            with os.fdopen(args.ready_fd, "w") as pipe:
+                pipe.write(f"{error or READY}\n")
+            args.ready_fd = None
+
+    try:
+        trio.run(serve, config, ready)
+    except MountError as exc:
+        if config.log_file is not None:
+            print(f"cwfs: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cwfs", description="Mount a CoreWeave AI Object Storage bucket as a directory.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    mount = commands.add_parser("mount", help="mount a bucket")
+    add_mount_arguments(mount)
+    mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    commands.add_parser("server", help="run the embedded S3 server (for trying cwfs and for tests)", add_help=False)
+    commands.add_parser("demo", help="mount a sample bucket from the embedded S3 server until Ctrl-C")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["server"]:
+        from cwfs.server import main as server_main
+
+        return server_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from cwfs.server.demo import run_demo
+
+        return run_demo()
+    return _mount(argv, args)

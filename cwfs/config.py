@@ -1,0 +1,216 @@
+"""One immutable configuration, built once from CLI flags, environment and profile files.
+
+Precedence for every option: command-line flag, then ``CWFS_<OPTION>`` in the
+environment, then the profile's config file (endpoint, region, addressing style), then
+the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+PRIMARY_ENDPOINT = "https://cwobject.com"
+LOTA_ENDPOINT = "http://cwlota.com"
+COREWEAVE_DOMAINS = ("cwobject.com", "cwlota.com")
+COREWEAVE_PROFILE = "cw"
+
+
+class ConfigError(ValueError):
+    """The options cannot describe a working mount; the message says why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    bucket: str
+    mountpoint: Path
+    prefix: str = ""
+    endpoint: str = PRIMARY_ENDPOINT
+    region: str | None = None
+    addressing_style: str = "virtual"
+    profile: str | None = None
+    credentials_file: Path | None = None
+    config_file: Path | None = None
+    read_only: bool = False
+    uid: int = os.getuid()
+    gid: int = os.getgid()
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+    allow_other: bool = False
+    foreground: bool = False
+    log_level: str = "INFO"
+    log_file: Path | None = None
+    metadata_ttl: float = 1.0
+    negative_ttl: float = 1.0
+    metadata_cache_entries: int = 100_000
+    max_concurrency: int = 64
+    max_attempts: int = 10
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    fuse_tasks: int = 32
+
+    @property
+    def is_coreweave(self) -> bool:
+        """Whether the endpoint is one of CoreWeave's (TLS 1.3, virtual-hosted only)."""
+        host = urlparse(self.endpoint).hostname or ""
+        return any(host == d or host.endswith("." + d) for d in COREWEAVE_DOMAINS)
+
+
+def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``cwfs mount`` options; defaults stay None so env/profile can fill them."""
+    parser.add_argument("bucket", help="bucket to mount")
+    parser.add_argument("mountpoint", type=Path, help="directory to mount it on")
+    parser.add_argument("--endpoint", help=f"S3 endpoint URL (default {PRIMARY_ENDPOINT})")
+    parser.add_argument("--region", help="availability zone, e.g. US-EAST-04A")
+    parser.add_argument(
+        "--profile",
+        help=f"credentials profile (default: '{COREWEAVE_PROFILE}' when ~/.coreweave/cw.credentials exists)",
+    )
+    parser.add_argument("--addressing-style", choices=("virtual", "path"))
+    parser.add_argument("--prefix", help="mount only keys below this prefix, e.g. data/train/")
+    parser.add_argument("--read-only", action="store_true", default=None)
+    parser.add_argument("--uid", type=int)
+    parser.add_argument("--gid", type=int)
+    parser.add_argument("--file-mode", type=_octal, help="permission bits of files (octal, default 0644)")
+    parser.add_argument("--dir-mode", type=_octal, help="permission bits of directories (octal, default 0755)")
+    parser.add_argument("--allow-other", action="store_true", default=None)
+    parser.add_argument("--foreground", "-f", action="store_true", default=None)
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
+    parser.add_argument("--log-file", type=Path, help="log here (default: stderr in the foreground)")
+    parser.add_argument("--metadata-ttl", type=float, help="seconds metadata is cached (default 1)")
+    parser.add_argument("--negative-ttl", type=float, help="seconds a missing name is cached (default 1)")
+    parser.add_argument("--max-concurrency", type=int, help="parallel S3 requests (default 64)")
+    parser.add_argument("--max-attempts", type=int, help="attempts per S3 request on throttling/5xx (default 10)")
+
+
+_ENV_TYPES = {
+    "read_only": "bool",
+    "allow_other": "bool",
+    "foreground": "bool",
+    "uid": int,
+    "gid": int,
+    "file_mode": "octal",
+    "dir_mode": "octal",
+    "metadata_ttl": float,
+    "negative_ttl": float,
+    "max_concurrency": int,
+    "max_attempts": int,
+    "log_file": Path,
+}
+
+
+def _octal(text: str) -> int:
+    return int(text, 8)
+
+
+def _from_env(name: str, environ: dict[str, str]) -> object | None:
+    raw = environ.get("CWFS_" + name.upper())
+    if raw is None or raw == "":
+        return None
+    kind = _ENV_TYPES.get(name, str)
+    try:
+        if kind == "bool":
+            return raw.lower() in ("1", "true", "yes", "on")
+        if kind == "octal":
+            return _octal(raw)
+        return kind(raw)  # type: ignore[operator]
+    except ValueError as exc:
+        raise ConfigError(f"CWFS_{name.upper()}={raw!r}: {exc}") from None
+
+
+def _coreweave_files(home: Path) -> tuple[Path, Path]:
+    base = home / ".coreweave"
+    return base / "cw.credentials", base / "cw.config"
+
+
+def _profile_settings(config_file: Path | None, profile: str | None) -> dict[str, str]:
+    """Endpoint, region and addressing style from an AWS-format config file, if any."""
+    if config_file is None or not config_file.is_file():
+        return {}
+    parser = configparser.ConfigParser()
+    parser.read(config_file)
+    name = profile or "default"
+    section = name if name == "default" else f"profile {name}"
+    if not parser.has_section(section):
+        return {}
+    values = dict(parser[section])
+    settings = {}
+    if "endpoint_url" in values:
+        settings["endpoint"] = values["endpoint_url"]
+    if "region" in values:
+        settings["region"] = values["region"]
+    for line in values.get("s3", "").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "addressing_style" and value.strip():
+            settings["addressing_style"] = value.strip()
+    return settings
+
+
+def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None, home: Path | None = None) -> Config:
+    """Merge flags, ``CWFS_*`` environment and profile files into one validated Config."""
+    environ = dict(os.environ if environ is None else environ)
+    home = home or Path(environ.get("HOME", str(Path.home())))
+    values: dict[str, object] = {}
+    for name in (f.name for f in fields(Config)):
+        value = getattr(args, name, None)
+        if value is None and name not in ("bucket", "mountpoint"):
+            value = _from_env(name, environ)
+        if value is not None:
+            values[name] = value
+
+    cw_credentials, cw_config = _coreweave_files(home)
+    profile = values.get("profile") or environ.get("AWS_PROFILE")
+    credentials_file = config_file = None
+    if profile is None and cw_credentials.is_file() and not _has_env_keys(environ):
+        profile = COREWEAVE_PROFILE
+    if profile is not None and cw_credentials.is_file() and _file_has_profile(cw_credentials, str(profile)):
+        credentials_file, config_file = cw_credentials, cw_config
+    if profile is not None:
+        values["profile"] = profile
+    values["credentials_file"] = credentials_file
+    values["config_file"] = config_file
+    standard_config = Path(environ.get("AWS_CONFIG_FILE", home / ".aws" / "config"))
+    for key, value in _profile_settings(config_file or standard_config, profile).items():
+        values.setdefault(key, value)
+
+    values["mountpoint"] = Path(values["mountpoint"]).absolute()  # type: ignore[arg-type]
+    values["prefix"] = _normalise_prefix(str(values.get("prefix", "")))
+    config = Config(**values)  # type: ignore[arg-type]
+    _validate(config)
+    return config
+
+
+def _has_env_keys(environ: dict[str, str]) -> bool:
+    return bool(environ.get("ACCESS_KEY_ID") and environ.get("SECRET_ACCESS_KEY"))
+
+
+def _file_has_profile(path: Path, profile: str) -> bool:
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    return parser.has_section(profile)
+
+
+def _normalise_prefix(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    return prefix + "/" if prefix else ""
+
+
+def _validate(config: Config) -> None:
+    parsed = urlparse(config.endpoint)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"--endpoint must be an http(s) URL, got {config.endpoint!r}")
+    if config.addressing_style not in ("virtual", "path"):
+        raise ConfigError(f"addressing style must be virtual or path, got {config.addressing_style!r}")
+    if config.is_coreweave and config.addressing_style != "virtual":
+        raise ConfigError("CoreWeave endpoints accept virtual-hosted addressing only: drop --addressing-style path")
+    if not config.mountpoint.is_dir():
+        raise ConfigError(f"mount point {config.mountpoint} is not a directory")
+    for name in ("metadata_ttl", "negative_ttl"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+    if config.max_concurrency < 1 or config.max_attempts < 1:
+        raise ConfigError("--max-concurrency and --max-attempts must be at least 1")

@@ -1,0 +1,53 @@
+"""Inode numbers for paths, stable for as long as the kernel holds a reference.
+
+The kernel counts lookups of every inode it was given (lookup, readdirplus, create)
+and gives them back with forget; an inode number stays bound to its path until its
+count drops to zero, and numbers are never reused within a mount.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+ROOT_INODE = 1
+
+
+class InodeTable:
+    """Two-way map between inode numbers and paths relative to the mount root."""
+
+    def __init__(self) -> None:
+        self._paths: dict[int, str] = {ROOT_INODE: ""}
+        self._inodes: dict[str, int] = {"": ROOT_INODE}
+        self._lookups: dict[int, int] = {}
+        self._next = itertools.count(ROOT_INODE + 1)
+
+    def path(self, inode: int) -> str:
+        """The path bound to ``inode``; KeyError if the kernel forgot it."""
+        return self._paths[inode]
+
+    def ref(self, path: str) -> int:
+        """The inode for ``path``, counting one more kernel reference to it."""
+        inode = self._inodes.get(path)
+        if inode is None:
+            inode = next(self._next)
+            self._inodes[path] = inode
+            self._paths[inode] = path
+        if inode != ROOT_INODE:
+            self._lookups[inode] = self._lookups.get(inode, 0) + 1
+        return inode
+
+    def forget(self, inode: int, count: int) -> None:
+        """Drop ``count`` kernel references; unbind the inode when none are left."""
+        if inode == ROOT_INODE or inode not in self._lookups:
+            return
+        left = self._lookups[inode] - count
+        if left > 0:
+            self._lookups[inode] = left
+            return
+        del self._lookups[inode]
+        path = self._paths.pop(inode)
+        if self._inodes.get(path) == inode:
+            del self._inodes[path]
+
+    def __len__(self) -> int:
+        return len(self._paths)

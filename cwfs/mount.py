@@ -1,0 +1,66 @@
+"""Run one mount: check the bucket, mount, serve FUSE requests until unmounted or signalled."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import pyfuse3
+import trio
+
+from cwfs.config import Config
+from cwfs.fs import Filesystem
+from cwfs.metacache import MetadataCache
+from cwfs.namespace import Namespace
+from cwfs.store import MountError, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def fuse_options(config: Config) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options |= {f"fsname=cwfs:{config.bucket}", "subtype=cwfs"}
+    if config.read_only:
+        options.add("ro")
+    if config.allow_other:
+        options.add("allow_other")
+    return options
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
+    """Mount ``config.bucket`` and serve until unmounted; ``ready(None)`` once mounted.
+
+    Raises MountError (after calling ``ready`` with its message) when the bucket
+    cannot be mounted.
+    """
+    try:
+        store = ObjectStore(config)
+        await trio.to_thread.run_sync(store.check_mountable)
+        cache = MetadataCache(config.metadata_ttl, config.negative_ttl, config.metadata_cache_entries)
+        filesystem = Filesystem(config, Namespace(store, cache, config.prefix))
+        try:
+            pyfuse3.init(filesystem, str(config.mountpoint), fuse_options(config))
+        except RuntimeError as exc:
+            raise MountError(f"cannot mount on {config.mountpoint}: {exc}") from None
+    except MountError as exc:
+        ready(str(exc))
+        raise
+    try:
+        log.info("mounted bucket %r%s from %s on %s", config.bucket, f" (prefix {config.prefix!r})" if config.prefix else "", config.endpoint, config.mountpoint)
+        ready(None)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_terminate_on_signal)
+            await pyfuse3.main(max_tasks=config.fuse_tasks)
+            nursery.cancel_scope.cancel()
+    finally:
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s", config.mountpoint)

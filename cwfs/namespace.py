@@ -1,0 +1,151 @@
+"""Paths, keys and what exists: lookups and listings over the store, through the cache.
+
+A path is relative to the mount root ("" is the root, "a/b" a file or directory). A
+directory is a key prefix: implicit (objects below it) or marked by a ``dir/`` object.
+When both an object ``a`` and a prefix ``a/`` exist, the directory wins and the object
+is hidden (logged once).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import trio
+
+from cwfs.metacache import DIRECTORY, Attrs, MetadataCache
+from cwfs.store import ObjectInfo, ObjectStore
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255
+
+
+def invalid_name_reason(name: str) -> str | None:
+    """Why ``name`` (one path component from a key) cannot be a file name, or None."""
+    if name == "":
+        return "empty path component"
+    if name in (".", ".."):
+        return f"'{name}' component"
+    if "\0" in name:
+        return "NUL byte"
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        return f"component longer than {NAME_MAX} bytes"
+    return None
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+async def _both(first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]]) -> tuple[Any, Any]:
+    """Await two calls concurrently; re-raise the first failure as itself, not as a group."""
+    results: list[Any] = [None, None]
+    errors: list[BaseException] = []
+
+    async def run(index: int, fn: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            results[index] = await fn()
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller below
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, 0, first)
+        nursery.start_soon(run, 1, second)
+    if errors:
+        raise errors[0]
+    return results[0], results[1]
+
+
+class Namespace:
+    """Resolves paths to attributes and lists directories, filling the metadata cache."""
+
+    def __init__(self, store: ObjectStore, cache: MetadataCache, prefix: str = "") -> None:
+        self.store = store
+        self.cache = cache
+        self.prefix = prefix
+        self._reported: set[str] = set()
+
+    def object_key(self, path: str) -> str:
+        return self.prefix + path
+
+    def dir_prefix(self, path: str) -> str:
+        return self.prefix + path + "/" if path else self.prefix
+
+    def _report_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            log.warning(message, *args)
+
+    @staticmethod
+    def _file_attrs(info: ObjectInfo) -> Attrs:
+        return Attrs(is_dir=False, size=info.size, mtime=info.mtime, etag=info.etag)
+
+    async def stat(self, path: str) -> Attrs | None:
+        """Attributes of ``path``, or None if nothing exists there.
+
+        On a cache miss, HeadObject on the key and a one-key listing of ``key/`` run
+        concurrently, so a lookup costs one round trip either way.
+        """
+        if path == "":
+            return DIRECTORY
+        cached = self.cache.get(path)
+        if cached is not None:
+            return cached or None
+        key = self.object_key(path)
+        info, page = await _both(
+            lambda: self.store.head_object(key),
+            lambda: self.store.list_page(key + "/", max_keys=1, delimiter=""),
+        )
+        if page.objects or page.prefixes:
+            if info is not None:
+                self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
+            attrs: Attrs | None = DIRECTORY
+        elif info is not None:
+            attrs = self._file_attrs(info)
+        else:
+            attrs = None
+        if attrs is None:
+            self.cache.put_missing(path)
+        else:
+            self.cache.put(path, attrs)
+        return attrs
+
+    async def list_dir(self, path: str) -> AsyncIterator[list[tuple[str, Attrs]]]:
+        """Yield the entries of directory ``path`` one ListObjectsV2 page at a time.
+
+        Keys that cannot be file names are skipped with one log line each; every
+        entry listed is put in the metadata cache.
+        """
+        prefix = self.dir_prefix(path)
+        token: str | None = None
+        while True:
+            page = await self.store.list_page(prefix, token)
+            entries: list[tuple[str, Attrs]] = []
+            dirs = set()
+            for common in page.prefixes:
+                name = common[len(prefix) : -1]
+                if self._usable(common, name):
+                    dirs.add(name)
+                    entries.append((name, DIRECTORY))
+            for info in page.objects:
+                name = info.key[len(prefix) :]
+                if name == "":
+                    continue  # this directory's own marker object
+                if name in dirs:
+                    self._report_once(info.key, "object %r is hidden by the directory %r of the same name", info.key, info.key + "/")
+                elif self._usable(info.key, name):
+                    entries.append((name, self._file_attrs(info)))
+            for name, attrs in entries:
+                self.cache.put(join(path, name), attrs)
+            yield entries
+            token = page.next_token
+            if token is None:
+                return
+
+    def _usable(self, key: str, name: str) -> bool:
+        reason = invalid_name_reason(name)
+        if reason is not None:
+            self._report_once(key, "skipping key %r: it cannot be a file name (%s)", key, reason)
+        return reason is None

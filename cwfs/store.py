@@ -1,0 +1,243 @@
+"""The object-store client: the only module that talks to S3 (boto3).
+
+Every call runs in a worker thread through one bounded helper (`ObjectStore._call`), so
+the trio thread never blocks; botocore retries throttling, 5xx and connection errors
+with exponential back-off and jitter; whatever still fails is mapped here, in one place,
+to an errno (`StoreError`) and logged with the S3 error code.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import boto3
+import botocore.config
+import botocore.session
+import trio
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from cwfs.config import Config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGION = "us-east-1"
+QUOTA_MESSAGE = "The account is write suspended."
+
+_ERRNO_BY_CODE = {
+    "NoSuchKey": errno.ENOENT,
+    "NotFound": errno.ENOENT,
+    "404": errno.ENOENT,
+    "NoSuchBucket": errno.ENOENT,
+    "AccessDenied": errno.EACCES,
+    "403": errno.EACCES,
+    "InvalidAccessKeyId": errno.EACCES,
+    "SignatureDoesNotMatch": errno.EACCES,
+    "PreconditionFailed": errno.ESTALE,
+    "412": errno.ESTALE,
+    "InvalidRange": errno.EINVAL,
+    "EntityTooLarge": errno.EFBIG,
+    "KeyTooLongError": errno.ENAMETOOLONG,
+}
+
+
+class StoreError(OSError):
+    """An S3 request failed for good; ``errno`` is what the filesystem should return."""
+
+    def __init__(self, err: int, op: str, key: str, code: str, message: str) -> None:
+        super().__init__(err, f"{op} {key!r}: {code}: {message}")
+        self.op, self.key, self.code, self.message = op, key, code, message
+
+
+class PreconditionFailed(StoreError):
+    """A conditional request lost: the object is not what the caller expected."""
+
+
+class MountError(Exception):
+    """The bucket cannot be mounted; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HeadObject or a listing tells about one object."""
+
+    key: str
+    size: int
+    mtime: float
+    etag: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One ListObjectsV2 page: objects, common prefixes and where to continue."""
+
+    objects: list[ObjectInfo]
+    prefixes: list[str]
+    next_token: str | None
+
+
+def _timestamp(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else 0.0
+
+
+def _build_session(config: Config) -> boto3.Session:
+    """Credentials: CoreWeave's conventions first, then the standard AWS chain."""
+    core = botocore.session.Session()
+    if config.credentials_file is not None:
+        core.set_config_variable("credentials_file", str(config.credentials_file))
+    if config.config_file is not None:
+        core.set_config_variable("config_file", str(config.config_file))
+    if config.profile is not None:
+        core.set_config_variable("profile", config.profile)
+    elif os.environ.get("ACCESS_KEY_ID") and os.environ.get("SECRET_ACCESS_KEY"):
+        core.set_credentials(os.environ["ACCESS_KEY_ID"], os.environ["SECRET_ACCESS_KEY"])
+    return boto3.Session(botocore_session=core)
+
+
+def _client_config(config: Config, max_attempts: int, connect_timeout: float) -> botocore.config.Config:
+    return botocore.config.Config(
+        region_name=config.region or DEFAULT_REGION,
+        s3={"addressing_style": config.addressing_style},
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=config.max_concurrency,
+        connect_timeout=connect_timeout,
+        read_timeout=config.read_timeout,
+        tcp_keepalive=True,
+    )
+
+
+def require_tls13(host: str, port: int, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> None:
+    """Fail unless ``host:port`` completes a TLS 1.3 handshake.
+
+    OpenSSL negotiates the highest version both sides offer, so once this probe
+    succeeds every botocore connection to the endpoint uses TLS 1.3 as well.
+    """
+    if not ssl.HAS_TLSv1_3:
+        raise MountError(f"this Python's OpenSSL ({ssl.OPENSSL_VERSION}) cannot speak TLS 1.3, which {host} requires")
+    context = context or ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            with context.wrap_socket(sock, server_hostname=host):
+                pass
+    except ssl.SSLError as exc:
+        raise MountError(f"{host}:{port} did not complete a TLS 1.3 handshake ({exc.reason}); CoreWeave's endpoint requires TLS 1.3") from None
+    except OSError as exc:
+        raise MountError(f"cannot reach {host}:{port}: {exc}") from None
+
+
+class ObjectStore:
+    """Async facade over one bucket (and an optional key prefix) of an S3 endpoint."""
+
+    def __init__(self, config: Config) -> None:
+        self.bucket = config.bucket
+        self._config = config
+        self._session = _build_session(config)
+        self._client = self._session.client(
+            "s3", endpoint_url=config.endpoint, config=_client_config(config, config.max_attempts, config.connect_timeout)
+        )
+        self._limiter = trio.CapacityLimiter(config.max_concurrency)
+
+    async def _call(self, op: str, key: str, method: Callable[..., Any], **params: Any) -> Any:
+        """Run one boto3 call in a worker thread, bounded, and map its failure to errno."""
+        try:
+            return await trio.to_thread.run_sync(functools.partial(method, Bucket=self.bucket, **params), limiter=self._limiter)
+        except ClientError as exc:
+            raise self._error(op, key, exc) from None
+        except NoCredentialsError:
+            log.error("%s %r: no credentials found", op, key)
+            raise StoreError(errno.EACCES, op, key, "NoCredentials", "no credentials found") from None
+        except BotoCoreError as exc:
+            log.error("%s %r failed after retries: %s", op, key, exc)
+            raise StoreError(errno.EIO, op, key, type(exc).__name__, str(exc)) from None
+
+    @staticmethod
+    def _error(op: str, key: str, exc: ClientError) -> StoreError:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "Unknown"))
+        message = str(error.get("Message") or "")
+        if QUOTA_MESSAGE in message:
+            err = errno.EDQUOT
+        else:
+            err = _ERRNO_BY_CODE.get(code, errno.EIO)
+        if err == errno.ESTALE:
+            return PreconditionFailed(err, op, key, code, message)
+        level = logging.DEBUG if err == errno.ENOENT else logging.WARNING
+        log.log(level, "%s %r: S3 error %s (%s) -> %s", op, key, code, message, errno.errorcode.get(err, err))
+        return StoreError(err, op, key, code, message)
+
+    async def head_object(self, key: str) -> ObjectInfo | None:
+        """The object's attributes, or None when there is no such key."""
+        try:
+            resp = await self._call("HeadObject", key, self._client.head_object, Key=key)
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return ObjectInfo(key, resp["ContentLength"], _timestamp(resp.get("LastModified")), resp.get("ETag"), resp.get("Metadata", {}))
+
+    async def list_page(self, prefix: str, token: str | None = None, delimiter: str = "/", max_keys: int = 1000) -> ListPage:
+        """One page of ListObjectsV2 below ``prefix``."""
+        params: dict[str, Any] = {"Prefix": prefix, "MaxKeys": max_keys}
+        if delimiter:
+            params["Delimiter"] = delimiter
+        if token:
+            params["ContinuationToken"] = token
+        resp = await self._call("ListObjectsV2", prefix, self._client.list_objects_v2, **params)
+        objects = [
+            ObjectInfo(o["Key"], o["Size"], _timestamp(o.get("LastModified")), o.get("ETag")) for o in resp.get("Contents", [])
+        ]
+        prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+        return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+        """Bytes ``start..end`` (inclusive) of the object, only if it still has ``etag``."""
+        params: dict[str, Any] = {"Key": key, "Range": f"bytes={start}-{end}"}
+        if etag:
+            params["IfMatch"] = etag
+
+        def fetch(**kwargs: Any) -> bytes:
+            return self._client.get_object(**kwargs)["Body"].read()
+
+        return await self._call("GetObject", key, fetch, **params)
+
+    def check_mountable(self) -> None:
+        """Fail fast, with a message for the user, if the bucket cannot be listed.
+
+        Blocking; called once before the filesystem starts, with few retries so a
+        wrong bucket, endpoint or key pair is reported in seconds.
+        """
+        config = self._config
+        endpoint = urlparse(config.endpoint)
+        if config.is_coreweave and endpoint.scheme == "https":
+            require_tls13(f"{config.bucket}.{endpoint.hostname}", endpoint.port or 443, config.connect_timeout)
+        probe = self._session.client("s3", endpoint_url=config.endpoint, config=_client_config(config, 2, min(config.connect_timeout, 5.0)))
+        where = f"bucket {config.bucket!r} at {config.endpoint}"
+        try:
+            probe.list_objects_v2(Bucket=config.bucket, Prefix=config.prefix, MaxKeys=1)
+        except NoCredentialsError:
+            raise MountError(
+                "no credentials found: set ACCESS_KEY_ID/SECRET_ACCESS_KEY, create the 'cw' profile in "
+                "~/.coreweave/cw.credentials, or use --profile"
+            ) from None
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            message = exc.response.get("Error", {}).get("Message", "")
+            if code == "NoSuchBucket":
+                raise MountError(f"{where} does not exist (NoSuchBucket)") from None
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise MountError(f"the credentials were rejected by {config.endpoint} ({code}): check the access key and secret") from None
+            if code in ("AccessDenied", "403"):
+                raise MountError(f"access denied listing {where} (needs s3:ListBucket)") from None
+            raise MountError(f"cannot list {where}: {code} {message}".rstrip()) from None
+        except BotoCoreError as exc:
+            raise MountError(f"cannot reach {config.endpoint}: {exc}") from None

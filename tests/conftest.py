@@ -1,0 +1,117 @@
+"""Fixtures: one embedded S3 server per session, and real cwfs mounts on temp dirs.
+
+Every mount runs ``python -m cwfs mount ... --foreground`` in its own process; the
+fixture unmounts it and stops the process by PID, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cwfs.server.control import EmbeddedServer
+
+MOUNT_TIMEOUT = 30.0
+_bucket_numbers = itertools.count()
+
+
+def is_mounted(path: Path) -> bool:
+    with open("/proc/mounts") as mounts:
+        return any(line.split()[1] == str(path) for line in mounts)
+
+
+def unmount(path: Path) -> None:
+    if is_mounted(path):
+        if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
+
+
+class Mount:
+    """One running cwfs process with its mount point and log."""
+
+    def __init__(self, path: Path, proc: subprocess.Popen[bytes], log_file: Path) -> None:
+        self.path = path
+        self.proc = proc
+        self.log_file = log_file
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def stop(self) -> None:
+        unmount(self.path)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def cwfs_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:
+    """An environment whose only credentials are the embedded server's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CWFS_", "ACCESS_KEY", "SECRET_ACCESS"))}
+    env.update(ACCESS_KEY_ID=server.access_key, SECRET_ACCESS_KEY=server.secret_key)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[EmbeddedServer]:
+    srv = EmbeddedServer.start(lota=True)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def bucket(server: EmbeddedServer) -> str:
+    """A fresh, empty bucket for one test."""
+    name = f"test-{os.getpid()}-{next(_bucket_numbers)}"
+    server.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3(server: EmbeddedServer):
+    return server.client()
+
+
+@pytest.fixture
+def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
+    """``mount(bucket, *args, env=None)`` mounts and returns a `Mount`; all are stopped after."""
+    mounts: list[Mount] = []
+
+    def start(bucket: str, *args: str, env: dict[str, str] | None = None) -> Mount:
+        path = tmp_path / f"mnt{len(mounts)}"
+        path.mkdir()
+        log_file = tmp_path / f"cwfs{len(mounts)}.log"
+        command = [
+            sys.executable, "-m", "cwfs", "mount", bucket, str(path),
+            "--endpoint", server.url, "--addressing-style", "path",
+            "--foreground", "--log-file", str(log_file), "--log-level", "DEBUG", *args,
+        ]  # fmt: skip
+        proc = subprocess.Popen(command, env=env or cwfs_env(server), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        mounted = Mount(path, proc, log_file)
+        mounts.append(mounted)
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not is_mounted(path):
+            if proc.poll() is not None:
+                raise AssertionError(f"cwfs exited with {proc.returncode}: {proc.stderr.read().decode()}\n{mounted.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cwfs did not mount within {MOUNT_TIMEOUT}s\n{mounted.log()}")
+            time.sleep(0.05)
+        return mounted
+
+    yield start
+    for mounted in mounts:
+        mounted.stop()

@@ -1,0 +1,157 @@
+"""Browsing a bucket through a real mount: listings, stat, ls, find, odd keys, requests."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import stat
+import subprocess
+
+import pytest
+
+from cwfs.server.seed import pattern
+
+TREE = {
+    "top.txt": b"top\n",
+    "docs/readme.md": b"# hello\n",
+    "docs/guide/intro.md": b"intro",
+    "docs/guide/deep/er/file.bin": b"\x00\x01\x02",
+    "marked/": b"",  # an explicit, empty directory marker
+    "marked-full/": b"",
+    "marked-full/inside.txt": b"in",
+    "implicit/only/child.txt": b"child",
+}
+
+
+@pytest.fixture
+def tree(server, bucket):
+    server.seed(bucket, [{"key": k, "body_b64": base64.b64encode(v).decode()} for k, v in TREE.items()])
+    return bucket
+
+
+def test_listdir_stat_and_find_show_the_tree(tree, mount):
+    mnt = mount(tree).path
+    assert sorted(os.listdir(mnt)) == ["docs", "implicit", "marked", "marked-full", "top.txt"]
+    assert sorted(os.listdir(mnt / "docs")) == ["guide", "readme.md"]
+    assert os.listdir(mnt / "marked") == []
+    assert os.listdir(mnt / "marked-full") == ["inside.txt"]
+    assert stat.S_ISDIR(os.stat(mnt / "implicit" / "only").st_mode)
+    st = os.stat(mnt / "docs" / "guide" / "intro.md")
+    assert stat.S_ISREG(st.st_mode) and st.st_size == 5
+    assert (mnt / "docs/guide/deep/er/file.bin").read_bytes() == b"\x00\x01\x02"
+
+    found = subprocess.run(["find", str(mnt)], capture_output=True, text=True, check=True).stdout.split()
+    relative = sorted(os.path.relpath(p, mnt) for p in found)
+    expected = {"."}
+    for key in TREE:
+        parts = key.rstrip("/").split("/")
+        expected.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    assert relative == sorted(expected)
+
+    listing = subprocess.run(["ls", "-l", str(mnt / "docs")], capture_output=True, text=True, check=True).stdout
+    assert "readme.md" in listing and listing.splitlines()[-1].startswith("-rw-r--r--")
+
+
+def test_missing_names_are_enoent(tree, mount):
+    mnt = mount(tree).path
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt / "nope")
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt / "docs" / "nope" / "deeper")
+    with pytest.raises(NotADirectoryError):
+        os.listdir(mnt / "top.txt")
+
+
+def test_ls_l_of_2500_files_is_three_lists_and_no_head(server, bucket, mount):
+    server.seed(bucket, [{"key": f"big/file-{i:05d}.dat", "size": i % 7} for i in range(2500)])
+    mnt = mount(bucket, "--metadata-ttl", "60").path
+    os.stat(mnt / "big")  # the lookup of the directory itself is not what we measure
+    server.reset()
+    out = subprocess.run(["ls", "-l", str(mnt / "big")], capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith("-")]
+    assert len(lines) == 2500
+    assert lines[3].split()[4] == "3"  # sizes come from the listing
+    counts = server.counts()
+    assert counts.get("ListObjectsV2") == 3, counts
+    assert counts.get("HeadObject", 0) == 0, counts
+    assert counts.get("GetObject", 0) == 0, counts
+
+
+def test_stat_after_listing_makes_no_request(server, bucket, mount):
+    server.seed(bucket, [{"key": f"d/f{i}", "size": i} for i in range(20)])
+    mnt = mount(bucket, "--metadata-ttl", "60").path
+    names = os.listdir(mnt / "d")
+    server.reset()
+    sizes = {name: os.stat(mnt / "d" / name).st_size for name in names}
+    assert sizes == {f"f{i}": i for i in range(20)}
+    assert server.counts() == {}
+
+
+def test_odd_keys_are_skipped_not_fatal(server, bucket, mount):
+    odd = ["odd//empty-component", "odd/./dot", "odd/../dotdot", "odd/" + "x" * 256, "odd/nul\0byte"]
+    good = ["odd/fine.txt", "odd/ünïcode ñame.txt", "odd/with space", "odd/percent%20and+plus"]
+    server.seed(bucket, [{"key": k, "size": 1} for k in odd + good])
+    m = mount(bucket)
+    assert sorted(os.listdir(m.path / "odd")) == sorted(k.split("/", 1)[1] for k in good)
+    for key in good:
+        assert (m.path / key).read_bytes() == pattern(key, 1)
+    log = m.log()
+    assert log.count("cannot be a file name") == len(odd), log
+
+
+def test_file_shadowed_by_directory(server, bucket, mount):
+    server.seed(bucket, [{"key": "both", "size": 3}, {"key": "both/child", "size": 1}])
+    m = mount(bucket)
+    assert stat.S_ISDIR(os.stat(m.path / "both").st_mode)
+    assert os.listdir(m.path) == ["both"]
+    assert os.listdir(m.path / "both") == ["child"]
+    assert "is hidden by the directory" in m.log()
+
+
+def test_inode_numbers_are_stable_and_distinct(tree, mount):
+    mnt = mount(tree).path
+    first = os.stat(mnt / "docs" / "readme.md").st_ino
+    with open(mnt / "docs" / "readme.md", "rb") as held:
+        assert os.fstat(held.fileno()).st_ino == first
+        assert os.stat(mnt / "docs" / "readme.md").st_ino == first
+    assert os.stat(mnt / "top.txt").st_ino != first
+
+
+def test_ownership_and_modes_follow_options(tree, mount):
+    mnt = mount(tree, "--uid", "1234", "--gid", "4321", "--file-mode", "0600", "--dir-mode", "0750").path
+    f = os.stat(mnt / "top.txt")
+    d = os.stat(mnt / "docs")
+    assert (f.st_uid, f.st_gid, stat.S_IMODE(f.st_mode)) == (1234, 4321, 0o600)
+    assert (d.st_uid, d.st_gid, stat.S_IMODE(d.st_mode)) == (1234, 4321, 0o750)
+
+
+def test_prefix_mounts_a_subtree(tree, mount):
+    mnt = mount(tree, "--prefix", "docs/").path
+    assert sorted(os.listdir(mnt)) == ["guide", "readme.md"]
+    assert (mnt / "guide" / "intro.md").read_bytes() == b"intro"
+
+
+def test_statfs_reports_plenty_of_space(tree, mount):
+    fs = os.statvfs(mount(tree).path)
+    assert fs.f_bavail * fs.f_frsize > 1 << 50
+    assert fs.f_namemax == 255
+
+
+def test_virtual_hosted_addressing(server, tree, mount):
+    from conftest import cwfs_env
+
+    port = server.url.rsplit(":", 1)[1]
+    env = cwfs_env(server, HTTP_PROXY=f"http://127.0.0.1:{port}", NO_PROXY="")
+    m = mount(tree, "--addressing-style", "virtual", "--endpoint", f"http://localhost:{port}", env=env)
+    server.reset()
+    assert (m.path / "docs" / "readme.md").read_bytes() == TREE["docs/readme.md"]
+    requests = server.requests()
+    assert requests and all(r["addressing"] == "virtual" and r["bucket"] == tree for r in requests)
+
+
+def test_read_only_mount_refuses_writes(tree, mount):
+    mnt = mount(tree, "--read-only").path
+    with pytest.raises(OSError) as info:
+        open(mnt / "new.txt", "wb")
+    assert info.value.errno == errno.EROFS

@@ -1,0 +1,127 @@
+"""The ``cwfs mount`` command: readiness, clean shutdown, and failing fast with a reason."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import cwfs_env, is_mounted, unmount
+
+FAIL_FAST = 30  # seconds: generous for a loaded machine; a hang would be minutes
+
+
+def cwfs(server, *args, env=None, timeout=FAIL_FAST):
+    return subprocess.run(
+        [sys.executable, "-m", "cwfs", *args], env=env or cwfs_env(server), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def mount_args(server, bucket, mnt):
+    return ["mount", bucket, str(mnt), "--endpoint", server.url, "--addressing-style", "path", "--log-file", str(mnt.parent / "bg.log")]
+
+
+def _wait_unmounted_and_exited(mnt, pattern):
+    deadline = time.monotonic() + FAIL_FAST
+    while time.monotonic() < deadline:
+        alive = subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+        if not alive and not is_mounted(mnt):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the background mount process did not exit after unmount")
+
+
+def test_background_mount_returns_when_ready(server, bucket, s3, tmp_path):
+    s3.put_object(Bucket=bucket, Key="ready.txt", Body=b"yes")
+    mnt = tmp_path / "bg"
+    mnt.mkdir()
+    try:
+        result = cwfs(server, *mount_args(server, bucket, mnt))
+        assert result.returncode == 0, result.stderr
+        assert is_mounted(mnt)  # no polling: the command returned only once mounted
+        assert (mnt / "ready.txt").read_bytes() == b"yes"
+    finally:
+        unmount(mnt)
+    _wait_unmounted_and_exited(mnt, f"cwfs mount {bucket} ")
+
+
+def test_sigterm_unmounts_cleanly(server, bucket, mount):
+    m = mount(bucket)
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(timeout=FAIL_FAST) == 0
+    assert not is_mounted(m.path)
+    assert "unmounted" in m.log()
+
+
+def test_missing_bucket_fails_fast_with_a_reason(server, tmp_path):
+    (tmp_path / "m").mkdir()
+    result = cwfs(server, *mount_args(server, "no-such-bucket-here", tmp_path / "m"))
+    assert result.returncode != 0
+    assert "does not exist" in result.stderr and "no-such-bucket-here" in result.stderr
+    assert not is_mounted(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    "key_id, secret, code",
+    [("WRONGKEY", "whatever", "InvalidAccessKeyId"), (None, "wrong-secret", "SignatureDoesNotMatch")],
+)
+def test_wrong_credentials_fail_fast_without_leaking_them(server, bucket, tmp_path, key_id, secret, code):
+    (tmp_path / "m").mkdir()
+    env = cwfs_env(server, ACCESS_KEY_ID=key_id or server.access_key, SECRET_ACCESS_KEY=secret)
+    result = cwfs(server, *mount_args(server, bucket, tmp_path / "m"), env=env)
+    assert result.returncode != 0
+    assert "credentials were rejected" in result.stderr and code in result.stderr
+    log = (tmp_path / "bg.log").read_text()
+    for text in (result.stderr, log):
+        assert secret not in text
+    assert not is_mounted(tmp_path / "m")
+
+
+def test_no_credentials_at_all(server, bucket, tmp_path):
+    (tmp_path / "m").mkdir()
+    env = {k: v for k, v in cwfs_env(server).items() if k not in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")}
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true")
+    result = cwfs(server, *mount_args(server, bucket, tmp_path / "m"), env=env)
+    assert result.returncode != 0
+    assert "no credentials found" in result.stderr
+
+
+def test_unreachable_endpoint_fails_fast(server, bucket, tmp_path):
+    (tmp_path / "m").mkdir()
+    args = mount_args(server, bucket, tmp_path / "m")
+    args[args.index("--endpoint") + 1] = "http://127.0.0.1:9"  # discard port: nothing listens
+    result = cwfs(server, *args)
+    assert result.returncode != 0
+    assert "cannot reach http://127.0.0.1:9" in result.stderr
+
+
+def test_path_style_is_refused_for_coreweave_endpoints(server, tmp_path):
+    (tmp_path / "m").mkdir()
+    result = cwfs(server, "mount", "b", str(tmp_path / "m"), "--endpoint", "https://cwobject.com", "--addressing-style", "path")
+    assert result.returncode == 2
+    assert "virtual-hosted addressing only" in result.stderr
+
+
+def test_coreweave_profile_files_supply_credentials(server, bucket, s3, tmp_path):
+    """~/.coreweave/cw.credentials and cw.config (profile 'cw') are used when present."""
+    home = tmp_path / "home"
+    (home / ".coreweave").mkdir(parents=True)
+    (home / ".coreweave" / "cw.credentials").write_text(
+        f"[cw]\naws_access_key_id = {server.access_key}\naws_secret_access_key = {server.secret_key}\n"
+    )
+    (home / ".coreweave" / "cw.config").write_text(f"[profile cw]\nendpoint_url = {server.url}\ns3 =\n    addressing_style = path\n")
+    s3.put_object(Bucket=bucket, Key="from-profile.txt", Body=b"cw")
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    env = {k: v for k, v in cwfs_env(server).items() if k not in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")}
+    env["HOME"] = str(home)
+    try:
+        result = cwfs(server, "mount", bucket, str(mnt), "--log-file", str(tmp_path / "cw.log"), env=env)
+        assert result.returncode == 0, result.stderr
+        assert (mnt / "from-profile.txt").read_bytes() == b"cw"
+    finally:
+        unmount(mnt)
+    _wait_unmounted_and_exited(mnt, f"cwfs mount {bucket} ")
