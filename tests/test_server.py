@@ -32,15 +32,6 @@ NO_RETRY = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
 
 
 # ---------------------------------------------------------------- fixtures ---------
-@pytest.fixture(scope="module")
-def server():
-    srv = EmbeddedServer.start(lota=True)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture
 def bucket(server):
     """A fresh, empty bucket per test, created directly in the store."""

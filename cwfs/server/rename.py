@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from datetime import datetime
 from typing import Mapping
 from urllib.parse import unquote
 
@@ -75,24 +76,23 @@ def _check_source(key: FakeKey, headers: Mapping[str, str | None]) -> None:
     if_none = headers.get("x-amz-rename-source-if-none-match")
     if if_none is not None and (if_none.strip() == "*" or same_etag(if_none, key.etag)):
         raise precondition_failed("x-amz-rename-source-if-none-match")
-    since = parse_http_date(headers.get("x-amz-rename-source-if-modified-since"))
-    if since is not None and modified <= since:
-        raise precondition_failed("x-amz-rename-source-if-modified-since")
-    since = parse_http_date(headers.get("x-amz-rename-source-if-unmodified-since"))
-    if since is not None and modified > since:
-        raise precondition_failed("x-amz-rename-source-if-unmodified-since")
+    _check_dates(modified, headers, "x-amz-rename-source-if-modified-since", "x-amz-rename-source-if-unmodified-since")
 
 
 def _check_destination_dates(existing: FakeKey | None, headers: Mapping[str, str | None]) -> None:
     if existing is None:
         return
-    modified = existing.last_modified.replace(microsecond=0)
-    since = parse_http_date(headers.get("If-Modified-Since"))
+    _check_dates(existing.last_modified.replace(microsecond=0), headers, "If-Modified-Since", "If-Unmodified-Since")
+
+
+def _check_dates(modified: datetime, headers: Mapping[str, str | None], if_modified: str, if_unmodified: str) -> None:
+    """The two date preconditions, read from the given header names."""
+    since = parse_http_date(headers.get(if_modified))
     if since is not None and modified <= since:
-        raise precondition_failed("If-Modified-Since")
-    since = parse_http_date(headers.get("If-Unmodified-Since"))
+        raise precondition_failed(if_modified)
+    since = parse_http_date(headers.get(if_unmodified))
     if since is not None and modified > since:
-        raise precondition_failed("If-Unmodified-Since")
+        raise precondition_failed(if_unmodified)
 
 
 def _move(backend: S3Backend, bucket_obj: object, key: FakeKey, dest: str) -> None:
