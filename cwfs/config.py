@@ -52,6 +52,12 @@ class Config:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     fuse_tasks: int = 32
+    cache_dir: Path | None = None
+    cache_limit: int = 16 << 30
+    part_size: int = 50 << 20
+    upload_concurrency: int = 4
+    checksum: str = "crc32c"
+    conflict_retries: int = 5
 
     @property
     def is_coreweave(self) -> bool:
@@ -85,6 +91,27 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative-ttl", type=float, help="seconds a missing name is cached (default 1)")
     parser.add_argument("--max-concurrency", type=int, help="parallel S3 requests (default 64)")
     parser.add_argument("--max-attempts", type=int, help="attempts per S3 request on throttling/5xx (default 10)")
+    parser.add_argument("--cache-dir", type=Path, help="where files being written are staged (default: a private directory per mount)")
+    parser.add_argument("--cache-limit", type=parse_size, help="staged bytes before writers wait (default 16G)")
+    parser.add_argument("--part-size", type=parse_size, help="multipart upload part size (default 50M, 5M..5G)")
+    parser.add_argument("--upload-concurrency", type=int, help="parts uploaded in parallel per file (default 4)")
+    parser.add_argument("--checksum", choices=CHECKSUMS, type=str.lower, help="checksum sent with uploads (default crc32c)")
+
+
+CHECKSUMS = ("crc32c", "crc64nvme", "off")
+MIN_PART_SIZE = 5 << 20
+MAX_PART_SIZE = 5 << 30
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``1048576``, ``512K``, ``50M``, ``16G``, ``1T`` (binary units) as a byte count."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, suffix = (value[:-1], value[-1]) if value and value[-1] in _SIZE_SUFFIXES else (value, "")
+    try:
+        return int(float(number) * _SIZE_SUFFIXES[suffix])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
 
 
 _ENV_TYPES = {
@@ -100,6 +127,10 @@ _ENV_TYPES = {
     "max_concurrency": int,
     "max_attempts": int,
     "log_file": Path,
+    "cache_dir": Path,
+    "cache_limit": parse_size,
+    "part_size": parse_size,
+    "upload_concurrency": int,
 }
 
 
@@ -118,7 +149,7 @@ def _from_env(name: str, environ: dict[str, str]) -> object | None:
         if kind == "octal":
             return _octal(raw)
         return kind(raw)  # type: ignore[operator]
-    except ValueError as exc:
+    except (ValueError, argparse.ArgumentTypeError) as exc:
         raise ConfigError(f"CWFS_{name.upper()}={raw!r}: {exc}") from None
 
 
@@ -212,5 +243,9 @@ def _validate(config: Config) -> None:
     for name in ("metadata_ttl", "negative_ttl"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
-    if config.max_concurrency < 1 or config.max_attempts < 1:
-        raise ConfigError("--max-concurrency and --max-attempts must be at least 1")
+    if min(config.max_concurrency, config.max_attempts, config.upload_concurrency) < 1:
+        raise ConfigError("--max-concurrency, --max-attempts and --upload-concurrency must be at least 1")
+    if not MIN_PART_SIZE <= config.part_size <= MAX_PART_SIZE:
+        raise ConfigError(f"--part-size must be between 5M and 5G (S3's limits), got {config.part_size}")
+    if config.checksum not in CHECKSUMS:
+        raise ConfigError(f"--checksum must be one of {', '.join(CHECKSUMS)}")

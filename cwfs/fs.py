@@ -1,7 +1,8 @@
 """The FUSE operations: a thin translation between pyfuse3 requests and the namespace.
 
-Each handler resolves inode numbers to paths (`InodeTable`), asks the `Namespace` or
-an open file's reader, and turns `StoreError` into the matching errno.
+Each handler resolves inode numbers to paths (`InodeTable`), asks the `Namespace`, an
+open file's reader or its `OpenFile` (staged writes), and turns `StoreError` into the
+matching errno.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import pyfuse3
 import trio
 
 from cwfs.config import Config
-from cwfs.inodes import ROOT_INODE, InodeTable
-from cwfs.metacache import Attrs
+from cwfs.inodes import InodeTable
+from cwfs.metacache import DIRECTORY, Attrs
 from cwfs.namespace import Namespace, join
+from cwfs.openfile import OpenFile
 from cwfs.reader import RangeReader, Reader
-from cwfs.store import StoreError
+from cwfs.staging import StagingArea
+from cwfs.store import PreconditionFailed, StoreError
+from cwfs.upload import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +63,15 @@ def _decode(name: bytes) -> str:
 
 @dataclass
 class DirHandle:
-    """An open directory: entries fetched so far, and the listing that yields more."""
+    """An open directory: entries fetched so far, and the listing that yields more.
+
+    Files created on this mount and not yet uploaded are appended once the listing
+    is complete, so ``ls`` shows a file while it is being written.
+    """
 
     path: str
     pages: AsyncIterator[list[tuple[str, Attrs]]]
+    local: Callable[[], dict[str, Attrs]]
     entries: list[tuple[str, Attrs]] = field(default_factory=list)
     complete: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -74,6 +83,8 @@ class DirHandle:
                 self.entries.extend(await self.pages.__anext__())
             except StopAsyncIteration:
                 self.complete = True
+                listed = {name for name, _ in self.entries}
+                self.entries.extend((name, attrs) for name, attrs in self.local().items() if name not in listed)
         return self.entries[index] if index < len(self.entries) else None
 
 
@@ -81,6 +92,7 @@ class DirHandle:
 class FileHandle:
     path: str
     reader: Reader
+    open_file: OpenFile | None = None  # set when opened for writing
 
 
 class Filesystem(pyfuse3.Operations):
@@ -90,15 +102,21 @@ class Filesystem(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, config: Config, namespace: Namespace) -> None:
+    def __init__(self, config: Config, namespace: Namespace, staging: StagingArea, uploader: Uploader) -> None:
         super().__init__()
         self._config = config
         self._ns = namespace
+        self._store = namespace.store
+        self._staging = staging
+        self._uploader = uploader
         self.inodes = InodeTable()
         self._handles = itertools.count(1)
         self._dirs: dict[int, DirHandle] = {}
         self._files: dict[int, FileHandle] = {}
-        self._mounted_at = time.time()
+        self._open: dict[str, OpenFile] = {}
+        self._mounted_at_ns = time.time_ns()
+
+    # -- attributes --------------------------------------------------------------------
 
     def _attributes(self, inode: int, attrs: Attrs) -> pyfuse3.EntryAttributes:
         cfg = self._config
@@ -110,7 +128,7 @@ class Filesystem(pyfuse3.Operations):
         if attrs.is_dir:
             entry.st_mode = stat.S_IFDIR | cfg.dir_mode
         else:
-            entry.st_mode = stat.S_IFREG | cfg.file_mode
+            entry.st_mode = stat.S_IFREG | (cfg.file_mode if attrs.mode is None else attrs.mode)
         # nlink 1 on directories tells find(1) not to count subdirectories from it.
         entry.st_nlink = 1
         entry.st_uid = cfg.uid
@@ -119,15 +137,22 @@ class Filesystem(pyfuse3.Operations):
         entry.st_blksize = BLOCK_SIZE
         entry.st_blocks = (attrs.size + 511) // 512
         # Implicit directories have no timestamp of their own: show the mount time.
-        mtime_ns = int((attrs.mtime or self._mounted_at) * 1e9)
+        mtime_ns = attrs.mtime_ns or self._mounted_at_ns
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = mtime_ns
         return entry
 
     async def _stat(self, path: str) -> Attrs:
+        """Attributes of ``path``: those of a file open for writing win over the store's."""
+        open_file = self._open.get(path)
+        if open_file is not None and not open_file.unlinked:
+            return open_file.attrs()
         attrs = await self._ns.stat(path)
         if attrs is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return attrs
+
+    def _child(self, parent_inode: int, name: bytes) -> str:
+        return join(self.inodes.path(parent_inode), _decode(name))
 
     @fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -138,8 +163,11 @@ class Filesystem(pyfuse3.Operations):
             path = parent.rpartition("/")[0]
         else:
             path = join(parent, _decode(name))
-        attrs = await self._ns.stat(path)
-        if attrs is None:
+        try:
+            attrs = await self._stat(path)
+        except pyfuse3.FUSEError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
             missing = pyfuse3.EntryAttributes()
             missing.st_ino = 0
             missing.entry_timeout = self._config.negative_ttl
@@ -150,16 +178,60 @@ class Filesystem(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._attributes(inode, await self._stat(self.inodes.path(inode)))
 
+    @fuse_errors
+    async def setattr(
+        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        """Truncate, and keep mtime and mode as object metadata; ownership is mount-wide.
+
+        On a file open for writing the changes go out with its upload; on a closed file
+        a size change is uploaded at once and metadata is replaced server-side.
+        """
+        path = self.inodes.path(inode)
+        attrs = await self._stat(path)
+        mtime = attr.st_mtime_ns if fields.update_mtime else None
+        mode = stat.S_IMODE(attr.st_mode) if fields.update_mode else None
+        if attrs.is_dir or not (fields.update_size or mtime is not None or mode is not None):
+            return self._attributes(inode, attrs)  # chown, atime, directory times: accepted, not stored
+        open_file = self._open.get(path)
+        if open_file is not None:
+            if fields.update_size:
+                await open_file.truncate(self._store, attr.st_size)
+            if mtime is not None or mode is not None:
+                open_file.set_metadata(mtime, mode)
+            return self._attributes(inode, open_file.attrs())
+        open_file = self._open_for_write(path, attrs, None)
+        try:
+            if fields.update_size:
+                await open_file.truncate(self._store, attr.st_size)
+            if mtime is not None or mode is not None:
+                open_file.set_metadata(mtime, mode)
+            return self._attributes(inode, await self._commit(open_file) or open_file.attrs())
+        finally:
+            self._close_for_write(open_file)
+
+    # -- directories -------------------------------------------------------------------
+
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for inode, count in inode_list:
-            self.inodes.forget(inode, count)
+            path = self.inodes.forget(inode, count)
+            if path is not None:
+                self._ns.release_dir(path)
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         path = self.inodes.path(inode)
         fh = next(self._handles)
-        self._dirs[fh] = DirHandle(path, self._ns.list_dir(path))
+        self._dirs[fh] = DirHandle(path, self._ns.list_dir(path), functools.partial(self._local_entries, path))
         return fh
+
+    def _local_entries(self, directory: str) -> dict[str, Attrs]:
+        prefix = directory + "/" if directory else ""
+        return {
+            path[len(prefix) :]: f.attrs()
+            for path, f in self._open.items()
+            if path.startswith(prefix) and "/" not in path[len(prefix) :] and not f.unlinked
+        }
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -180,26 +252,127 @@ class Filesystem(pyfuse3.Operations):
             await handle.pages.aclose()  # type: ignore[attr-defined]
 
     @fuse_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path = self._child(parent_inode, name)
+        try:
+            await self._ns.make_dir(path)
+        except PreconditionFailed:
+            raise pyfuse3.FUSEError(errno.EEXIST) from None
+        return self._attributes(self.inodes.ref(path), DIRECTORY)
+
+    @fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        path = self._child(parent_inode, name)
+        if self._local_entries(path):
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+        await self._ns.remove_dir(path)
+
+    @fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        path = self._child(parent_inode, name)
+        open_file = self._open.get(path)
+        if open_file is not None:
+            open_file.unlinked = True
+            del self._open[path]
+            if open_file.etag is None:
+                self._ns.removed(path)
+                return  # never uploaded: nothing to delete
+        await self._ns.remove_file(path)
+
+    # -- files -------------------------------------------------------------------------
+
+    def _open_for_write(self, path: str, attrs: Attrs | None, mode: int | None) -> OpenFile:
+        open_file = self._open.get(path)
+        if open_file is None:
+            open_file = OpenFile(path, self._ns.object_key(path), attrs, mode, self._staging)
+            self._open[path] = open_file
+        open_file.handles += 1
+        return open_file
+
+    def _close_for_write(self, open_file: OpenFile) -> None:
+        open_file.handles -= 1
+        if open_file.handles == 0:
+            if self._open.get(open_file.path) is open_file:
+                del self._open[open_file.path]
+            open_file.close()
+
+    def _new_handle(self, path: str, attrs: Attrs, open_file: OpenFile | None) -> pyfuse3.FileInfo:
+        fh = next(self._handles)
+        reader = RangeReader(self._store, self._ns.object_key(path), attrs.size, attrs.etag)
+        self._files[fh] = FileHandle(path, reader, open_file)
+        return pyfuse3.FileInfo(fh=fh)
+
+    @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        if flags & os.O_ACCMODE != os.O_RDONLY:
-            raise pyfuse3.FUSEError(errno.EROFS)
         path = self.inodes.path(inode)
         attrs = await self._stat(path)
         if attrs.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        fh = next(self._handles)
-        reader = RangeReader(self._ns.store, self._ns.object_key(path), attrs.size, attrs.etag)
-        self._files[fh] = FileHandle(path, reader)
-        return pyfuse3.FileInfo(fh=fh)
+        open_file = None
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            if self._config.read_only:
+                raise pyfuse3.FUSEError(errno.EROFS)
+            open_file = self._open_for_write(path, attrs, None)
+            if flags & os.O_TRUNC:
+                await open_file.truncate(self._store, 0)
+        return self._new_handle(path, attrs, open_file)
+
+    @fuse_errors
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        path = self._child(parent_inode, name)
+        open_file = self._open_for_write(path, None, stat.S_IMODE(mode) & ~ctx.umask)
+        attrs = open_file.attrs()
+        return self._new_handle(path, attrs, open_file), self._attributes(self.inodes.ref(path), attrs)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._files[fh].reader.read(off, size)
+        handle = self._files[fh]
+        open_file = handle.open_file or self._open.get(handle.path)
+        if open_file is not None:
+            data = open_file.read(off, size)
+            if data is not None:
+                return data
+        return await handle.reader.read(off, size)
+
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        open_file = self._files[fh].open_file
+        if open_file is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return await open_file.write(self._store, off, buf)
+
+    async def _commit(self, open_file: OpenFile) -> Attrs | None:
+        attrs = await open_file.commit(self._store, self._uploader)
+        if attrs is not None:
+            self._ns.cache.put(open_file.path, attrs)
+        return attrs
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        open_file = self._files[fh].open_file
+        if open_file is not None:
+            await self._commit(open_file)
+
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.flush(fh)
 
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
-        if handle is not None:
-            await handle.reader.close()
+        if handle is None:
+            return
+        await handle.reader.close()
+        open_file = handle.open_file
+        if open_file is None:
+            return
+        if open_file.handles == 1 and open_file.failure is None:
+            try:
+                await self._commit(open_file)  # e.g. written through mmap, never flushed
+            except StoreError:
+                pass  # logged; the data is kept
+        self._close_for_write(open_file)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()

@@ -36,18 +36,22 @@ class InodeTable:
             self._lookups[inode] = self._lookups.get(inode, 0) + 1
         return inode
 
-    def forget(self, inode: int, count: int) -> None:
-        """Drop ``count`` kernel references; unbind the inode when none are left."""
+    def forget(self, inode: int, count: int) -> str | None:
+        """Drop ``count`` kernel references; unbind the inode when none are left.
+
+        Returns the path that is no longer bound, if this unbound it.
+        """
         if inode == ROOT_INODE or inode not in self._lookups:
-            return
+            return None
         left = self._lookups[inode] - count
         if left > 0:
             self._lookups[inode] = left
-            return
+            return None
         del self._lookups[inode]
         path = self._paths.pop(inode)
         if self._inodes.get(path) == inode:
             del self._inodes[path]
+        return path
 
     def __len__(self) -> int:
         return len(self._paths)

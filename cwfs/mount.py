@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 from collections.abc import Callable
 
 import pyfuse3
@@ -13,7 +14,9 @@ from cwfs.config import Config
 from cwfs.fs import Filesystem
 from cwfs.metacache import MetadataCache
 from cwfs.namespace import Namespace
+from cwfs.staging import StagingArea, create_cache_dir
 from cwfs.store import MountError, ObjectStore
+from cwfs.upload import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,9 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
         store = ObjectStore(config)
         await trio.to_thread.run_sync(store.check_mountable)
         cache = MetadataCache(config.metadata_ttl, config.negative_ttl, config.metadata_cache_entries)
-        filesystem = Filesystem(config, Namespace(store, cache, config.prefix))
+        cache_dir, private = create_cache_dir(config.cache_dir, config.bucket)
+        uploader = Uploader(store, config.part_size, config.upload_concurrency, config.checksum, config.conflict_retries)
+        filesystem = Filesystem(config, Namespace(store, cache, config.prefix), StagingArea(cache_dir, config.cache_limit), uploader)
         try:
             pyfuse3.init(filesystem, str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:
@@ -64,3 +69,13 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
     finally:
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", config.mountpoint)
+        if private:
+            _remove_if_empty(cache_dir)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Remove the mount's private staging directory unless it keeps uncommitted data."""
+    try:
+        directory.rmdir()
+    except OSError:
+        log.warning("%s still holds data that could not be uploaded; it is kept", directory)

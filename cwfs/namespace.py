@@ -3,19 +3,19 @@
 A path is relative to the mount root ("" is the root, "a/b" a file or directory). A
 directory is a key prefix: implicit (objects below it) or marked by a ``dir/`` object.
 When both an object ``a`` and a prefix ``a/`` exist, the directory wins and the object
-is hidden (logged once).
+is hidden (logged once). An implicit directory whose last object was removed here stays
+visible while the kernel holds it, as it would on a local disk.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
-import trio
-
-from cwfs.metacache import DIRECTORY, Attrs, MetadataCache
-from cwfs.store import ObjectInfo, ObjectStore
+from cwfs.metacache import DIRECTORY, Attrs, MetadataCache, file_attrs
+from cwfs.store import ObjectInfo, ObjectStore, StoreError, WriteCondition
+from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +39,6 @@ def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-async def _both(first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]]) -> tuple[Any, Any]:
-    """Await two calls concurrently; re-raise the first failure as itself, not as a group."""
-    results: list[Any] = [None, None]
-    errors: list[BaseException] = []
-
-    async def run(index: int, fn: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            results[index] = await fn()
-        except Exception as exc:  # noqa: BLE001 - handed back to the caller below
-            errors.append(exc)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run, 0, first)
-        nursery.start_soon(run, 1, second)
-    if errors:
-        raise errors[0]
-    return results[0], results[1]
-
-
 class Namespace:
     """Resolves paths to attributes and lists directories, filling the metadata cache."""
 
@@ -66,6 +47,7 @@ class Namespace:
         self.cache = cache
         self.prefix = prefix
         self._reported: set[str] = set()
+        self._kept_dirs: set[str] = set()
 
     def object_key(self, path: str) -> str:
         return self.prefix + path
@@ -80,7 +62,7 @@ class Namespace:
 
     @staticmethod
     def _file_attrs(info: ObjectInfo) -> Attrs:
-        return Attrs(is_dir=False, size=info.size, mtime=info.mtime, etag=info.etag)
+        return file_attrs(info.size, int(info.mtime * 1e9), info.etag, info.metadata)
 
     async def stat(self, path: str) -> Attrs | None:
         """Attributes of ``path``, or None if nothing exists there.
@@ -94,11 +76,10 @@ class Namespace:
         if cached is not None:
             return cached or None
         key = self.object_key(path)
-        info, page = await _both(
-            lambda: self.store.head_object(key),
-            lambda: self.store.list_page(key + "/", max_keys=1, delimiter=""),
+        info, page = await gather(
+            [lambda: self.store.head_object(key), lambda: self.store.list_page(key + "/", max_keys=1, delimiter="")]
         )
-        if page.objects or page.prefixes:
+        if page.objects or page.prefixes or (info is None and path in self._kept_dirs):
             if info is not None:
                 self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
             attrs: Attrs | None = DIRECTORY
@@ -143,6 +124,37 @@ class Namespace:
             token = page.next_token
             if token is None:
                 return
+
+    async def make_dir(self, path: str) -> None:
+        """Create the marker object ``path/``; PreconditionFailed if it already exists."""
+        await self.store.put_object(self.dir_prefix(path), b"", WriteCondition(None), {}, None)
+        self.cache.put(path, DIRECTORY)
+
+    async def remove_dir(self, path: str) -> None:
+        """Remove an empty directory (its marker, if any); ENOTEMPTY if anything is below."""
+        prefix = self.dir_prefix(path)
+        page = await self.store.list_page(prefix, max_keys=2, delimiter="")
+        if any(info.key != prefix for info in page.objects):
+            raise StoreError(errno.ENOTEMPTY, "rmdir", prefix, "DirectoryNotEmpty", "objects exist below it")
+        if page.objects:
+            await self.store.delete_object(prefix)
+        self._kept_dirs.discard(path)
+        self.cache.put_missing(path)
+
+    async def remove_file(self, path: str) -> None:
+        await self.store.delete_object(self.object_key(path))
+        self.removed(path)
+
+    def removed(self, path: str) -> None:
+        """``path`` is gone; its directory stays visible even if that made it empty."""
+        self.cache.put_missing(path)
+        parent = path.rpartition("/")[0]
+        if parent:
+            self._kept_dirs.add(parent)
+
+    def release_dir(self, path: str) -> None:
+        """The kernel no longer holds ``path``: an emptied directory may now vanish."""
+        self._kept_dirs.discard(path)
 
     def _usable(self, key: str, name: str) -> bool:
         reason = invalid_name_reason(name)

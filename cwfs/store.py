@@ -30,6 +30,7 @@ from cwfs.config import Config
 log = logging.getLogger(__name__)
 
 DEFAULT_REGION = "us-east-1"
+DOWNLOAD_CHUNK = 1 << 20
 QUOTA_MESSAGE = "The account is write suspended."
 
 _ERRNO_BY_CODE = {
@@ -42,6 +43,7 @@ _ERRNO_BY_CODE = {
     "InvalidAccessKeyId": errno.EACCES,
     "SignatureDoesNotMatch": errno.EACCES,
     "PreconditionFailed": errno.ESTALE,
+    "ConditionalRequestConflict": errno.EAGAIN,
     "412": errno.ESTALE,
     "InvalidRange": errno.EINVAL,
     "EntityTooLarge": errno.EFBIG,
@@ -59,6 +61,10 @@ class StoreError(OSError):
 
 class PreconditionFailed(StoreError):
     """A conditional request lost: the object is not what the caller expected."""
+
+
+class Conflict(StoreError):
+    """409 ConditionalRequestConflict: a concurrent write to the key was in flight; retry."""
 
 
 class MountError(Exception):
@@ -83,6 +89,33 @@ class ListPage:
     objects: list[ObjectInfo]
     prefixes: list[str]
     next_token: str | None
+
+
+@dataclass(frozen=True)
+class WriteCondition:
+    """What the key must hold for a write to go ahead: nothing (``etag`` None) or that ETag."""
+
+    etag: str | None
+
+    def params(self) -> dict[str, str]:
+        return {"IfMatch": self.etag} if self.etag else {"IfNoneMatch": "*"}
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A checksum sent with an upload: algorithm name (``crc32c``) and base64 value."""
+
+    algorithm: str
+    value: str
+
+    @property
+    def response_field(self) -> str:
+        """Where boto3 puts the server's checksum in a response, e.g. ``ChecksumCRC32C``."""
+        return "Checksum" + self.algorithm.upper()
+
+
+def _checksum_params(checksum: Checksum | None) -> dict[str, str]:
+    return {checksum.response_field: checksum.value} if checksum else {}
 
 
 def _timestamp(value: datetime | None) -> float:
@@ -112,6 +145,9 @@ def _client_config(config: Config, max_attempts: int, connect_timeout: float) ->
         connect_timeout=connect_timeout,
         read_timeout=config.read_timeout,
         tcp_keepalive=True,
+        # cwfs computes and sends its own checksums (--checksum); botocore adds none.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
 
 
@@ -171,6 +207,8 @@ class ObjectStore:
             err = _ERRNO_BY_CODE.get(code, errno.EIO)
         if err == errno.ESTALE:
             return PreconditionFailed(err, op, key, code, message)
+        if err == errno.EAGAIN:
+            return Conflict(err, op, key, code, message)
         level = logging.DEBUG if err == errno.ENOENT else logging.WARNING
         log.log(level, "%s %r: S3 error %s (%s) -> %s", op, key, code, message, errno.errorcode.get(err, err))
         return StoreError(err, op, key, code, message)
@@ -209,6 +247,57 @@ class ObjectStore:
             return self._client.get_object(**kwargs)["Body"].read()
 
         return await self._call("GetObject", key, fetch, **params)
+
+    async def download(self, key: str, path: str, etag: str | None) -> None:
+        """Write the whole object into the local file ``path``, only if it still has ``etag``."""
+        params: dict[str, Any] = {"Key": key}
+        if etag:
+            params["IfMatch"] = etag
+
+        def fetch(**kwargs: Any) -> None:
+            body = self._client.get_object(**kwargs)["Body"]
+            with open(path, "wb") as out:
+                for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                    out.write(chunk)
+
+        await self._call("GetObject", key, fetch, **params)
+
+    async def put_object(self, key: str, body: bytes, condition: WriteCondition, metadata: dict[str, str], checksum: Checksum | None) -> dict[str, Any]:
+        """PutObject, conditional on what the key holds now (see `WriteCondition`)."""
+        params = {"Key": key, "Body": body, "Metadata": metadata, **condition.params(), **_checksum_params(checksum)}
+        return await self._call("PutObject", key, self._client.put_object, **params)
+
+    async def create_multipart_upload(self, key: str, metadata: dict[str, str], algorithm: str | None) -> str:
+        params: dict[str, Any] = {"Key": key, "Metadata": metadata}
+        if algorithm:
+            params["ChecksumAlgorithm"] = algorithm.upper()
+        return (await self._call("CreateMultipartUpload", key, self._client.create_multipart_upload, **params))["UploadId"]
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes, checksum: Checksum | None) -> dict[str, Any]:
+        params = {"Key": key, "UploadId": upload_id, "PartNumber": number, "Body": body, **_checksum_params(checksum)}
+        return await self._call("UploadPart", key, self._client.upload_part, **params)
+
+    async def complete_multipart_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]], condition: WriteCondition) -> dict[str, Any]:
+        params = {"Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": parts}, **condition.params()}
+        return await self._call("CompleteMultipartUpload", key, self._client.complete_multipart_upload, **params)
+
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        await self._call("AbortMultipartUpload", key, self._client.abort_multipart_upload, Key=key, UploadId=upload_id)
+
+    async def delete_object(self, key: str) -> None:
+        await self._call("DeleteObject", key, self._client.delete_object, Key=key)
+
+    async def replace_metadata(self, key: str, etag: str | None, metadata: dict[str, str]) -> dict[str, Any]:
+        """Set the object's user metadata server-side (a self-copy), only if it still has ``etag``."""
+        params: dict[str, Any] = {
+            "Key": key,
+            "CopySource": {"Bucket": self.bucket, "Key": key},
+            "MetadataDirective": "REPLACE",
+            "Metadata": metadata,
+        }
+        if etag:
+            params["CopySourceIfMatch"] = etag
+        return (await self._call("CopyObject", key, self._client.copy_object, **params))["CopyObjectResult"]
 
     def check_mountable(self) -> None:
         """Fail fast, with a message for the user, if the bucket cannot be listed.

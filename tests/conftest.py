@@ -37,10 +37,14 @@ def unmount(path: Path) -> None:
 class Mount:
     """One running cwfs process with its mount point and log."""
 
-    def __init__(self, path: Path, proc: subprocess.Popen[bytes], log_file: Path) -> None:
+    def __init__(self, path: Path, proc: subprocess.Popen[bytes], log_file: Path, cache_dir: Path) -> None:
         self.path = path
         self.proc = proc
         self.log_file = log_file
+        self.cache_dir = cache_dir
+
+    def staged_files(self) -> list[Path]:
+        return sorted(p for p in self.cache_dir.iterdir() if p.is_file())
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
@@ -95,13 +99,14 @@ def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
         path = tmp_path / f"mnt{len(mounts)}"
         path.mkdir()
         log_file = tmp_path / f"cwfs{len(mounts)}.log"
+        cache_dir = tmp_path / f"cache{len(mounts)}"
         command = [
             sys.executable, "-m", "cwfs", "mount", bucket, str(path),
-            "--endpoint", server.url, "--addressing-style", "path",
+            "--endpoint", server.url, "--addressing-style", "path", "--cache-dir", str(cache_dir),
             "--foreground", "--log-file", str(log_file), "--log-level", "DEBUG", *args,
         ]  # fmt: skip
         proc = subprocess.Popen(command, env=env or cwfs_env(server), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        mounted = Mount(path, proc, log_file)
+        mounted = Mount(path, proc, log_file, cache_dir)
         mounts.append(mounted)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while not is_mounted(path):

@@ -1,0 +1,140 @@
+"""A file open for writing: its staged content, the version it replaces, pending metadata.
+
+All handles of one path share one `OpenFile`. Content is fetched from the store only
+when first needed (a write or truncate to a non-zero size), so ``open(O_TRUNC)`` and
+the kernel's truncate-after-open never download the old data. ``commit`` uploads
+the content when it changed, or only the metadata (server-side) when just that did,
+and does nothing for a file nobody changed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+import time
+
+import trio
+
+from cwfs.metacache import Attrs, object_metadata
+from cwfs.staging import StagedFile, StagingArea
+from cwfs.store import ObjectStore, PreconditionFailed, StoreError, WriteCondition
+from cwfs.upload import Uploader
+
+log = logging.getLogger(__name__)
+
+
+class OpenFile:
+    def __init__(self, path: str, key: str, base: Attrs | None, mode: int | None, staging: StagingArea) -> None:
+        self.path = path
+        self.key = key
+        self.etag = base.etag if base else None  # the version our next upload replaces
+        self._base_size = base.size if base else 0
+        self._staging = staging
+        self.staged: StagedFile | None = None
+        self.dirty = base is None  # a new file is created even if nothing is written
+        self._metadata_dirty = False
+        self.mtime_ns = base.mtime_ns if base else time.time_ns()
+        self.mode = base.mode if base else mode
+        self.handles = 0
+        self.unlinked = False
+        self.failure: StoreError | None = None
+        self._lock = trio.Lock()
+
+    @property
+    def size(self) -> int:
+        return self.staged.size if self.staged else self._base_size
+
+    def attrs(self) -> Attrs:
+        return Attrs(is_dir=False, size=self.size, mtime_ns=self.mtime_ns, etag=self.etag, mode=self.mode)
+
+    async def _stage(self, store: ObjectStore, fetch: bool = True) -> StagedFile:
+        if self.staged is None:
+            staged = self._staging.new_file(self.key)
+            if fetch and self._base_size and self.etag:
+                try:
+                    await store.download(self.key, str(staged.path), self.etag)
+                except BaseException:
+                    staged.discard()
+                    raise
+                staged.adopt_download()
+            self.staged = staged
+        return self.staged
+
+    def _touch(self) -> None:
+        self.dirty = True
+        self.mtime_ns = time.time_ns()
+
+    async def write(self, store: ObjectStore, offset: int, data: bytes) -> int:
+        async with self._lock:
+            staged = await self._stage(store)
+            written = await staged.write(offset, data)
+            self._touch()
+            return written
+
+    async def truncate(self, store: ObjectStore, size: int) -> None:
+        async with self._lock:
+            staged = await self._stage(store, fetch=size > 0)
+            await staged.resize(size)
+            self._touch()
+
+    def read(self, offset: int, size: int) -> bytes | None:
+        """Staged bytes, or None when nothing is staged (read from the store then)."""
+        return self.staged.read(offset, size) if self.staged else None
+
+    def set_metadata(self, mtime_ns: int | None, mode: int | None) -> None:
+        if mtime_ns is not None:
+            self.mtime_ns = mtime_ns
+        if mode is not None:
+            self.mode = mode
+        self._metadata_dirty = True
+
+    async def commit(self, store: ObjectStore, uploader: Uploader) -> Attrs | None:
+        """Make the store hold what this file holds; None if nothing needed doing.
+
+        On failure the staged data stays where it is (the log says where) and the
+        error says why: EEXIST when someone else created the key first, ESTALE when
+        someone else replaced the version we started from.
+        """
+        async with self._lock:
+            if self.unlinked or not (self.dirty or self._metadata_dirty):
+                return None
+            metadata = object_metadata(self.mtime_ns, self.mode, stat.S_IFREG)
+            try:
+                if self.dirty:
+                    staged = await self._stage(store, fetch=False)
+                    self.etag = await uploader.upload(self.key, staged.fd, staged.size, WriteCondition(self.etag), metadata)
+                else:
+                    self.etag = (await store.replace_metadata(self.key, self.etag, metadata))["ETag"]
+            except PreconditionFailed as exc:
+                self.failure = self._lost_race(exc)
+                raise self.failure from None
+            except StoreError as exc:
+                self.failure = exc
+                self._log_kept(f"{self.key!r} was not committed ({exc.code}: {exc.message})")
+                raise
+            self.failure = None
+            self.dirty = self._metadata_dirty = False
+            return self.attrs()
+
+    def _lost_race(self, exc: PreconditionFailed) -> StoreError:
+        if self.etag is None:
+            reason, err = "another writer created it first", errno.EEXIST
+        else:
+            reason, err = f"another writer replaced the version we opened (ETag {self.etag})", errno.ESTALE
+        self._log_kept(f"{self.key!r} was not written: {reason}")
+        return StoreError(err, exc.op, self.key, exc.code, reason)
+
+    def _log_kept(self, reason: str) -> None:
+        where = f"; the data is kept in {self.staged.path}" if self.dirty and self.staged else ""
+        log.error("%s%s", reason, where)
+
+    def close(self) -> None:
+        """The last handle is gone: drop committed data, keep what could not be committed."""
+        if self.staged is None:
+            return
+        if self.dirty and not self.unlinked:
+            self.staged.keep(f"{self.key!r} has uncommitted changes")
+        else:
+            self.staged.discard()
+        self.staged = None

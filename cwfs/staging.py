@@ -1,0 +1,114 @@
+"""Local staging files for data being written, under one byte budget.
+
+Files open for writing live in the cache directory until their object is committed.
+The budget counts the bytes of all staged files together: a writer that would go over
+it waits until other files are committed and discarded, rather than filling the disk.
+A file alone is always allowed to grow, so a single large file cannot deadlock.
+Files whose upload failed are kept (their path is logged) and leave the budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import trio
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_base() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cwfs"
+
+
+def create_cache_dir(configured: Path | None, bucket: str) -> tuple[Path, bool]:
+    """The directory to stage in, and whether it is a private one of this mount's own."""
+    if configured is not None:
+        configured.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return configured, False
+    base = default_cache_base()
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{bucket}-", dir=base)), True
+
+
+class StagedFile:
+    """One local file holding an object's new content; its size is charged to the budget."""
+
+    def __init__(self, area: StagingArea, path: Path) -> None:
+        self._area = area
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.size = 0
+
+    async def resize(self, size: int) -> None:
+        """Grow or shrink the file to ``size`` bytes, waiting for budget to grow."""
+        await self._area.charge(self, size - self.size)
+        os.ftruncate(self.fd, size)
+        self.size = size
+
+    async def write(self, offset: int, data: bytes) -> int:
+        end = offset + len(data)
+        if end > self.size:
+            await self._area.charge(self, end - self.size)
+            self.size = end
+        return os.pwrite(self.fd, data, offset)
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def adopt_download(self) -> None:
+        """Account for content written to ``path`` behind our back (a download)."""
+        size = os.fstat(self.fd).st_size
+        self._area.force_charge(size - self.size)
+        self.size = size
+
+    def discard(self) -> None:
+        """Delete the file and give its bytes back to the budget."""
+        self._close()
+        self.path.unlink(missing_ok=True)
+
+    def keep(self, reason: str) -> Path:
+        """Leave the file on disk (its data could not be committed) and log where it is."""
+        self._close()
+        log.error("%s: the data is kept in %s", reason, self.path)
+        return self.path
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self._area.force_charge(-self.size)
+
+
+class StagingArea:
+    """The cache directory and its byte budget."""
+
+    def __init__(self, directory: Path, limit: int) -> None:
+        self.directory = directory
+        self.limit = limit
+        self.used = 0
+        self._names = itertools.count(1)
+        self._freed = trio.Event()
+
+    def new_file(self, key: str) -> StagedFile:
+        """A fresh, empty staging file named after ``key`` (for whoever finds it later)."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[-100:]
+        return StagedFile(self, self.directory / f"{next(self._names):06d}-{safe}")
+
+    async def charge(self, staged: StagedFile, delta: int) -> None:
+        """Add ``delta`` bytes for ``staged``, first waiting while other files fill the budget."""
+        while delta > 0 and self.used + delta > self.limit and self.used > staged.size:
+            log.info("staging is at its limit (%d of %d bytes): waiting for uploads", self.used, self.limit)
+            await self._freed.wait()
+        self.force_charge(delta)
+
+    def force_charge(self, delta: int) -> None:
+        """Add ``delta`` bytes without waiting; a release wakes every waiting writer."""
+        self.used += delta
+        if delta < 0:
+            self._freed.set()
+            self._freed = trio.Event()
