@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import socket
 import ssl
 import subprocess
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from cwfs.config import ConfigError, add_mount_arguments, build_config
+from cwfs.config import ConfigError, add_mount_arguments, build_config, parse_size
 from cwfs.inodes import ROOT_INODE, InodeTable
+from cwfs.metacache import file_attrs, format_mtime, parse_mtime
 from cwfs.namespace import invalid_name_reason
 from cwfs.store import MountError, require_tls13
+from cwfs.upload import part_size_for
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -137,3 +140,28 @@ def test_tls13_probe(certificate, maximum, accepted):
     finally:
         thread.join(5)
         listener.close()
+
+
+@pytest.mark.parametrize("text, size", [("1048576", 1 << 20), ("512K", 512 << 10), ("50M", 50 << 20), ("16G", 16 << 30), ("1.5GiB", 3 << 29)])
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+def test_part_size_stays_within_s3_limits():
+    assert part_size_for(200 << 20, 50 << 20) == 50 << 20
+    huge = 1 << 40  # 1 TiB at 50 MiB parts would need 20,972 parts
+    assert math.ceil(huge / part_size_for(huge, 50 << 20)) <= 10_000
+    assert part_size_for(48 << 40, 50 << 20) <= 5 << 30
+
+
+@pytest.mark.parametrize("ns", [0, 1_600_000_000_123_456_789, 1_000_000_000])
+def test_mtime_metadata_round_trips_exactly(ns):
+    assert parse_mtime(format_mtime(ns)) == ns
+
+
+def test_mtime_metadata_from_other_tools():
+    assert parse_mtime("1600000000") == 1_600_000_000_000_000_000  # s3fs: integer seconds
+    assert parse_mtime("1600000000.5") == 1_600_000_000_500_000_000  # rclone: float seconds
+    attrs = file_attrs(3, 7, '"e"', {"mtime": "12.000000001", "mode": str(0o100640)})
+    assert (attrs.mtime_ns, attrs.mode) == (12_000_000_001, 0o640)
+    assert file_attrs(3, 7, '"e"', {"mtime": "garbage"}).mtime_ns == 7
