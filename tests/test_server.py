@@ -19,6 +19,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from awscrt import checksums as awscrt_checksums
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -74,6 +75,11 @@ def rename(client, bucket, src, dest, **kwargs):
     # botocore does not URL-encode RenameSource: clients must.
     return client.rename_object(Bucket=bucket, Key=dest,
                                 RenameSource=urllib.parse.quote(f"{bucket}/{src}"), **kwargs)
+
+
+def log_of(server, bucket, op):
+    """The request-log entries of one operation in one bucket, oldest first."""
+    return [r for r in server.requests() if r["bucket"] == bucket and r["op"] == op]
 
 
 def delta(server, before, endpoint="primary"):
@@ -294,7 +300,7 @@ def test_conditional_put(server, bucket, s3):
     assert error_of(exc) == (404, "NoSuchKey") and not exists(s3, bucket, "absent")
     s3.put_object(Bucket=bucket, Key="k", Body=b"third", IfMatch=etag)
     assert body(s3, bucket, "k") == b"third"
-    logged = [r for r in server.requests() if r["bucket"] == bucket and r["op"] == "PutObject"]
+    logged = log_of(server, bucket, "PutObject")
     assert [r["status"] for r in logged] == [200, 412, 412, 400, 404, 200]
     assert logged[1]["headers"]["If-None-Match"] == "*"
     assert logged[-1]["headers"]["If-Match"] == etag
@@ -478,6 +484,198 @@ def test_unsigned_and_presigned_requests(server, bucket):
     assert opener.open(url).read() == b"presigned body"
 
 
+# ---------------------------------------------------------------- checksums --------
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def crc32c_of(data: bytes) -> bytes:
+    return awscrt_checksums.crc32c(data).to_bytes(4, "big")
+
+
+def crc64nvme_of(data: bytes) -> bytes:
+    return awscrt_checksums.crc64nvme(data).to_bytes(8, "big")
+
+
+def use_trailer(params, **_):
+    """Make botocore send its checksum as an aws-chunked trailer, as it does over https."""
+    params["context"]["checksum"]["request_algorithm"]["in"] = "trailer"
+
+
+def test_put_checksum_header_is_verified_stored_and_returned(server, bucket, s3):
+    data = b"checksummed body " * 100
+    good = b64(crc32c_of(data))
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k", Body=data, ChecksumCRC32C=b64(crc32c_of(b"other")))
+    assert error_of(exc) == (400, "BadDigest")
+    assert exc.value.response["Error"]["Message"] == \
+        "The CRC32C you specified did not match the calculated checksum."
+    assert not exists(s3, bucket, "k")
+    put = s3.put_object(Bucket=bucket, Key="k", Body=data, ChecksumCRC32C=good)
+    assert put["ChecksumCRC32C"] == good
+    head = s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32C"] == good and head["ChecksumType"] == "FULL_OBJECT"
+    assert "ChecksumCRC32C" not in s3.head_object(Bucket=bucket, Key="k")
+    got = s3.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert got["ChecksumCRC32C"] == good and got["Body"].read() == data
+    ranged = s3.get_object(Bucket=bucket, Key="k", Range="bytes=0-9", ChecksumMode="ENABLED")
+    assert "ChecksumCRC32C" not in ranged and ranged["Body"].read() == data[:10]
+    logged = log_of(server, bucket, "PutObject")
+    assert [(r["status"], r["checksum"]["algorithm"]) for r in logged] == \
+        [(400, "CRC32C"), (200, "CRC32C")]
+    assert logged[0]["checksum"]["headers"] == ["x-amz-checksum-crc32c"]
+
+
+@pytest.mark.parametrize("location", ["header", "trailer"])
+def test_botocore_computed_checksum_is_stored(server, bucket, location):
+    c = server.client("path", **NO_RETRY)
+    if location == "trailer":
+        c.meta.events.register("before-call.s3.PutObject", use_trailer)
+    data = pattern("computed", 300_000)
+    put = c.put_object(Bucket=bucket, Key="k", Body=data, ChecksumAlgorithm="CRC32C")
+    assert put["ChecksumCRC32C"] == b64(crc32c_of(data))
+    assert body(c, bucket, "k") == data
+    head = c.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32C"] == b64(crc32c_of(data)) and head["ContentLength"] == len(data)
+    assert "ContentEncoding" not in head  # aws-chunked is a transfer detail, not stored
+    logged = log_of(server, bucket, "PutObject")[-1]
+    assert logged["checksum"]["algorithm"] == "CRC32C"
+    assert logged["checksum"]["trailer"] == ("x-amz-checksum-crc32c" if location == "trailer" else None)
+
+
+def _send_signed(server, bucket, key, headers: dict, payload: bytes, trailer: bool):
+    """A signed PUT with exactly these headers and body; (status, response body)."""
+    url = f"{server.url}/{bucket}/{urllib.parse.quote(key)}"
+    req = AWSRequest(method="PUT", url=url, headers=headers, data=payload)
+    if trailer:
+        req.context["checksum"] = {"request_algorithm": {"in": "trailer"}}
+    S3SigV4Auth(Credentials(server.access_key, server.secret_key), "s3", "us-east-1").add_auth(req)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, data=payload, method="PUT", headers=dict(req.headers))
+    try:
+        with opener.open(request) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_wrong_trailer_checksum_is_bad_digest(server, bucket, s3):
+    data = b"trailer data"
+
+    def chunked(checksum: bytes) -> bytes:
+        return (f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n"
+                + b"x-amz-checksum-crc32c:" + b64(checksum).encode() + b"\r\n\r\n")
+    headers = {"Content-Type": "application/octet-stream", "Content-Encoding": "aws-chunked",
+               "x-amz-trailer": "x-amz-checksum-crc32c",
+               "x-amz-decoded-content-length": str(len(data))}
+    status, reply = _send_signed(server, bucket, "k", headers, chunked(crc32c_of(b"nope")), True)
+    assert status == 400 and b"<Code>BadDigest</Code>" in reply
+    assert not exists(s3, bucket, "k")
+    status, _ = _send_signed(server, bucket, "k", headers, chunked(crc32c_of(data)), True)
+    assert status == 200 and body(s3, bucket, "k") == data
+    assert s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")["ChecksumCRC32C"] == \
+        b64(crc32c_of(data))
+
+
+def test_crc64nvme_put(server, bucket, s3):
+    data = pattern("nvme", 70_000)
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k", Body=data, ChecksumCRC64NVME=b64(bytes(8)))
+    assert error_of(exc) == (400, "BadDigest") and not exists(s3, bucket, "k")
+    put = s3.put_object(Bucket=bucket, Key="k", Body=data, ChecksumAlgorithm="CRC64NVME")
+    assert put["ChecksumCRC64NVME"] == b64(crc64nvme_of(data))
+    got = s3.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")  # botocore validates
+    assert got["Body"].read() == data and got["ChecksumCRC64NVME"] == b64(crc64nvme_of(data))
+
+
+def _upload_parts(s3, bucket, key, upload_id, parts, algorithm):
+    """Upload parts with a botocore-computed checksum; the Complete list with their checksums."""
+    listed = []
+    for number, data in enumerate(parts, 1):
+        reply = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                               Body=data, ChecksumAlgorithm=algorithm)
+        listed.append({"PartNumber": number, "ETag": reply["ETag"],
+                       f"Checksum{algorithm}": reply[f"Checksum{algorithm}"]})
+    return listed
+
+
+def test_multipart_composite_crc32c(server, bucket, s3):
+    parts = [pattern("p1", 5 * MiB), pattern("p2", 5 * MiB), b"tail"]
+    up = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="CRC32C")["UploadId"]
+    with pytest.raises(ClientError) as exc:  # botocore's default CRC32 is the wrong algorithm
+        s3.upload_part(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, Body=parts[0])
+    assert error_of(exc) == (400, "InvalidRequest")
+    with pytest.raises(ClientError) as exc:
+        s3.upload_part(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, Body=parts[0],
+                       ChecksumCRC32C=b64(crc32c_of(b"x")))
+    assert error_of(exc) == (400, "BadDigest")
+    listed = _upload_parts(s3, bucket, "mp", up, parts, "CRC32C")
+    digests = [crc32c_of(p) for p in parts]
+    assert [p["ChecksumCRC32C"] for p in listed] == [b64(d) for d in digests]  # echoed
+    wrong = [dict(listed[0], ChecksumCRC32C=b64(crc32c_of(b"x"))), *listed[1:]]
+    for part_list, expected in [(wrong, (400, "InvalidPart")),
+                                ([{k: p[k] for k in ("PartNumber", "ETag")} for p in listed],
+                                 (400, "InvalidRequest"))]:
+        with pytest.raises(ClientError) as exc:
+            s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up,
+                                         MultipartUpload={"Parts": part_list})
+        assert error_of(exc) == expected
+        assert not exists(s3, bucket, "mp")
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up,
+                                        MultipartUpload={"Parts": listed})
+    expected = f"{b64(crc32c_of(b''.join(digests)))}-3"
+    assert done["ChecksumCRC32C"] == expected and done["ChecksumType"] == "COMPOSITE"
+    head = s3.head_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32C"] == expected and head["ChecksumType"] == "COMPOSITE"
+    got = s3.get_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
+    assert got["ChecksumCRC32C"] == expected and got["Body"].read() == b"".join(parts)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    # copies and renames keep the checksum; a metadata REPLACE self-copy keeps it too
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "mp"})
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "copy"},
+                   Metadata={"mtime": "7"}, MetadataDirective="REPLACE")
+    rename(s3, bucket, "copy", "renamed")
+    head = s3.head_object(Bucket=bucket, Key="renamed", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32C"] == expected and head["Metadata"] == {"mtime": "7"}
+    copied = s3.copy_object(Bucket=bucket, Key="fresh", CopySource={"Bucket": bucket, "Key": "mp"},
+                            ChecksumAlgorithm="CRC64NVME")
+    whole = b64(crc64nvme_of(b"".join(parts)))
+    assert copied["CopyObjectResult"]["ChecksumCRC64NVME"] == whole
+    assert s3.head_object(Bucket=bucket, Key="fresh", ChecksumMode="ENABLED")["ChecksumCRC64NVME"] == whole
+    create = log_of(server, bucket, "CreateMultipartUpload")[0]
+    assert create["checksum"]["algorithm"] == "CRC32C"
+
+
+def test_multipart_full_object_crc64nvme(server, bucket, s3):
+    parts = [pattern("f1", 5 * MiB), b"end"]
+    up = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="CRC64NVME",
+                                    ChecksumType="FULL_OBJECT")["UploadId"]
+    listed = _upload_parts(s3, bucket, "mp", up, parts, "CRC64NVME")
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up,
+                                        MultipartUpload={"Parts": listed})
+    whole = b64(crc64nvme_of(b"".join(parts)))
+    assert done["ChecksumCRC64NVME"] == whole and done["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
+    assert got["ChecksumCRC64NVME"] == whole and got["Body"].read() == b"".join(parts)
+    with pytest.raises(ClientError) as exc:
+        s3.create_multipart_upload(Bucket=bucket, Key="x", ChecksumAlgorithm="SHA256",
+                                   ChecksumType="FULL_OBJECT")
+    assert error_of(exc) == (400, "InvalidRequest")
+
+
+def test_abort_and_list_multipart_uploads(server, bucket, s3):
+    before = server.counts()
+    up = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, Body=b"part")
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [up]
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=up)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert not exists(s3, bucket, "mp")
+    assert delta(server, before) == {"CreateMultipartUpload": 1, "UploadPart": 1,
+                                     "ListMultipartUploads": 2, "AbortMultipartUpload": 1,
+                                     "HeadObject": 1}
+
+
 # ---------------------------------------------------------------- faults -----------
 def test_fault_injection(server, bucket):
     c = server.client("path", **NO_RETRY)
@@ -489,7 +687,7 @@ def test_fault_injection(server, bucket):
                 c.put_object(Bucket=bucket, Key="a", Body=b"1")
             assert error_of(exc) == (503, "SlowDown")
         c.put_object(Bucket=bucket, Key="a", Body=b"1")
-        logged = [r for r in server.requests() if r["bucket"] == bucket and r["op"] == "PutObject"]
+        logged = log_of(server, bucket, "PutObject")
         assert [(r["status"], r["fault"]) for r in logged] == [(503, True), (503, True), (200, False)]
 
         server.add_fault(op="PutObject", key_prefix="quota/", status=403, code="AccessDenied",
@@ -519,6 +717,38 @@ def test_fault_injection(server, bucket):
         server.clear_faults()
     assert body(lota, bucket, "a") == b"1"
     c.put_object(Bucket=bucket, Key="quota/x", Body=b"now ok")
+
+
+def test_after_fault_loses_the_response_of_a_conditional_put(server, bucket):
+    retrying = server.client("path", retries={"total_max_attempts": 3, "mode": "standard"})
+    single = server.client("path", **NO_RETRY)
+    try:
+        server.add_fault(op="PutObject", bucket=bucket, status=503, code="SlowDown",
+                         message="Reduce rate", phase="after")
+        with pytest.raises(ClientError) as exc:  # the retry meets its own first write
+            retrying.put_object(Bucket=bucket, Key="k", Body=b"first", IfNoneMatch="*")
+        assert error_of(exc) == (412, "PreconditionFailed")
+        assert body(single, bucket, "k") == b"first"
+        logged = log_of(server, bucket, "PutObject")
+        assert [(r["status"], r["fault"]) for r in logged] == [(503, "after"), (412, False)]
+
+        server.add_fault(op="PutObject", bucket=bucket, status=500, code="InternalError",
+                         message="lost", phase="after")
+        with pytest.raises(ClientError) as exc:
+            single.put_object(Bucket=bucket, Key="k2", Body=b"second", IfNoneMatch="*")
+        assert error_of(exc) == (500, "InternalError")
+        assert body(single, bucket, "k2") == b"second"
+
+        server.add_fault(op="DeleteObject", bucket=bucket, status=500, code="InternalError",
+                         phase="after")
+        with pytest.raises(ClientError):
+            single.delete_object(Bucket=bucket, Key="k2")
+        assert not exists(single, bucket, "k2")
+        assert [r["phase"] for r in server.faults()] == ["after"] * 3
+    finally:
+        server.clear_faults()
+    with pytest.raises(RuntimeError):
+        server.add_fault(op="PutObject", phase="later")
 
 
 # ---------------------------------------------------------------- control API ------

@@ -1,18 +1,23 @@
 """The WSGI middleware in front of moto: one instance per named endpoint.
 
 Per request: parse target and operation, count it, answer control calls, verify the
-signature, apply fault rules, then either handle it ourselves (RenameObject, GetObject)
-or hand it to moto, serialising mutations under the shared lock and tracking in-flight
-writes for CoreWeave's 409 ConditionalRequestConflict.
+signature, apply fault rules (refusing the request, or carrying it out and then losing
+the response), then either handle it ourselves (RenameObject, GetObject) or hand it to
+moto with S3's checksum handling around it (integrity.py), serialising mutations under
+the shared lock and tracking in-flight writes for CoreWeave's 409
+ConditionalRequestConflict.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from .auth import verify_request
 from .conditional import check_destination, is_conditional
 from .controlapi import PREFIX, handle_control
+from .faults import InjectedFault
+from .integrity import body_checksum, prepare
+from .motocall import WSGIApp, call_moto
 from .responses import S3Error, StartResponse, drain_body, read_body
 from .ops import EnvironHeaders, Target, operation_name, parse_query, parse_target
 from .ranges import DEFER_TO_MOTO, get_object
@@ -21,17 +26,11 @@ from .state import ServerState
 
 log = logging.getLogger(__name__)
 
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
 #: Writes that replace the object at the request's key (guarded by conditions / in-flight).
 WRITE_OPS = frozenset({"PutObject", "CopyObject", "CompleteMultipartUpload", "RenameObject"})
 #: Operations moto can run concurrently with mutations; everything else takes the lock.
 UNLOCKED_OPS = frozenset({"GetObject", "HeadObject", "HeadBucket", "UploadPart",
                           "GetBucketLocation", "GetBucketVersioning", "ListBuckets"})
-
-
-class _Fault(S3Error):
-    """An injected error (logged as such)."""
 
 
 class CwfsApp:
@@ -57,46 +56,75 @@ class CwfsApp:
             return start_response(status, headers, exc_info)
 
         try:
-            return self._dispatch(environ, recording_start_response, target, method, op, query)
+            return self._dispatch(environ, recording_start_response, target, op, query)
         except S3Error as err:
             drain_body(environ)
-            self.state.stats.finish(entry, err.status, err.code, fault=isinstance(err, _Fault))
+            fault = err.logged_as if isinstance(err, InjectedFault) else False
+            self.state.stats.finish(entry, err.status, err.code, fault=fault)
             log.debug("%s %s %s/%s -> %s %s", self.endpoint, op, target.bucket, target.key,
                       err.status, err.code)
             return err.response(method).send(start_response)
 
     def _dispatch(self, environ: dict[str, Any], start_response: StartResponse, target: Target,
-                  method: str, op: str, query: dict[str, list[str]]) -> Iterable[bytes]:
+                  op: str, query: dict[str, list[str]]) -> Iterable[bytes]:
+        """Authenticate, apply fault rules, run the operation."""
+        verify_request(environ, target, self.state.access_key, self.state.secret_key)
+        fault = self.state.faults.check(op, self.endpoint, target.bucket, target.key)
+        if fault is None:
+            return self._route(environ, start_response, target, op, query)
+        if fault.phase == "before":
+            raise fault
+        self._run_and_lose_response(environ, target, op, query)
+        raise fault
+
+    def _run_and_lose_response(self, environ: dict[str, Any], target: Target, op: str,
+                               query: dict[str, list[str]]) -> None:
+        """Carry the request out in full, then throw its answer away (an "after" fault)."""
+        try:
+            answer = self._route(environ, lambda *args: None, target, op, query)
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+            log.debug("%s %s %s/%s done; response dropped by fault", self.endpoint, op,
+                      target.bucket, target.key)
+        except S3Error as err:
+            log.debug("%s %s failed (%s) before its response was dropped", op, target.key, err)
+
+    def _route(self, environ: dict[str, Any], start_response: StartResponse, target: Target,
+               op: str, query: dict[str, list[str]]) -> Iterable[bytes]:
+        """Run the operation ourselves or through moto, under the locks it needs."""
         state = self.state
         headers = EnvironHeaders(environ)
-        verify_request(environ, target, state.access_key, state.secret_key)
-        fault = state.faults.check(op, self.endpoint, target.bucket, target.key)
-        if fault is not None:
-            raise _Fault(fault.status, fault.code, fault.message)
         if op in WRITE_OPS and target.bucket and target.key is not None:
             with state.inflight.writing(target.bucket, target.key, is_conditional(headers)):
-                read_body(environ)
+                body = read_body(environ)
+                if op == "PutObject":
+                    body_checksum(environ, body)
                 with state.lock:
                     if op == "RenameObject":
                         return rename_object(state.backend, target.bucket, target.key, headers,
                                              state.tokens).send(start_response)
                     check_destination(state.backend, target.bucket, target.key, headers)
-                    return self._moto(environ, start_response)
+                    return self._moto(environ, start_response, target, op, query)
         if op == "GetObject" and not any(p in query for p in DEFER_TO_MOTO):
             return get_object(state.backend, target.bucket or "", target.key or "", headers) \
                 .send(start_response)
+        if op == "UploadPart":
+            body_checksum(environ, read_body(environ))
+            with state.part_locks.hold((target.bucket, query.get("uploadId", [""])[0],
+                                        query.get("partNumber", [""])[0])):
+                return self._moto(environ, start_response, target, op, query)
         if op in UNLOCKED_OPS:
-            return self._moto(environ, start_response)
+            return self._moto(environ, start_response, target, op, query)
         read_body(environ)
         with state.lock:
-            return self._moto(environ, start_response)
+            return self._moto(environ, start_response, target, op, query)
 
-    def _moto(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Run moto and materialise its (already built) body while we still hold any lock."""
-        result = self.moto_app(environ, start_response)
-        try:
-            return [b"".join(result)]
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+    def _moto(self, environ: dict[str, Any], start_response: StartResponse, target: Target,
+              op: str, query: dict[str, list[str]]) -> Iterable[bytes]:
+        """Run moto with our checksum checks around it, while we still hold any lock."""
+        finish = prepare(op, self.state.backend, target, query, environ)
+        reply = call_moto(self.moto_app, environ)
+        if finish is not None and reply.ok:
+            finish(reply)
+        return reply.response().send(start_response)

@@ -158,7 +158,12 @@ class EmbeddedServer:
         self._call("POST", "reset")
 
     def add_fault(self, **rule: Any) -> dict[str, Any]:
-        """Add a fault rule: op, endpoint, key_prefix, bucket, status, code, message, times, after."""
+        """Add a fault rule: op, endpoint, key_prefix, bucket, status, code, message, times,
+        after, phase.
+
+        ``phase="after"`` carries the request out and then answers the error instead of
+        the real response (a lost response: the client's retry sees its own first attempt).
+        """
         return self._call("POST", "faults", rule)
 
     def faults(self) -> list[dict[str, Any]]:

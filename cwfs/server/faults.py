@@ -1,7 +1,10 @@
 """Fault injection: make chosen requests fail with a chosen S3 error.
 
 Tests use it to exercise throttling (503 SlowDown), quota ("The account is write
-suspended.") and failures midway through a multi-request operation (``after``).
+suspended.") and failures midway through a multi-request operation (``after``). A rule
+with ``phase="after"`` lets the request take effect and only then answers the error: a
+response lost in transit, so that a client's retry meets the result of its own first
+attempt (e.g. 412 on an ``If-None-Match: *`` retry).
 """
 from __future__ import annotations
 
@@ -11,10 +14,27 @@ from typing import Any
 
 from .responses import S3Error
 
+#: When a fault fires: instead of the operation, or after it took effect.
+PHASES = ("before", "after")
+
+
+class InjectedFault(S3Error):
+    """An error answered because a fault rule fired (logged as such)."""
+
+    def __init__(self, status: int, code: str, message: str, phase: str) -> None:
+        super().__init__(status, code, message)
+        self.phase = phase
+
+    @property
+    def logged_as(self) -> bool | str:
+        """The request log's ``fault`` value: True for a refused request, else ``"after"``."""
+        return True if self.phase == "before" else self.phase
+
 
 @dataclass
 class FaultRule:
-    """One rule; ``times`` = -1 fails forever, ``after`` lets the first N matches through."""
+    """One rule; ``times`` = -1 fails forever, ``after`` lets the first N matches through,
+    ``phase`` is ``"before"`` (refuse the request) or ``"after"`` (carry it out, then fail)."""
 
     op: str | None = None
     endpoint: str | None = None
@@ -25,6 +45,7 @@ class FaultRule:
     message: str = "Please reduce your request rate."
     times: int = 1
     after: int = 0
+    phase: str = "before"
     id: int = 0
     matched: int = field(default=0)
     fired: int = field(default=0)
@@ -41,7 +62,7 @@ class FaultInjector:
     """Holds the rules and decides, per request, whether one of them fires."""
 
     _FIELDS = {"op", "endpoint", "key_prefix", "bucket", "status", "code", "message",
-               "times", "after"}
+               "times", "after", "phase"}
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -53,6 +74,8 @@ class FaultInjector:
         unknown = set(spec) - self._FIELDS
         if unknown:
             raise ValueError(f"unknown fault rule fields: {sorted(unknown)}")
+        if spec.get("phase", "before") not in PHASES:
+            raise ValueError(f"fault rule phase must be one of {PHASES}, not {spec['phase']!r}")
         with self._lock:
             rule = FaultRule(**spec, id=self._next_id)
             self._next_id += 1
@@ -67,7 +90,8 @@ class FaultInjector:
         with self._lock:
             return [asdict(rule) for rule in self._rules]
 
-    def check(self, op: str, endpoint: str, bucket: str | None, key: str | None) -> S3Error | None:
+    def check(self, op: str, endpoint: str, bucket: str | None,
+              key: str | None) -> InjectedFault | None:
         """The error to answer with, if a rule fires for this request (first rule wins)."""
         with self._lock:
             for rule in self._rules:
@@ -77,5 +101,5 @@ class FaultInjector:
                 if rule.matched <= rule.after or (0 <= rule.times <= rule.fired):
                     continue
                 rule.fired += 1
-                return S3Error(rule.status, rule.code, rule.message)
+                return InjectedFault(rule.status, rule.code, rule.message, rule.phase)
         return None

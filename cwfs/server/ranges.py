@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Mapping
 from moto.s3.models import FakeKey, S3Backend
 
 from .backend import Snapshot, current_key, same_etag, snapshot
+from .integrity import checksum_headers
 from .responses import Response, S3Error, parse_http_date, precondition_failed
 
 CHUNK = 4 << 20
@@ -89,7 +90,8 @@ def _object_headers(key: FakeKey, etag: str) -> list[tuple[str, str]]:
     if key.storage_class and key.storage_class != "STANDARD":
         out["x-amz-storage-class"] = key.storage_class
     for name, value in key.metadata.items():
-        out[name] = str(value)
+        if not name.lower().startswith("x-amz-checksum-"):  # upload settings, not metadata
+            out[name] = str(value)
     return list(out.items())
 
 
@@ -162,10 +164,6 @@ def get_object(backend: S3Backend, bucket: str, key_name: str,
         status = 206
     else:
         status = 200
-        if (headers.get("x-amz-checksum-mode") or "").upper() == "ENABLED" and key.checksum_algorithm \
-                and key.checksum_value and key.checksum_type != "COMPOSITE":
-            out.append((f"x-amz-checksum-{key.checksum_algorithm.lower()}", key.checksum_value))
-            if key.checksum_type:
-                out.append(("x-amz-checksum-type", key.checksum_type))
+        out += checksum_headers(key, headers, ranged=False)
     body = [snap.data] if snap.data is not None else _PreadBody(snap.fd, snap.start, snap.length)
     return Response(status, out, body)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from moto.s3.models import S3Backend
@@ -15,6 +17,34 @@ from .stats import RequestStats
 
 DEFAULT_ACCESS_KEY = "cwfs-demo"
 DEFAULT_SECRET_KEY = "cwfs-demo-secret"
+
+
+class KeyedLocks:
+    """One lock per key, created on demand and dropped when free.
+
+    UploadParts run in parallel; only two uploads of the same part must not interleave
+    between moto storing the part and us recording its checksum on it.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Hashable, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
 
 @dataclass
@@ -32,6 +62,7 @@ class ServerState:
     inflight: InFlightWrites = field(default_factory=InFlightWrites)
     tokens: ClientTokens = field(default_factory=ClientTokens)
     faults: FaultInjector = field(default_factory=FaultInjector)
+    part_locks: KeyedLocks = field(default_factory=KeyedLocks)
     stats: RequestStats = field(init=False)
 
     def __post_init__(self) -> None:

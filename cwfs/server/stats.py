@@ -10,26 +10,27 @@ import time
 from collections import Counter, deque
 from typing import Any, Mapping
 
+from .checksums import ALGORITHMS
 from .ops import Target, environ_header
 
 LOGGED_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
                   "Range", "x-amz-rename-source", "x-amz-client-token", "x-amz-copy-source",
-                  "x-amz-sdk-checksum-algorithm", "x-amz-trailer", "Content-Length",
-                  "Content-Type")
+                  "x-amz-sdk-checksum-algorithm", "x-amz-trailer", "x-amz-checksum-algorithm",
+                  "x-amz-checksum-type", "Content-Length", "Content-Type")
 
 
 def _checksum_info(environ: Mapping[str, object]) -> dict[str, Any]:
-    """Which checksum the client sent, if any (header names and algorithm)."""
-    headers = sorted(k[5:].lower().replace("_", "-") for k in environ
-                     if isinstance(k, str) and k.startswith("HTTP_X_AMZ_CHECKSUM_")
-                     and k != "HTTP_X_AMZ_CHECKSUM_MODE")
-    algorithm = environ_header(environ, "x-amz-sdk-checksum-algorithm")
+    """Which checksum the client sent or asked for (value headers, algorithm, mode)."""
+    names = (k[5:].lower().replace("_", "-") for k in environ
+             if isinstance(k, str) and k.startswith("HTTP_X_AMZ_CHECKSUM_"))
+    headers = sorted(n for n in names if n.rsplit("-", 1)[-1].upper() in ALGORITHMS)
     trailer = environ_header(environ, "x-amz-trailer") or ""
-    if not algorithm and headers:
-        algorithm = headers[0].rsplit("-", 1)[-1]
-    if not algorithm and trailer.startswith("x-amz-checksum-"):
-        algorithm = trailer.rsplit("-", 1)[-1]
-    return {"algorithm": algorithm.upper() if algorithm else None, "headers": headers}
+    algorithm = (environ_header(environ, "x-amz-sdk-checksum-algorithm")
+                 or environ_header(environ, "x-amz-checksum-algorithm")
+                 or (headers[0].rsplit("-", 1)[-1] if headers else None)
+                 or (trailer.rsplit("-", 1)[-1] if trailer.startswith("x-amz-checksum-") else None))
+    return {"algorithm": algorithm.upper() if algorithm else None, "headers": headers,
+            "trailer": trailer or None, "mode": environ_header(environ, "x-amz-checksum-mode")}
 
 
 def _user_metadata(environ: Mapping[str, object]) -> dict[str, str]:
@@ -66,7 +67,8 @@ class RequestStats:
 
     @staticmethod
     def finish(entry: dict[str, Any], status: int, error_code: str | None = None,
-               fault: bool = False) -> None:
+               fault: bool | str = False) -> None:
+        """Close a log entry; ``fault`` is True (refused) or "after" (done, answer lost)."""
         entry["status"], entry["failed"] = status, status >= 400
         entry["error_code"], entry["fault"] = error_code, fault
 
