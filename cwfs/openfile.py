@@ -104,8 +104,8 @@ class OpenFile:
                 if self.dirty:
                     staged = await self._stage(store, fetch=False)
                     self.etag = await uploader.upload(self.key, staged.fd, staged.size, WriteCondition(self.etag), metadata)
-                else:
-                    self.etag = (await store.replace_metadata(self.key, self.etag, metadata))["ETag"]
+                else:  # only times or mode changed: replace the metadata server-side
+                    self.etag = await uploader.copy(self.key, self.key, self.size, self.etag, metadata, None)
             except PreconditionFailed as exc:
                 self.failure = self._lost_race(exc)
                 raise self.failure from None

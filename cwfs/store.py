@@ -17,7 +17,7 @@ import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import boto3
 import botocore.config
@@ -65,6 +65,17 @@ class PreconditionFailed(StoreError):
 
 class Conflict(StoreError):
     """409 ConditionalRequestConflict: a concurrent write to the key was in flight; retry."""
+
+
+class RenameUnsupported(StoreError):
+    """The store refused RenameObject as not supported (e.g. a versioned bucket)."""
+
+
+def _rename_unsupported(exc: StoreError) -> bool:
+    if exc.code in ("NotImplemented", "MethodNotAllowed", "501", "405"):
+        return True
+    text = exc.message.lower()
+    return exc.code in ("InvalidRequest", "InvalidArgument", "NotSupported") and ("support" in text or "version" in text)
 
 
 class MountError(Exception):
@@ -277,8 +288,10 @@ class ObjectStore:
         params = {"Key": key, "UploadId": upload_id, "PartNumber": number, "Body": body, **_checksum_params(checksum)}
         return await self._call("UploadPart", key, self._client.upload_part, **params)
 
-    async def complete_multipart_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]], condition: WriteCondition) -> dict[str, Any]:
-        params = {"Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": parts}, **condition.params()}
+    async def complete_multipart_upload(
+        self, key: str, upload_id: str, parts: list[dict[str, Any]], condition: WriteCondition | None
+    ) -> dict[str, Any]:
+        params = {"Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": parts}, **(condition.params() if condition else {})}
         return await self._call("CompleteMultipartUpload", key, self._client.complete_multipart_upload, **params)
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
@@ -287,17 +300,63 @@ class ObjectStore:
     async def delete_object(self, key: str) -> None:
         await self._call("DeleteObject", key, self._client.delete_object, Key=key)
 
-    async def replace_metadata(self, key: str, etag: str | None, metadata: dict[str, str]) -> dict[str, Any]:
-        """Set the object's user metadata server-side (a self-copy), only if it still has ``etag``."""
+    async def copy_object(
+        self, source: str, dest: str, source_etag: str | None, metadata: dict[str, str] | None, condition: WriteCondition | None
+    ) -> dict[str, Any]:
+        """Server-side CopyObject (up to 5 GiB); ``metadata`` None keeps the source's."""
+        params: dict[str, Any] = {"Key": dest, "CopySource": {"Bucket": self.bucket, "Key": source}}
+        if source_etag:
+            params["CopySourceIfMatch"] = source_etag
+        if metadata is not None:
+            params.update(MetadataDirective="REPLACE", Metadata=metadata)
+        if condition is not None:
+            params.update(condition.params())
+        return (await self._call("CopyObject", dest, self._client.copy_object, **params))["CopyObjectResult"]
+
+    async def upload_part_copy(
+        self, dest: str, upload_id: str, number: int, source: str, first: int, last: int, source_etag: str | None
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {
-            "Key": key,
-            "CopySource": {"Bucket": self.bucket, "Key": key},
-            "MetadataDirective": "REPLACE",
-            "Metadata": metadata,
+            "Key": dest,
+            "UploadId": upload_id,
+            "PartNumber": number,
+            "CopySource": {"Bucket": self.bucket, "Key": source},
+            "CopySourceRange": f"bytes={first}-{last}",
         }
-        if etag:
-            params["CopySourceIfMatch"] = etag
-        return (await self._call("CopyObject", key, self._client.copy_object, **params))["CopyObjectResult"]
+        if source_etag:
+            params["CopySourceIfMatch"] = source_etag
+        return (await self._call("UploadPartCopy", dest, self._client.upload_part_copy, **params))["CopyPartResult"]
+
+    async def rename_object(self, source: str, dest: str, no_replace: bool, client_token: str) -> None:
+        """RenameObject: one atomic request; the token makes retries of it idempotent.
+
+        Raises RenameUnsupported when the store answers that it cannot rename here.
+        """
+        params: dict[str, Any] = {
+            "Key": dest,
+            # botocore does not URL-encode RenameSource (it does CopySource).
+            "RenameSource": quote(f"{self.bucket}/{source}", safe="/"),
+            "ClientToken": client_token,
+        }
+        if no_replace:
+            params["DestinationIfNoneMatch"] = "*"
+        try:
+            await self._call("RenameObject", dest, self._client.rename_object, **params)
+        except StoreError as exc:
+            if _rename_unsupported(exc):
+                raise RenameUnsupported(errno.ENOTSUP, exc.op, exc.key, exc.code, exc.message) from None
+            raise
+
+    async def versioning_status(self) -> str | None:
+        """'Enabled' or 'Suspended' once a bucket has had versioning, else None."""
+        try:
+            resp = await self._call("GetBucketVersioning", "", self._client.get_bucket_versioning)
+        except StoreError as exc:
+            if exc.errno != errno.EACCES:
+                raise
+            log.warning("cannot read the bucket's versioning state (%s): assuming it never had versioning", exc.code)
+            return None
+        return resp.get("Status")
 
     def check_mountable(self) -> None:
         """Fail fast, with a message for the user, if the bucket cannot be listed.

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 << 30
+MAX_COPY_SIZE = 5 << 30  # the largest single CopyObject
+COPY_PART_SIZE = 1 << 30  # copies move no data through us: use few, large parts
 _CRC = {"crc32c": (checksums.crc32c, 4), "crc64nvme": (checksums.crc64nvme, 8)}
 
 
@@ -99,19 +101,57 @@ class Uploader:
         return response["ETag"]
 
     async def _multipart(self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]) -> str:
-        part_size = part_size_for(size, self._part_size)
+        async def part(upload_id: str, number: int, offset: int, length: int) -> tuple[dict[str, Any], Digest]:
+            return await self._part(key, upload_id, fd, number, offset, length)
+
+        return await self._assemble(key, size, self._part_size, condition, metadata, self._algorithm, part)
+
+    async def copy(
+        self, source: str, dest: str, size: int, source_etag: str | None, metadata: dict[str, str] | None, condition: WriteCondition | None
+    ) -> str:
+        """Server-side copy of ``source`` (still at ``source_etag``) to ``dest``; returns the new ETag.
+
+        ``metadata`` None keeps the source's (for copies over 5 GiB, which are multipart,
+        it is read from the source first). ``condition`` None replaces any destination.
+        """
+        if size <= MAX_COPY_SIZE:
+            response = await self._settle(dest, None, None, lambda: self._store.copy_object(source, dest, source_etag, metadata, condition))
+            return response["ETag"]
+        if metadata is None:
+            head = await self._store.head_object(source)
+            metadata = head.metadata if head else {}
+
+        async def part(upload_id: str, number: int, offset: int, length: int) -> tuple[dict[str, Any], Digest]:
+            result = await self._store.upload_part_copy(dest, upload_id, number, source, offset, offset + length - 1, source_etag)
+            return {"PartNumber": number, "ETag": result["ETag"]}, Digest(bytes.fromhex(result["ETag"].strip('"')), None)
+
+        return await self._assemble(dest, size, COPY_PART_SIZE, condition, metadata, None, part)
+
+    async def _assemble(
+        self,
+        key: str,
+        size: int,
+        preferred_part_size: int,
+        condition: WriteCondition | None,
+        metadata: dict[str, str],
+        algorithm: str | None,
+        part: Callable[[str, int, int, int], Awaitable[tuple[dict[str, Any], Digest]]],
+    ) -> str:
+        """A multipart upload of ``size`` bytes whose parts ``part`` produces, in parallel.
+
+        Completed under ``condition``; aborted if anything fails, so no parts linger.
+        """
+        part_size = part_size_for(size, preferred_part_size)
         ranges = [(number, offset, min(part_size, size - offset)) for number, offset in enumerate(range(0, size, part_size), 1)]
-        upload_id = await self._store.create_multipart_upload(key, metadata, self._algorithm)
+        upload_id = await self._store.create_multipart_upload(key, metadata, algorithm)
         log.debug("multipart upload of %r: %d parts of %d bytes", key, len(ranges), part_size)
         try:
-            parts = await gather(
-                [functools.partial(self._part, key, upload_id, fd, *r) for r in ranges], limiter=self._limiter
-            )
+            parts = await gather([functools.partial(part, upload_id, *r) for r in ranges], limiter=self._limiter)
             etag = hashlib.md5(b"".join(d.md5 for _, d in parts), usedforsecurity=False).hexdigest()
             checksum = None
-            if self._algorithm:
-                combined = _digest(b"".join(d.crc or b"" for _, d in parts), self._algorithm)
-                checksum = Checksum(self._algorithm, f"{_b64(combined.crc or b'')}-{len(parts)}")
+            if algorithm:
+                combined = _digest(b"".join(d.crc or b"" for _, d in parts), algorithm)
+                checksum = Checksum(algorithm, f"{_b64(combined.crc or b'')}-{len(parts)}")
             part_list = [entry for entry, _ in parts]
             response = await self._settle(
                 key,
@@ -143,9 +183,12 @@ class Uploader:
             log.warning("could not abort the multipart upload %s of %r: %s", upload_id, key, exc)
 
     async def _settle(
-        self, key: str, etag: str, checksum: Checksum | None, call: Callable[[], Awaitable[dict[str, Any]]]
+        self, key: str, etag: str | None, checksum: Checksum | None, call: Callable[[], Awaitable[dict[str, Any]]]
     ) -> dict[str, Any]:
-        """Make the committing request, retrying 409s and recognising our own earlier success."""
+        """Make the committing request, retrying 409s and recognising our own earlier success.
+
+        ``etag`` is what the key holds if our request took effect (None: unknown).
+        """
         for attempt in range(self._conflict_retries + 1):
             try:
                 response = await call()
@@ -156,11 +199,14 @@ class Uploader:
                 log.info("%r: ConditionalRequestConflict, retrying in %.2fs", key, delay)
                 await trio.sleep(delay)
                 continue
-            except PreconditionFailed:
-                current = await self._store.head_object(key)
-                if current is not None and current.etag == etag:
-                    log.info("%r: a retried request found its own earlier attempt committed (ETag %s)", key, etag)
-                    return {"ETag": etag}
+            except StoreError as exc:
+                # A retry of a request that had committed sees 412 (its own write fails
+                # the condition) or, for CompleteMultipartUpload, NoSuchUpload.
+                if etag and (isinstance(exc, PreconditionFailed) or exc.code == "NoSuchUpload"):
+                    current = await self._store.head_object(key)
+                    if current is not None and current.etag == etag:
+                        log.info("%r: a retried request found its own earlier attempt committed (ETag %s)", key, etag)
+                        return {"ETag": etag}
                 raise
             self._verify(key, checksum, response)
             return response

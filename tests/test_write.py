@@ -324,3 +324,18 @@ def test_read_only_mount_refuses_every_write_without_requests(server, bucket, s3
         assert info.value.errno == errno.EROFS
     writes = {"PutObject", "DeleteObject", "CopyObject", "CreateMultipartUpload", "RenameObject"}
     assert not writes & set(server.counts())
+
+
+@pytest.mark.parametrize("op, size", [("PutObject", MiB), ("CompleteMultipartUpload", 12 * MiB)])
+def test_a_lost_response_is_recognised_as_our_own_success(server, bucket, s3, mount, op, size):
+    m = mount(bucket, "--part-size", "5M")
+    data = os.urandom(size)
+    server.add_fault(op=op, status=500, code="InternalError", message="response lost", times=1, phase="after")
+    try:
+        (m.path / "lost.bin").write_bytes(data)  # close() succeeds: the first attempt had committed
+    finally:
+        server.clear_faults()
+    assert body_of(s3, bucket, "lost.bin") == data
+    assert len([r for r in server.requests() if r["op"] == op and r["key"] == "lost.bin"]) == 2
+    assert "found its own earlier attempt committed" in m.log()
+    assert m.staged_files() == []
