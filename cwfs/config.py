@@ -58,6 +58,7 @@ class Config:
     upload_concurrency: int = 4
     checksum: str = "crc32c"
     conflict_retries: int = 5
+    rename_mode: str = "auto"
 
     @property
     def is_coreweave(self) -> bool:
@@ -95,6 +96,9 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-limit", type=parse_size, help="staged bytes before writers wait (default 16G)")
     parser.add_argument("--part-size", type=parse_size, help="multipart upload part size (default 50M, 5M..5G)")
     parser.add_argument("--upload-concurrency", type=int, help="parts uploaded in parallel per file (default 4)")
+    parser.add_argument(
+        "--rename-mode", choices=("auto", "atomic", "copy"), help="RenameObject, copy+delete, or auto (default: by the bucket's versioning)"
+    )
     parser.add_argument("--checksum", choices=CHECKSUMS, type=str.lower, help="checksum sent with uploads (default crc32c)")
 
 

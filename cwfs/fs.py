@@ -7,6 +7,7 @@ matching errno.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import itertools
@@ -27,6 +28,7 @@ from cwfs.metacache import DIRECTORY, Attrs
 from cwfs.namespace import Namespace, join
 from cwfs.openfile import OpenFile
 from cwfs.reader import RangeReader, Reader
+from cwfs.rename import Renamer
 from cwfs.staging import StagingArea
 from cwfs.store import PreconditionFailed, StoreError
 from cwfs.upload import Uploader
@@ -102,13 +104,17 @@ class Filesystem(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, config: Config, namespace: Namespace, staging: StagingArea, uploader: Uploader) -> None:
+    def __init__(self, config: Config, namespace: Namespace, staging: StagingArea, uploader: Uploader, renamer: Renamer) -> None:
         super().__init__()
         self._config = config
         self._ns = namespace
         self._store = namespace.store
         self._staging = staging
         self._uploader = uploader
+        self._renamer = renamer
+        # Directory renames that failed midway, destination -> source: the destination
+        # is hidden on this mount until the same rename is repeated and completes it.
+        self._interrupted: dict[str, str] = {}
         self.inodes = InodeTable()
         self._handles = itertools.count(1)
         self._dirs: dict[int, DirHandle] = {}
@@ -141,12 +147,17 @@ class Filesystem(pyfuse3.Operations):
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = mtime_ns
         return entry
 
-    async def _stat(self, path: str) -> Attrs:
-        """Attributes of ``path``: those of a file open for writing win over the store's."""
+    async def _find(self, path: str) -> Attrs | None:
+        """Attributes of ``path`` or None: a file open for writing wins over the store."""
         open_file = self._open.get(path)
         if open_file is not None and not open_file.unlinked:
             return open_file.attrs()
-        attrs = await self._ns.stat(path)
+        if path in self._interrupted:
+            return None
+        return await self._ns.stat(path)
+
+    async def _stat(self, path: str) -> Attrs:
+        attrs = await self._find(path)
         if attrs is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return attrs
@@ -163,11 +174,8 @@ class Filesystem(pyfuse3.Operations):
             path = parent.rpartition("/")[0]
         else:
             path = join(parent, _decode(name))
-        try:
-            attrs = await self._stat(path)
-        except pyfuse3.FUSEError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
+        attrs = await self._find(path)
+        if attrs is None:
             missing = pyfuse3.EntryAttributes()
             missing.st_ino = 0
             missing.entry_timeout = self._config.negative_ttl
@@ -240,7 +248,11 @@ class Filesystem(pyfuse3.Operations):
             index = start_id
             while (item := await handle.entry(index)) is not None:
                 name, attrs = item
-                inode = self.inodes.ref(join(handle.path, name))
+                path = join(handle.path, name)
+                if path in self._interrupted:
+                    index += 1
+                    continue
+                inode = self.inodes.ref(path)
                 if not pyfuse3.readdir_reply(token, name.encode("utf-8"), self._attributes(inode, attrs), index + 1):
                     self.inodes.forget(inode, 1)
                     return
@@ -278,6 +290,64 @@ class Filesystem(pyfuse3.Operations):
                 self._ns.removed(path)
                 return  # never uploaded: nothing to delete
         await self._ns.remove_file(path)
+
+    @fuse_errors
+    async def rename(
+        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: pyfuse3.RequestContext
+    ) -> None:
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            log.warning("rename with RENAME_EXCHANGE is not supported: S3 cannot swap two keys atomically")
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        old = self._child(parent_inode_old, name_old)
+        new = self._child(parent_inode_new, name_new)
+        attrs = await self._stat(old)
+        target = await self._find(new)
+        if target is not None and flags & pyfuse3.RENAME_NOREPLACE:
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        if attrs.is_dir:
+            await self._rename_dir(old, new, target)
+        else:
+            await self._rename_file(old, new, attrs, target, bool(flags & pyfuse3.RENAME_NOREPLACE))
+        self.inodes.rename(old, new)
+
+    async def _rename_file(self, old: str, new: str, attrs: Attrs, target: Attrs | None, no_replace: bool) -> None:
+        if target is not None and target.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        open_file = self._open.get(old)
+        if open_file is not None:
+            attrs = await self._commit(open_file) or open_file.attrs()  # its data first, under the old name
+        try:
+            new_etag = await self._renamer.rename(self._ns.object_key(old), self._ns.object_key(new), attrs.size, attrs.etag, no_replace)
+        except PreconditionFailed:
+            raise pyfuse3.FUSEError(errno.EEXIST if no_replace else errno.ESTALE) from None
+        attrs = dataclasses.replace(attrs, etag=new_etag or attrs.etag)
+        replaced = self._open.pop(new, None)
+        if replaced is not None:
+            replaced.unlinked = True  # its writers now write to a file with no name
+        if open_file is not None:
+            del self._open[old]
+            open_file.moved(new, self._ns.object_key(new), attrs.etag)
+            self._open[new] = open_file
+        self._ns.renamed(old, new, attrs)
+
+    async def _rename_dir(self, old: str, new: str, target: Attrs | None) -> None:
+        if target is not None and not target.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if target is not None and not await self._ns.is_empty_dir(new):
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+        if any(path.startswith(old + "/") for path in self._open):
+            log.warning("cannot rename %r: files below it are open for writing", old)
+            raise pyfuse3.FUSEError(errno.EBUSY)
+        try:
+            await self._renamer.rename_tree(self._ns.dir_prefix(old), self._ns.dir_prefix(new))
+        except StoreError:
+            self._interrupted[new] = old
+            self._ns.cache.forget_below(old)
+            raise
+        finally:
+            self._ns.cache.forget(new)
+        self._interrupted.pop(new, None)
+        self._ns.renamed(old, new, DIRECTORY)
 
     # -- files -------------------------------------------------------------------------
 

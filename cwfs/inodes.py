@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 ROOT_INODE = 1
+DETACHED = "\0detached"  # the path of an inode whose name was replaced: matches no key
 
 
 class InodeTable:
@@ -22,8 +23,11 @@ class InodeTable:
         self._next = itertools.count(ROOT_INODE + 1)
 
     def path(self, inode: int) -> str:
-        """The path bound to ``inode``; KeyError if the kernel forgot it."""
-        return self._paths[inode]
+        """The path bound to ``inode``; KeyError if the kernel forgot it or its name was replaced."""
+        path = self._paths[inode]
+        if path == DETACHED:
+            raise KeyError(inode)
+        return path
 
     def ref(self, path: str) -> int:
         """The inode for ``path``, counting one more kernel reference to it."""
@@ -51,7 +55,23 @@ class InodeTable:
         path = self._paths.pop(inode)
         if self._inodes.get(path) == inode:
             del self._inodes[path]
-        return path
+        return None if path == DETACHED else path
+
+    def rename(self, old: str, new: str) -> None:
+        """Rebind ``old`` (and, for a directory, every path below it) to ``new``.
+
+        An inode bound to ``new`` before (the replaced file) keeps its number but no
+        longer has a path, as a deleted file that is still open.
+        """
+        replaced = self._inodes.pop(new, None)
+        if replaced is not None:
+            self._paths[replaced] = DETACHED
+        below = old + "/"
+        for path in [p for p in self._inodes if p == old or p.startswith(below)]:
+            inode = self._inodes.pop(path)
+            moved = new + path[len(old) :]
+            self._inodes[moved] = inode
+            self._paths[inode] = moved
 
     def __len__(self) -> int:
         return len(self._paths)

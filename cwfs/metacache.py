@@ -102,6 +102,14 @@ class MetadataCache:
         if self._missing is not None:
             self._missing[path] = True
 
+    def forget_below(self, directory: str) -> None:
+        """Drop every entry below ``directory`` (after it moved as a whole)."""
+        below = directory + "/"
+        for cache in (self._attrs, self._missing):
+            if cache is not None:
+                for path in [p for p in cache.keys() if p.startswith(below)]:
+                    cache.pop(path, None)
+
     def forget(self, path: str) -> None:
         if self._attrs is not None:
             self._attrs.pop(path, None)

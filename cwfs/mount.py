@@ -14,6 +14,7 @@ from cwfs.config import Config
 from cwfs.fs import Filesystem
 from cwfs.metacache import MetadataCache
 from cwfs.namespace import Namespace
+from cwfs.rename import Renamer
 from cwfs.staging import StagingArea, create_cache_dir
 from cwfs.store import MountError, ObjectStore
 from cwfs.upload import Uploader
@@ -51,7 +52,10 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
         cache = MetadataCache(config.metadata_ttl, config.negative_ttl, config.metadata_cache_entries)
         cache_dir, private = create_cache_dir(config.cache_dir, config.bucket)
         uploader = Uploader(store, config.part_size, config.upload_concurrency, config.checksum, config.conflict_retries)
-        filesystem = Filesystem(config, Namespace(store, cache, config.prefix), StagingArea(cache_dir, config.cache_limit), uploader)
+        versioned = not config.read_only and config.rename_mode != "copy" and await store.versioning_status() is not None
+        renamer = Renamer(store, uploader, config.rename_mode, versioned, config.max_concurrency)
+        staging = StagingArea(cache_dir, config.cache_limit)
+        filesystem = Filesystem(config, Namespace(store, cache, config.prefix), staging, uploader, renamer)
         try:
             pyfuse3.init(filesystem, str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:

@@ -133,11 +133,9 @@ class Namespace:
     async def remove_dir(self, path: str) -> None:
         """Remove an empty directory (its marker, if any); ENOTEMPTY if anything is below."""
         prefix = self.dir_prefix(path)
-        page = await self.store.list_page(prefix, max_keys=2, delimiter="")
-        if any(info.key != prefix for info in page.objects):
+        if not await self.is_empty_dir(path):
             raise StoreError(errno.ENOTEMPTY, "rmdir", prefix, "DirectoryNotEmpty", "objects exist below it")
-        if page.objects:
-            await self.store.delete_object(prefix)
+        await self.store.delete_object(prefix)
         self._kept_dirs.discard(path)
         self.cache.put_missing(path)
 
@@ -151,6 +149,21 @@ class Namespace:
         parent = path.rpartition("/")[0]
         if parent:
             self._kept_dirs.add(parent)
+
+    def renamed(self, old: str, new: str, attrs: Attrs) -> None:
+        """``old`` now lives at ``new``: show it there at once and nowhere else."""
+        if attrs.is_dir:
+            self.cache.forget_below(old)
+            self.cache.forget_below(new)
+            below = old + "/"
+            self._kept_dirs = {new + p[len(old) :] if p == old or p.startswith(below) else p for p in self._kept_dirs}
+        self.removed(old)
+        self.cache.put(new, attrs)
+
+    async def is_empty_dir(self, path: str) -> bool:
+        prefix = self.dir_prefix(path)
+        page = await self.store.list_page(prefix, max_keys=2, delimiter="")
+        return all(info.key == prefix for info in page.objects)
 
     def release_dir(self, path: str) -> None:
         """The kernel no longer holds ``path``: an emptied directory may now vanish."""

@@ -129,6 +129,10 @@ class OpenFile:
         where = f"; the data is kept in {self.staged.path}" if self.dirty and self.staged else ""
         log.error("%s%s", reason, where)
 
+    def moved(self, path: str, key: str, etag: str | None) -> None:
+        """The object was renamed while open: later commits go to the new key."""
+        self.path, self.key, self.etag = path, key, etag
+
     def close(self) -> None:
         """The last handle is gone: drop committed data, keep what could not be committed."""
         if self.staged is None:

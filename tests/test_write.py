@@ -143,10 +143,11 @@ def _assert_same_tree(src, dst, files):
     "tool",
     [
         ["cp", "-a", "{src}/.", "{dst}/"],
+        ["rsync", "-a", "{src}/", "{dst}/"],
         ["rsync", "-a", "--inplace", "{src}/", "{dst}/"],
         ["tar", "xf", "{tarball}", "-C", "{dst}"],
     ],
-    ids=["cp-a", "rsync-a-inplace", "tar-x"],
+    ids=["cp-a", "rsync-a", "rsync-a-inplace", "tar-x"],
 )
 def test_legacy_tools_keep_content_mode_and_mtime(server, bucket, s3, mount, tmp_path, tool):
     src = tmp_path / "src"
