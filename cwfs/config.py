@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -88,8 +89,9 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--foreground", "-f", action="store_true", default=None)
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
     parser.add_argument("--log-file", type=Path, help="log here (default: stderr in the foreground)")
-    parser.add_argument("--metadata-ttl", type=float, help="seconds metadata is cached (default 1)")
-    parser.add_argument("--negative-ttl", type=float, help="seconds a missing name is cached (default 1)")
+    parser.add_argument("--metadata-ttl", type=parse_ttl, help="seconds metadata is cached, or 'indefinite' (default 1)")
+    parser.add_argument("--negative-ttl", type=parse_ttl, help="seconds a missing name is cached, or 'indefinite' (default 1)")
+    parser.add_argument("--metadata-cache-entries", type=int, help="entries the metadata cache holds at most (default 100000)")
     parser.add_argument("--max-concurrency", type=int, help="parallel S3 requests (default 64)")
     parser.add_argument("--max-attempts", type=int, help="attempts per S3 request on throttling/5xx (default 10)")
     parser.add_argument("--cache-dir", type=Path, help="where files being written are staged (default: a private directory per mount)")
@@ -106,6 +108,16 @@ CHECKSUMS = ("crc32c", "crc64nvme", "off")
 MIN_PART_SIZE = 5 << 20
 MAX_PART_SIZE = 5 << 30
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_ttl(text: str) -> float:
+    """Seconds, or ``indefinite`` for data that never changes behind the mount's back."""
+    if text.strip().lower() in ("indefinite", "inf", "forever"):
+        return math.inf
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds or 'indefinite': {text!r}") from None
 
 
 def parse_size(text: str) -> int:
@@ -126,8 +138,9 @@ _ENV_TYPES = {
     "gid": int,
     "file_mode": "octal",
     "dir_mode": "octal",
-    "metadata_ttl": float,
-    "negative_ttl": float,
+    "metadata_ttl": parse_ttl,
+    "negative_ttl": parse_ttl,
+    "metadata_cache_entries": int,
     "max_concurrency": int,
     "max_attempts": int,
     "log_file": Path,

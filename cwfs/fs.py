@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 import trio
+from cachetools import LRUCache
 
 from cwfs.config import Config
 from cwfs.inodes import InodeTable
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BLOCK_SIZE = 1 << 20
+KERNEL_TIMEOUT_MAX = 365 * 24 * 3600.0  # what "indefinite" tells the kernel
 STATFS_BLOCKS = 1 << 40  # an object store has no meaningful capacity; report plenty
 
 
@@ -120,6 +122,8 @@ class Filesystem(pyfuse3.Operations):
         self._dirs: dict[int, DirHandle] = {}
         self._files: dict[int, FileHandle] = {}
         self._open: dict[str, OpenFile] = {}
+        # ETag each path had when last opened: an unchanged object keeps the page cache.
+        self._opened_etags: LRUCache[str, str] = LRUCache(config.metadata_cache_entries)
         self._mounted_at_ns = time.time_ns()
 
     # -- attributes --------------------------------------------------------------------
@@ -129,8 +133,7 @@ class Filesystem(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = inode
         entry.generation = 0
-        entry.entry_timeout = cfg.metadata_ttl
-        entry.attr_timeout = cfg.metadata_ttl
+        entry.entry_timeout = entry.attr_timeout = min(cfg.metadata_ttl, KERNEL_TIMEOUT_MAX)
         if attrs.is_dir:
             entry.st_mode = stat.S_IFDIR | cfg.dir_mode
         else:
@@ -178,7 +181,7 @@ class Filesystem(pyfuse3.Operations):
         if attrs is None:
             missing = pyfuse3.EntryAttributes()
             missing.st_ino = 0
-            missing.entry_timeout = self._config.negative_ttl
+            missing.entry_timeout = min(self._config.negative_ttl, KERNEL_TIMEOUT_MAX)
             return missing
         return self._attributes(self.inodes.ref(path), attrs)
 
@@ -342,10 +345,10 @@ class Filesystem(pyfuse3.Operations):
             await self._renamer.rename_tree(self._ns.dir_prefix(old), self._ns.dir_prefix(new))
         except StoreError:
             self._interrupted[new] = old
-            self._ns.cache.forget_below(old)
             raise
         finally:
-            self._ns.cache.forget(new)
+            self._ns.forget_tree(old)
+            self._ns.forget_tree(new)
         self._interrupted.pop(new, None)
         self._ns.renamed(old, new, DIRECTORY)
 
@@ -370,7 +373,10 @@ class Filesystem(pyfuse3.Operations):
         fh = next(self._handles)
         reader = RangeReader(self._store, self._ns.object_key(path), attrs.size, attrs.etag)
         self._files[fh] = FileHandle(path, reader, open_file)
-        return pyfuse3.FileInfo(fh=fh)
+        unchanged = open_file is None and attrs.etag is not None and self._opened_etags.get(path) == attrs.etag
+        if attrs.etag is not None:
+            self._opened_etags[path] = attrs.etag
+        return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
@@ -416,7 +422,7 @@ class Filesystem(pyfuse3.Operations):
     async def _commit(self, open_file: OpenFile) -> Attrs | None:
         attrs = await open_file.commit(self._store, self._uploader)
         if attrs is not None:
-            self._ns.cache.put(open_file.path, attrs)
+            self._ns.stored(open_file.path, attrs)
         return attrs
 
     @fuse_errors

@@ -71,11 +71,35 @@ def object_metadata(mtime_ns: int, mode: int | None, file_type: int) -> dict[str
 
 
 class MetadataCache:
-    """Positive and negative attribute entries keyed by path, bounded and expiring."""
+    """Attributes, missing names and complete directory listings, bounded and expiring.
+
+    ``maxsize`` bounds each of the three caches in entries (a listing counts as many
+    entries as it has names), so memory stays proportional to it.
+    """
 
     def __init__(self, ttl: float, negative_ttl: float, maxsize: int) -> None:
         self._attrs: TTLCache[str, Attrs] | None = TTLCache(maxsize, ttl) if ttl > 0 else None
         self._missing: TTLCache[str, bool] | None = TTLCache(maxsize, negative_ttl) if negative_ttl > 0 else None
+        self._listings: TTLCache[str, dict[str, Attrs]] | None = (
+            TTLCache(maxsize, ttl, getsizeof=lambda entries: max(1, len(entries))) if ttl > 0 else None
+        )
+
+    def get_listing(self, directory: str) -> dict[str, Attrs] | None:
+        """The complete listing of ``directory`` (name -> attributes), if known."""
+        return self._listings.get(directory) if self._listings is not None else None
+
+    def put_listing(self, directory: str, entries: dict[str, Attrs]) -> None:
+        if self._listings is None:
+            return
+        try:
+            self._listings[directory] = entries
+        except ValueError:
+            pass  # a listing larger than the whole cache is simply not kept
+
+    def drop_listing(self, directory: str) -> None:
+        """``directory`` changed here: its listing is fetched again next time."""
+        if self._listings is not None:
+            self._listings.pop(directory, None)
 
     def get(self, path: str) -> Attrs | None | bool:
         """Cached attributes, False if the name is known to be missing, None if unknown."""
@@ -105,7 +129,7 @@ class MetadataCache:
     def forget_below(self, directory: str) -> None:
         """Drop every entry below ``directory`` (after it moved as a whole)."""
         below = directory + "/"
-        for cache in (self._attrs, self._missing):
+        for cache in (self._attrs, self._missing, self._listings):
             if cache is not None:
                 for path in [p for p in cache.keys() if p.startswith(below)]:
                     cache.pop(path, None)

@@ -13,6 +13,7 @@ import errno
 import logging
 from collections.abc import AsyncIterator
 
+from cwfs.listing import SubtreeListing
 from cwfs.metacache import DIRECTORY, Attrs, MetadataCache, file_attrs
 from cwfs.store import ObjectInfo, ObjectStore, StoreError, WriteCondition
 from cwfs.tasks import gather
@@ -20,6 +21,7 @@ from cwfs.tasks import gather
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
+FLAT_LISTING_PAGES = 10  # list subtrees of up to 10,000 objects in one flat pass
 
 
 def invalid_name_reason(name: str) -> str | None:
@@ -75,6 +77,13 @@ class Namespace:
         cached = self.cache.get(path)
         if cached is not None:
             return cached or None
+        parent, _, name = path.rpartition("/")
+        listing = self.cache.get_listing(parent)
+        if listing is not None and path not in self._kept_dirs:
+            attrs = listing.get(name)
+            if attrs is None:
+                self.cache.put_missing(path)
+            return attrs
         key = self.object_key(path)
         info, page = await gather(
             [lambda: self.store.head_object(key), lambda: self.store.list_page(key + "/", max_keys=1, delimiter="")]
@@ -94,29 +103,60 @@ class Namespace:
         return attrs
 
     async def list_dir(self, path: str) -> AsyncIterator[list[tuple[str, Attrs]]]:
-        """Yield the entries of directory ``path`` one ListObjectsV2 page at a time.
+        """Yield the entries of directory ``path``, a batch at a time.
 
-        Keys that cannot be file names are skipped with one log line each; every
-        entry listed is put in the metadata cache.
+        A listing cached within the TTL costs nothing. Otherwise the subtree is first
+        listed flat, up to `FLAT_LISTING_PAGES` pages, which also completes the
+        listings of the directories below (a recursive walk then costs about one
+        request per 1,000 objects). A subtree too large for that continues with a
+        delimited listing of this directory alone, after the last key seen. Keys that
+        cannot be file names are skipped with one log line each.
         """
+        cached = self.cache.get_listing(path)
+        if cached is not None:
+            yield list(cached.items())
+            return
         prefix = self.dir_prefix(path)
+        tree = SubtreeListing(prefix, self._usable, self._file_attrs)
+        token: str | None = None
+        for _ in range(FLAT_LISTING_PAGES):
+            page = await self.store.list_page(prefix, token, delimiter="")
+            tree.add(page.objects)
+            token = page.next_token
+            if token is None:
+                break
+        for key in tree.hidden:
+            self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
+        complete = tree.dirs if token is None else {d: tree.dirs[d] for d in tree.complete_dirs()}
+        for directory, entries in complete.items():
+            self._remember_listing(join(path, directory) if directory else path, entries)
+        entries = dict(tree.dirs[""])
+        yield list(entries.items())
+        if token is None:
+            return
+        async for batch in self._list_delimited(path, prefix, tree.last_key, set(entries)):
+            entries.update(batch)
+            yield batch
+        self._remember_listing(path, entries)
+
+    async def _list_delimited(self, path: str, prefix: str, start_after: str | None, seen: set[str]) -> AsyncIterator[list[tuple[str, Attrs]]]:
+        """The rest of ``path``'s entries, one ListObjectsV2 page (delimiter ``/``) at a time."""
         token: str | None = None
         while True:
-            page = await self.store.list_page(prefix, token)
+            page = await self.store.list_page(prefix, token, start_after=None if token else start_after)
             entries: list[tuple[str, Attrs]] = []
-            dirs = set()
             for common in page.prefixes:
                 name = common[len(prefix) : -1]
-                if self._usable(common, name):
-                    dirs.add(name)
+                if name not in seen and self._usable(common, name):
+                    seen.add(name)
                     entries.append((name, DIRECTORY))
             for info in page.objects:
                 name = info.key[len(prefix) :]
-                if name == "":
-                    continue  # this directory's own marker object
-                if name in dirs:
-                    self._report_once(info.key, "object %r is hidden by the directory %r of the same name", info.key, info.key + "/")
+                if name == "" or name in seen:
+                    if name:
+                        self._report_once(info.key, "object %r is hidden by the directory %r of the same name", info.key, info.key + "/")
                 elif self._usable(info.key, name):
+                    seen.add(name)
                     entries.append((name, self._file_attrs(info)))
             for name, attrs in entries:
                 self.cache.put(join(path, name), attrs)
@@ -125,10 +165,15 @@ class Namespace:
             if token is None:
                 return
 
+    def _remember_listing(self, path: str, entries: dict[str, Attrs]) -> None:
+        for name, attrs in entries.items():
+            self.cache.put(join(path, name), attrs)
+        self.cache.put_listing(path, entries)
+
     async def make_dir(self, path: str) -> None:
         """Create the marker object ``path/``; PreconditionFailed if it already exists."""
         await self.store.put_object(self.dir_prefix(path), b"", WriteCondition(None), {}, None)
-        self.cache.put(path, DIRECTORY)
+        self.stored(path, DIRECTORY)
 
     async def remove_dir(self, path: str) -> None:
         """Remove an empty directory (its marker, if any); ENOTEMPTY if anything is below."""
@@ -138,17 +183,35 @@ class Namespace:
         await self.store.delete_object(prefix)
         self._kept_dirs.discard(path)
         self.cache.put_missing(path)
+        self._parent_changed(path)
 
     async def remove_file(self, path: str) -> None:
         await self.store.delete_object(self.object_key(path))
         self.removed(path)
 
+    def stored(self, path: str, attrs: Attrs) -> None:
+        """This mount just wrote ``path``: show it at once."""
+        self.cache.put(path, attrs)
+        self._parent_changed(path)
+
     def removed(self, path: str) -> None:
         """``path`` is gone; its directory stays visible even if that made it empty."""
         self.cache.put_missing(path)
-        parent = path.rpartition("/")[0]
+        parent = self._parent_changed(path)
         if parent:
             self._kept_dirs.add(parent)
+
+    def forget_tree(self, path: str) -> None:
+        """Everything at and below ``path`` may have changed: ask the store next time."""
+        self.cache.forget_below(path)
+        self.cache.forget(path)
+        self.cache.drop_listing(path)
+        self._parent_changed(path)
+
+    def _parent_changed(self, path: str) -> str:
+        parent = path.rpartition("/")[0]
+        self.cache.drop_listing(parent)
+        return parent
 
     def renamed(self, old: str, new: str, attrs: Attrs) -> None:
         """``old`` now lives at ``new``: show it there at once and nowhere else."""
@@ -158,7 +221,7 @@ class Namespace:
             below = old + "/"
             self._kept_dirs = {new + p[len(old) :] if p == old or p.startswith(below) else p for p in self._kept_dirs}
         self.removed(old)
-        self.cache.put(new, attrs)
+        self.stored(new, attrs)
 
     async def is_empty_dir(self, path: str) -> bool:
         prefix = self.dir_prefix(path)

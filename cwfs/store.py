@@ -234,9 +234,13 @@ class ObjectStore:
             raise
         return ObjectInfo(key, resp["ContentLength"], _timestamp(resp.get("LastModified")), resp.get("ETag"), resp.get("Metadata", {}))
 
-    async def list_page(self, prefix: str, token: str | None = None, delimiter: str = "/", max_keys: int = 1000) -> ListPage:
+    async def list_page(
+        self, prefix: str, token: str | None = None, delimiter: str = "/", max_keys: int = 1000, start_after: str | None = None
+    ) -> ListPage:
         """One page of ListObjectsV2 below ``prefix``."""
         params: dict[str, Any] = {"Prefix": prefix, "MaxKeys": max_keys}
+        if start_after:
+            params["StartAfter"] = start_after
         if delimiter:
             params["Delimiter"] = delimiter
         if token:

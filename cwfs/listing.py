@@ -1,0 +1,62 @@
+"""A subtree's directory listings, built from one flat (no delimiter) listing.
+
+ListObjectsV2 without a delimiter returns every key below a prefix, 1,000 a page,
+depth-first in key order. From those keys the listing of every directory below can be
+derived, so a recursive walk (find, du, os.walk) costs about N/1000 requests for N
+objects instead of at least one request per directory. When the walk stops early
+(the subtree is too large to list flat), the directories whose keys all lay before the
+last key seen are still complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from cwfs.metacache import DIRECTORY, Attrs
+from cwfs.store import ObjectInfo
+
+
+class SubtreeListing:
+    """Directory listings under ``prefix``, relative paths ("" is the top) to entries."""
+
+    def __init__(self, prefix: str, usable: Callable[[str, str], bool], attrs: Callable[[ObjectInfo], Attrs]) -> None:
+        self._prefix = prefix
+        self._usable = usable
+        self._attrs = attrs
+        self.dirs: dict[str, dict[str, Attrs]] = {"": {}}
+        self.last_key: str | None = None
+        self.hidden: list[str] = []  # keys of objects hidden by a directory of the same name
+
+    def add(self, objects: Iterable[ObjectInfo]) -> None:
+        for info in objects:
+            self.last_key = info.key
+            parts = info.key[len(self._prefix) :].split("/")
+            if not all(self._usable(info.key, part) for part in parts[:-1]):
+                continue
+            directory = ""
+            for part in parts[:-1]:
+                entries = self.dirs[directory]
+                existing = entries.get(part)
+                if existing is not None and not existing.is_dir:
+                    self.hidden.append(self._prefix + (directory + "/" if directory else "") + part)
+                entries[part] = DIRECTORY
+                directory = f"{directory}/{part}" if directory else part
+                self.dirs.setdefault(directory, {})
+            name = parts[-1]
+            if name == "":
+                continue  # a directory's marker object
+            entries = self.dirs[directory]
+            existing = entries.get(name)
+            if existing is not None and existing.is_dir:
+                self.hidden.append(info.key)
+            elif self._usable(info.key, name):
+                entries[name] = self._attrs(info)
+
+    def complete_dirs(self) -> Iterator[str]:
+        """Directories below the top whose every key came before the last key seen."""
+        last = self.last_key or ""
+        for directory in self.dirs:
+            if directory:
+                start = f"{self._prefix}{directory}/"
+                if last > start and not last.startswith(start):
+                    yield directory
