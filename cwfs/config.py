@@ -11,7 +11,7 @@ import argparse
 import configparser
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,6 +19,12 @@ PRIMARY_ENDPOINT = "https://cwobject.com"
 LOTA_ENDPOINT = "http://cwlota.com"
 COREWEAVE_DOMAINS = ("cwobject.com", "cwlota.com")
 COREWEAVE_PROFILE = "cw"
+
+
+def default_max_memory() -> int:
+    """An eighth of the machine's memory, between 256 MiB and 4 GiB."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min(max(total // 8, 256 << 20), 4 << 30)
 
 
 class ConfigError(ValueError):
@@ -60,6 +66,11 @@ class Config:
     checksum: str = "crc32c"
     conflict_retries: int = 5
     rename_mode: str = "auto"
+    lota: str = "auto"
+    lota_endpoint: str = LOTA_ENDPOINT
+    read_part_size: int = 16 << 20
+    max_read_ahead: int = 256 << 20
+    max_memory: int = field(default_factory=lambda: default_max_memory())
 
     @property
     def is_coreweave(self) -> bool:
@@ -101,6 +112,11 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rename-mode", choices=("auto", "atomic", "copy"), help="RenameObject, copy+delete, or auto (default: by the bucket's versioning)"
     )
+    parser.add_argument("--lota", choices=("auto", "on", "off"), help="read data through LOTA (default auto: when it answers)")
+    parser.add_argument("--lota-endpoint", help=f"LOTA endpoint URL (default {LOTA_ENDPOINT})")
+    parser.add_argument("--read-part-size", type=parse_size, help="size of each read-ahead GET (default 16M)")
+    parser.add_argument("--max-read-ahead", type=parse_size, help="read-ahead window of one sequential reader (default 256M)")
+    parser.add_argument("--max-memory", type=parse_size, help="memory for all read-ahead buffers together (default RAM/8, 256M..4G)")
     parser.add_argument("--checksum", choices=CHECKSUMS, type=str.lower, help="checksum sent with uploads (default crc32c)")
 
 
@@ -148,6 +164,9 @@ _ENV_TYPES = {
     "cache_limit": parse_size,
     "part_size": parse_size,
     "upload_concurrency": int,
+    "read_part_size": parse_size,
+    "max_read_ahead": parse_size,
+    "max_memory": parse_size,
 }
 
 
@@ -264,5 +283,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("--max-concurrency, --max-attempts and --upload-concurrency must be at least 1")
     if not MIN_PART_SIZE <= config.part_size <= MAX_PART_SIZE:
         raise ConfigError(f"--part-size must be between 5M and 5G (S3's limits), got {config.part_size}")
+    if min(config.read_part_size, config.max_read_ahead, config.max_memory) < 1 << 20:
+        raise ConfigError("--read-part-size, --max-read-ahead and --max-memory must be at least 1M")
     if config.checksum not in CHECKSUMS:
         raise ConfigError(f"--checksum must be one of {', '.join(CHECKSUMS)}")

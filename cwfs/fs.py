@@ -28,7 +28,7 @@ from cwfs.inodes import InodeTable
 from cwfs.metacache import DIRECTORY, Attrs
 from cwfs.namespace import Namespace, join
 from cwfs.openfile import OpenFile
-from cwfs.reader import RangeReader, Reader
+from cwfs.prefetch import Prefetcher
 from cwfs.rename import Renamer
 from cwfs.staging import StagingArea
 from cwfs.store import PreconditionFailed, StoreError
@@ -95,7 +95,7 @@ class DirHandle:
 @dataclass
 class FileHandle:
     path: str
-    reader: Reader
+    reader: Prefetcher
     open_file: OpenFile | None = None  # set when opened for writing
 
 
@@ -106,7 +106,15 @@ class Filesystem(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, config: Config, namespace: Namespace, staging: StagingArea, uploader: Uploader, renamer: Renamer) -> None:
+    def __init__(
+        self,
+        config: Config,
+        namespace: Namespace,
+        staging: StagingArea,
+        uploader: Uploader,
+        renamer: Renamer,
+        readers: Callable[[str, int, str | None], Prefetcher],
+    ) -> None:
         super().__init__()
         self._config = config
         self._ns = namespace
@@ -114,6 +122,7 @@ class Filesystem(pyfuse3.Operations):
         self._staging = staging
         self._uploader = uploader
         self._renamer = renamer
+        self._readers = readers
         # Directory renames that failed midway, destination -> source: the destination
         # is hidden on this mount until the same rename is repeated and completes it.
         self._interrupted: dict[str, str] = {}
@@ -371,7 +380,7 @@ class Filesystem(pyfuse3.Operations):
 
     def _new_handle(self, path: str, attrs: Attrs, open_file: OpenFile | None) -> pyfuse3.FileInfo:
         fh = next(self._handles)
-        reader = RangeReader(self._store, self._ns.object_key(path), attrs.size, attrs.etag)
+        reader = self._readers(self._ns.object_key(path), attrs.size, attrs.etag)
         self._files[fh] = FileHandle(path, reader, open_file)
         unchanged = open_file is None and attrs.etag is not None and self._opened_etags.get(path) == attrs.etag
         if attrs.etag is not None:

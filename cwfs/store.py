@@ -23,7 +23,7 @@ import boto3
 import botocore.config
 import botocore.session
 import trio
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, NoCredentialsError
 
 from cwfs.config import Config
 
@@ -185,12 +185,14 @@ def require_tls13(host: str, port: int, timeout: float = 10.0, context: ssl.SSLC
 class ObjectStore:
     """Async facade over one bucket (and an optional key prefix) of an S3 endpoint."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, endpoint: str | None = None, max_attempts: int | None = None) -> None:
         self.bucket = config.bucket
         self._config = config
         self._session = _build_session(config)
         self._client = self._session.client(
-            "s3", endpoint_url=config.endpoint, config=_client_config(config, config.max_attempts, config.connect_timeout)
+            "s3",
+            endpoint_url=endpoint or config.endpoint,
+            config=_client_config(config, max_attempts or config.max_attempts, config.connect_timeout),
         )
         self._limiter = trio.CapacityLimiter(config.max_concurrency)
 
@@ -252,14 +254,25 @@ class ObjectStore:
         prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
         return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytes:
-        """Bytes ``start..end`` (inclusive) of the object, only if it still has ``etag``."""
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytearray:
+        """Bytes ``start..end`` (inclusive) of the object, only if it still has ``etag``.
+
+        The body is read straight into one buffer of its final size: no second copy
+        of a large read-ahead segment exists, even for a moment.
+        """
         params: dict[str, Any] = {"Key": key, "Range": f"bytes={start}-{end}"}
         if etag:
             params["IfMatch"] = etag
 
-        def fetch(**kwargs: Any) -> bytes:
-            return self._client.get_object(**kwargs)["Body"].read()
+        def fetch(**kwargs: Any) -> bytearray:
+            response = self._client.get_object(**kwargs)
+            body, buffer = response["Body"], bytearray(response["ContentLength"])
+            view, filled = memoryview(buffer), 0
+            while filled < len(buffer) and (count := body.readinto(view[filled:])):
+                filled += count
+            if filled != len(buffer):
+                raise IncompleteReadError(actual_bytes=filled, expected_bytes=len(buffer))
+            return buffer
 
         return await self._call("GetObject", key, fetch, **params)
 

@@ -1,0 +1,45 @@
+"""One memory budget for every read-ahead buffer of the mount.
+
+Prefetchers take bytes from it before they fetch and give them back when the data is
+consumed or dropped. Speculative read-ahead only takes what is free, so more readers
+mean smaller windows, never more memory; demand reads wait for their (small) share.
+"""
+
+from __future__ import annotations
+
+import trio
+
+
+class MemoryBudget:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self.readers = 0  # sequential readers currently sharing the budget
+        self._freed = trio.Event()
+
+    def try_take(self, size: int) -> bool:
+        """Take ``size`` bytes if they are free now."""
+        if self.used + size > self.limit:
+            return False
+        self._add(size)
+        return True
+
+    async def take(self, size: int) -> None:
+        """Take ``size`` bytes, waiting for others to give back (never waits when idle)."""
+        while self.used and self.used + size > self.limit:
+            await self._freed.wait()
+        self._add(size)
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        self._freed.set()
+        self._freed = trio.Event()
+
+    def share(self) -> int:
+        """The read-ahead window one sequential reader may use now."""
+        return self.limit // max(1, self.readers)
+
+    def _add(self, size: int) -> None:
+        self.used += size
+        self.peak = max(self.peak, self.used)

@@ -1,0 +1,187 @@
+"""Read-ahead for one open file: parallel ranged GETs ahead of a sequential reader.
+
+A reader that keeps reading where it left off gets a window of bytes fetched ahead of
+it, in segments fetched concurrently. The window starts at one small segment, so the
+first byte costs one short request, and doubles each time a segment is consumed, up
+to ``max_window`` and the reader's share of the mount's memory budget; segments grow
+to ``part_size`` (large requests are what LOTA serves best). A read elsewhere cancels
+what is in flight and is served by one ranged GET of just what was asked; read-ahead
+starts again once reads are sequential again. Objects no larger than one part are
+fetched whole at the first read. Every GET carries the ETag seen at open.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from cwfs.memory import MemoryBudget
+from cwfs.store import PreconditionFailed, StoreError
+
+log = logging.getLogger(__name__)
+
+FIRST_SEGMENT = 1 << 20
+
+
+class RangeSource(Protocol):
+    """Where data comes from: the store, or the LOTA endpoint in front of it."""
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytearray: ...
+
+
+@dataclass
+class Segment:
+    """Bytes [start, end) of the object, being fetched or fetched."""
+
+    start: int
+    end: int
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytearray = field(default_factory=bytearray)
+    error: BaseException | None = None
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class Prefetcher:
+    def __init__(
+        self,
+        source: RangeSource,
+        key: str,
+        size: int,
+        etag: str | None,
+        budget: MemoryBudget,
+        nursery: trio.Nursery,
+        part_size: int,
+        max_window: int,
+    ) -> None:
+        self._source = source
+        self._key = key
+        self._size = size
+        self._etag = etag
+        self._budget = budget
+        self._nursery = nursery
+        self._part_size = part_size
+        self._max_window = max(max_window, FIRST_SEGMENT)
+        self._segments: list[Segment] = []  # contiguous, in order, ahead of the reader
+        self._next = 0  # where a sequential reader reads next
+        self._window = FIRST_SEGMENT
+        self._sequential = False
+        self._closed = False
+        self._lock = trio.Lock()  # kernel reads of one handle may arrive concurrently
+
+    async def read(self, offset: int, size: int) -> bytes:
+        if size <= 0 or offset >= self._size:
+            return b""
+        end = min(offset + size, self._size)
+        async with self._lock:
+            if self._size <= self._part_size:
+                if not self._segments:
+                    self._start(0, self._size)
+            elif offset == self._next or self._covers(offset):
+                if not self._sequential:
+                    self._sequential = True
+                    self._budget.readers += 1
+                self._drop_before(offset)
+                self._fill(offset)
+            else:
+                self._reset()
+            self._next = end
+            if self._covers(offset) and self._covers(end - 1):
+                return await self._from_segments(offset, end)
+        return await self._fetch_now(offset, end)
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            self._reset()
+
+    # -- segments ------------------------------------------------------------------
+
+    def _covers(self, position: int) -> bool:
+        return bool(self._segments) and self._segments[0].start <= position < self._segments[-1].end
+
+    def _reset(self) -> None:
+        """A jump: cancel read-ahead, shrink the window, leave the sequential readers."""
+        for segment in self._segments:
+            self._discard(segment)
+        self._segments.clear()
+        self._window = FIRST_SEGMENT
+        if self._sequential:
+            self._sequential = False
+            self._budget.readers -= 1
+
+    def _drop_before(self, offset: int) -> None:
+        while self._segments and self._segments[0].end <= offset:
+            self._discard(self._segments.pop(0))
+            self._window = min(self._window * 2, self._max_window)
+
+    def _discard(self, segment: Segment) -> None:
+        segment.cancel.cancel()
+        if segment.done.is_set():
+            self._budget.give(segment.size)
+
+    def _fill(self, offset: int) -> None:
+        """Start segments until the window ahead of ``offset`` is covered (or memory is short)."""
+        window = max(FIRST_SEGMENT, min(self._window, self._max_window, self._budget.share()))
+        start = self._segments[-1].end if self._segments else offset
+        while start < min(self._size, offset + window):
+            if not self._start(start, min(start + self._part_size, start + window, self._size)):
+                return
+            start = self._segments[-1].end
+
+    def _start(self, start: int, end: int) -> bool:
+        """Fetch [start, end) in the background, if the budget has room for it."""
+        if self._closed or not self._budget.try_take(end - start):
+            return False
+        segment = Segment(start, end)
+        self._segments.append(segment)
+        self._nursery.start_soon(self._fetch, segment)
+        return True
+
+    async def _fetch(self, segment: Segment) -> None:
+        with segment.cancel:
+            try:
+                segment.data = await self._get(segment.start, segment.end)
+            except StoreError as exc:
+                segment.error = exc
+            finally:
+                if segment.cancel.cancel_called:
+                    self._budget.give(segment.size)  # discarded while in flight
+                segment.done.set()
+
+    async def _from_segments(self, offset: int, end: int) -> bytes:
+        pieces = []
+        for segment in list(self._segments):
+            if segment.end <= offset or segment.start >= end:
+                continue
+            await segment.done.wait()
+            if segment.error is not None:
+                error = segment.error
+                self._reset()
+                raise error
+            view = memoryview(segment.data)
+            pieces.append(view[max(offset, segment.start) - segment.start : min(end, segment.end) - segment.start])
+        return b"".join(pieces)
+
+    async def _fetch_now(self, offset: int, end: int) -> bytes:
+        """A demand read outside the read-ahead: exactly what was asked, one GET."""
+        size = end - offset
+        await self._budget.take(size)
+        try:
+            return bytes(await self._get(offset, end))
+        finally:
+            self._budget.give(size)
+
+    async def _get(self, start: int, end: int) -> bytearray:
+        try:
+            return await self._source.get_range(self._key, start, end - 1, self._etag)
+        except PreconditionFailed:
+            log.error("%r changed in the store while open for reading (ETag was %s): reopen the file", self._key, self._etag)
+            raise StoreError(errno.ESTALE, "GetObject", self._key, "PreconditionFailed", "object replaced while open") from None
