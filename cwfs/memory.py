@@ -7,7 +7,29 @@ mean smaller windows, never more memory; demand reads wait for their (small) sha
 
 from __future__ import annotations
 
+import ctypes
+import logging
+
 import trio
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3  # mallopt(3)
+MMAP_THRESHOLD = 256 << 10
+
+
+def return_freed_buffers_to_the_os() -> None:
+    """Make glibc map every buffer of 256 KiB or more on its own.
+
+    Read-ahead buffers come and go by the megabyte from many threads. By default
+    glibc raises its mmap threshold as they are freed and then keeps them in per-thread
+    arenas, so the process stays far above what the budget holds. A fixed threshold
+    returns each freed buffer at once, keeping RSS within the budget plus a constant.
+    """
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        log.debug("mallopt is not available: freed read buffers may stay in the process")
 
 
 class MemoryBudget:

@@ -46,6 +46,13 @@ class Mount:
     def staged_files(self) -> list[Path]:
         return sorted(p for p in self.cache_dir.iterdir() if p.is_file())
 
+    def wait_until_nothing_staged(self, timeout: float = 10.0) -> None:
+        """Staged files go when the kernel releases the file, a moment after close() returns."""
+        deadline = time.monotonic() + timeout
+        while self.staged_files():
+            assert time.monotonic() < deadline, f"still staged: {self.staged_files()}"
+            time.sleep(0.02)
+
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 

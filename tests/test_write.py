@@ -56,7 +56,7 @@ def test_large_file_is_a_conditional_multipart_upload(server, bucket, s3, mount)
     for part in s3.get_object(Bucket=bucket, Key="big.bin")["Body"].iter_chunks(MiB):
         stored.update(part)
     assert stored.hexdigest() == digest.hexdigest()
-    assert m.staged_files() == []
+    m.wait_until_nothing_staged()
 
 
 def test_overwrite_is_conditional_on_the_old_etag_and_downloads_nothing(server, bucket, s3, mount):
@@ -163,7 +163,7 @@ def test_legacy_tools_keep_content_mode_and_mtime(server, bucket, s3, mount, tmp
     assert result.returncode == 0, result.stderr
     _assert_same_tree(src, dst, files)
     assert body_of(s3, bucket, "dst/sub/b.bin") == files["sub/b.bin"]
-    assert m.staged_files() == []
+    m.wait_until_nothing_staged()
 
 
 def test_mkdir_rmdir_unlink(server, bucket, s3, mount):
@@ -300,7 +300,7 @@ def test_writers_wait_for_the_staging_budget(server, bucket, s3, mount):
     assert done.wait(30)
     thread.join()
     assert "staging is at its limit" in m.log()
-    assert m.staged_files() == []
+    m.wait_until_nothing_staged()
 
 
 def test_read_only_mount_refuses_every_write_without_requests(server, bucket, s3, mount):
@@ -339,4 +339,4 @@ def test_a_lost_response_is_recognised_as_our_own_success(server, bucket, s3, mo
     assert body_of(s3, bucket, "lost.bin") == data
     assert len([r for r in server.requests() if r["op"] == op and r["key"] == "lost.bin"]) == 2
     assert "found its own earlier attempt committed" in m.log()
-    assert m.staged_files() == []
+    m.wait_until_nothing_staged()
