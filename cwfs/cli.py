@@ -15,7 +15,9 @@ from pathlib import Path
 
 import trio
 
+from cwfs import warm
 from cwfs.config import ConfigError, add_mount_arguments, build_config
+from cwfs.warm import add_warm_arguments
 
 log = logging.getLogger("cwfs")
 
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     commands.add_parser("server", help="run the embedded S3 server (for trying cwfs and for tests)", add_help=False)
     commands.add_parser("demo", help="mount a sample bucket from the embedded S3 server until Ctrl-C")
+    add_warm_arguments(commands.add_parser("warm", help="pre-stage objects into the LOTA cache"))
     return parser
 
 
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return server_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "warm":
+        return warm.run(args)
     if args.command == "demo":
         from cwfs.server.demo import run_demo
 

@@ -276,6 +276,10 @@ class ObjectStore:
 
         return await self._call("GetObject", key, fetch, **params)
 
+    async def prestage(self, key: str) -> None:
+        """HeadObject with ``Range: bytes=0-0``: asks LOTA to cache the whole object."""
+        await self._call("HeadObject", key, self._client.head_object, Key=key, Range="bytes=0-0")
+
     async def download(self, key: str, path: str, etag: str | None) -> None:
         """Write the whole object into the local file ``path``, only if it still has ``etag``."""
         params: dict[str, Any] = {"Key": key}
