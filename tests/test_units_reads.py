@@ -1,0 +1,105 @@
+"""Pure logic of the read side: subtree listings, the memory budget, the prefetcher."""
+
+from __future__ import annotations
+
+import errno
+
+import trio
+
+from cwfs.listing import SubtreeListing
+from cwfs.memory import MemoryBudget
+from cwfs.metacache import DIRECTORY, Attrs
+from cwfs.prefetch import FIRST_SEGMENT, Prefetcher
+from cwfs.store import ObjectInfo, PreconditionFailed
+
+MiB = 1 << 20
+
+
+def info(key: str, size: int = 1) -> ObjectInfo:
+    return ObjectInfo(key, size, 0.0, '"e"')
+
+
+def subtree(keys: list[str]) -> SubtreeListing:
+    tree = SubtreeListing("p/", lambda key, name: name not in ("", ".", ".."), lambda i: Attrs(False, i.size))
+    tree.add(info(k) for k in keys)
+    return tree
+
+
+def test_subtree_listing_builds_every_directory():
+    tree = subtree(["p/", "p/a", "p/d/", "p/d/x", "p/d/e/y", "p/f"])
+    assert set(tree.dirs) == {"", "d", "d/e"}
+    assert tree.dirs[""] == {"a": Attrs(False, 1), "d": DIRECTORY, "f": Attrs(False, 1)}
+    assert set(tree.dirs["d"]) == {"x", "e"} and set(tree.dirs["d/e"]) == {"y"}
+
+
+def test_subtree_listing_hides_files_behind_directories_and_skips_bad_names():
+    tree = subtree(["p/a", "p/a/b", "p/x//y", "p/z/../w"])
+    assert tree.dirs[""] == {"a": DIRECTORY}
+    assert tree.hidden == ["p/a"]
+
+
+def test_subtree_listing_knows_which_directories_it_saw_whole():
+    tree = subtree(["p/a/1", "p/a/2", "p/b/1"])
+    assert list(tree.complete_dirs()) == ["a"]  # "b" may continue after the last key
+
+
+class FakeStore:
+    def __init__(self, body: bytes, fail_after: int | None = None) -> None:
+        self.body, self.calls, self.fail_after = body, [], fail_after
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytearray:
+        self.calls.append((start, end))
+        await trio.sleep(0)
+        if self.fail_after is not None and len(self.calls) > self.fail_after:
+            raise PreconditionFailed(errno.ESTALE, "GetObject", key, "PreconditionFailed", "changed")
+        return bytearray(self.body[start : end + 1])
+
+
+def run_prefetch(body: bytes, reads: list[tuple[int, int]], budget: int = 64 * MiB, part: int = 4 * MiB, fail_after=None):
+    store, memory = FakeStore(body, fail_after), MemoryBudget(budget)
+    results = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            reader = Prefetcher(store, "k", len(body), '"e"', memory, nursery, part, 32 * MiB)
+            try:
+                for offset, size in reads:
+                    results.append(await reader.read(offset, size))
+            except OSError as exc:
+                results.append(exc)
+            await reader.close()
+
+    trio.run(main)
+    return results, store.calls, memory
+
+
+def test_sequential_reads_grow_the_window_up_to_the_part_size():
+    body = bytes(range(256)) * (64 * MiB // 256)
+    reads = [(o, MiB) for o in range(0, len(body), MiB)]
+    results, calls, memory = run_prefetch(body, reads)
+    assert b"".join(results) == body
+    sizes = [end - start + 1 for start, end in sorted(calls)]
+    assert sizes[0] == FIRST_SEGMENT and max(sizes) == 4 * MiB and sizes.count(4 * MiB) >= 10
+    assert sum(sizes) == len(body)  # nothing fetched twice
+    assert memory.used == 0 and 0 < memory.peak <= 64 * MiB
+
+
+def test_a_jump_cancels_read_ahead_and_reads_just_what_was_asked():
+    body = bytes(64 * MiB)
+    _, calls, memory = run_prefetch(body, [(0, MiB), (40 * MiB, 4096)])
+    assert (40 * MiB, 40 * MiB + 4095) in calls
+    assert memory.used == 0
+
+
+def test_the_budget_limits_read_ahead():
+    body = bytes(64 * MiB)
+    reads = [(o, MiB) for o in range(0, len(body), MiB)]
+    _, _, memory = run_prefetch(body, reads, budget=8 * MiB)
+    assert memory.peak <= 8 * MiB
+
+
+def test_a_replaced_object_fails_the_read_with_estale():
+    results, _, memory = run_prefetch(bytes(64 * MiB), [(o, MiB) for o in range(0, 64 * MiB, MiB)], fail_after=3)
+    assert isinstance(results[-1], OSError) and results[-1].errno == errno.ESTALE
+    assert all(isinstance(r, bytes) for r in results[:-1])
+    assert memory.used == 0
