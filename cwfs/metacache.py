@@ -96,6 +96,16 @@ class MetadataCache:
         except ValueError:
             pass  # a listing larger than the whole cache is simply not kept
 
+    def update_listing(self, directory: str, name: str, attrs: Attrs | None) -> None:
+        """Add, replace (``attrs``) or remove (None) one name in a cached listing, in place."""
+        entries = self.get_listing(directory)
+        if entries is None:
+            return
+        if attrs is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = attrs
+
     def drop_listing(self, directory: str) -> None:
         """``directory`` changed here: its listing is fetched again next time."""
         if self._listings is not None:

@@ -174,6 +174,7 @@ class Namespace:
         """Create the marker object ``path/``; PreconditionFailed if it already exists."""
         await self.store.put_object(self.dir_prefix(path), b"", WriteCondition(None), {}, None)
         self.stored(path, DIRECTORY)
+        self.cache.put_listing(path, {})  # a directory just created holds nothing yet
 
     async def remove_dir(self, path: str) -> None:
         """Remove an empty directory (its marker, if any); ENOTEMPTY if anything is below."""
@@ -182,22 +183,22 @@ class Namespace:
             raise StoreError(errno.ENOTEMPTY, "rmdir", prefix, "DirectoryNotEmpty", "objects exist below it")
         await self.store.delete_object(prefix)
         self._kept_dirs.discard(path)
-        self.cache.put_missing(path)
-        self._parent_changed(path)
+        self.cache.drop_listing(path)
+        self.removed(path)
 
     async def remove_file(self, path: str) -> None:
         await self.store.delete_object(self.object_key(path))
         self.removed(path)
 
     def stored(self, path: str, attrs: Attrs) -> None:
-        """This mount just wrote ``path``: show it at once."""
+        """This mount just wrote ``path``: show it at once, in its directory's listing too."""
         self.cache.put(path, attrs)
-        self._parent_changed(path)
+        self._update_listing(path, attrs)
 
     def removed(self, path: str) -> None:
         """``path`` is gone; its directory stays visible even if that made it empty."""
         self.cache.put_missing(path)
-        parent = self._parent_changed(path)
+        parent = self._update_listing(path, None)
         if parent:
             self._kept_dirs.add(parent)
 
@@ -206,11 +207,15 @@ class Namespace:
         self.cache.forget_below(path)
         self.cache.forget(path)
         self.cache.drop_listing(path)
-        self._parent_changed(path)
+        self.cache.drop_listing(path.rpartition("/")[0])
 
-    def _parent_changed(self, path: str) -> str:
-        parent = path.rpartition("/")[0]
-        self.cache.drop_listing(parent)
+    def _update_listing(self, path: str, attrs: Attrs | None) -> str:
+        """Apply our own change to the cached listing of ``path``'s directory, if any.
+
+        The listing keeps its expiry: another client's changes still show after the TTL.
+        """
+        parent, _, name = path.rpartition("/")
+        self.cache.update_listing(parent, name, attrs)
         return parent
 
     def renamed(self, old: str, new: str, attrs: Attrs) -> None:

@@ -92,3 +92,14 @@ def test_unchanged_objects_keep_the_page_cache(server, bucket, mount):
     server.reset()
     assert hashlib.sha256((mnt / "data.bin").read_bytes()).hexdigest() == digest
     assert server.counts().get("GetObject", 0) == 0, "the second pass should come from the page cache"
+
+
+def test_creating_files_in_a_new_directory_costs_one_put_each(server, bucket, mount):
+    mnt = mount(bucket, "--metadata-ttl", "30").path
+    os.mkdir(mnt / "fresh")
+    server.reset()
+    for i in range(20):
+        (mnt / "fresh" / f"f{i}").write_bytes(b"x")
+    assert server.counts() == {"PutObject": 20}  # lookups answered by the (empty) listing
+    assert ls_l(mnt / "fresh") == sorted(f"f{i}" for i in range(20))
+    assert server.counts() == {"PutObject": 20}
