@@ -54,7 +54,7 @@ class ReadEndpoint:
     def using_lota(self) -> bool:
         return self._lota is not None and trio.current_time() >= self._lota_paused_until
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytearray:
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> list[bytes]:
         if self._lota is not None and self.using_lota:
             try:
                 return await self._lota.get_range(key, start, end, etag)

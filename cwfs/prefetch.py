@@ -30,7 +30,7 @@ FIRST_SEGMENT = 1 << 20
 class RangeSource(Protocol):
     """Where data comes from: the store, or the LOTA endpoint in front of it."""
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytearray: ...
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> list[bytes]: ...
 
 
 @dataclass
@@ -40,13 +40,22 @@ class Segment:
     start: int
     end: int
     done: trio.Event = field(default_factory=trio.Event)
-    data: bytearray = field(default_factory=bytearray)
+    chunks: list[bytes] = field(default_factory=list)
     error: BaseException | None = None
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    def views(self, first: int, last: int) -> list[memoryview]:
+        """Views of bytes [first, last) of the object, from this segment's chunks."""
+        views, position = [], self.start
+        for chunk in self.chunks:
+            if position + len(chunk) > first and position < last:
+                views.append(memoryview(chunk)[max(first - position, 0) : last - position])
+            position += len(chunk)
+        return views
 
 
 class Prefetcher:
@@ -148,7 +157,7 @@ class Prefetcher:
     async def _fetch(self, segment: Segment) -> None:
         with segment.cancel:
             try:
-                segment.data = await self._get(segment.start, segment.end)
+                segment.chunks = await self._get(segment.start, segment.end)
             except StoreError as exc:
                 segment.error = exc
             finally:
@@ -166,8 +175,7 @@ class Prefetcher:
                 error = segment.error
                 self._reset()
                 raise error
-            view = memoryview(segment.data)
-            pieces.append(view[max(offset, segment.start) - segment.start : min(end, segment.end) - segment.start])
+            pieces.extend(segment.views(max(offset, segment.start), min(end, segment.end)))
         return b"".join(pieces)
 
     async def _fetch_now(self, offset: int, end: int) -> bytes:
@@ -175,11 +183,11 @@ class Prefetcher:
         size = end - offset
         await self._budget.take(size)
         try:
-            return bytes(await self._get(offset, end))
+            return b"".join(await self._get(offset, end))
         finally:
             self._budget.give(size)
 
-    async def _get(self, start: int, end: int) -> bytearray:
+    async def _get(self, start: int, end: int) -> list[bytes]:
         try:
             return await self._source.get_range(self._key, start, end - 1, self._etag)
         except PreconditionFailed:

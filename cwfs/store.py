@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REGION = "us-east-1"
 DOWNLOAD_CHUNK = 1 << 20
+READ_CHUNK = 1 << 20
 QUOTA_MESSAGE = "The account is write suspended."
 
 _ERRNO_BY_CODE = {
@@ -254,25 +255,26 @@ class ObjectStore:
         prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
         return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytearray:
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> list[bytes]:
         """Bytes ``start..end`` (inclusive) of the object, only if it still has ``etag``.
 
-        The body is read straight into one buffer of its final size: no second copy
-        of a large read-ahead segment exists, even for a moment.
+        The body comes as chunks of `READ_CHUNK` bytes, each read straight from the
+        socket into its own buffer: a large read-ahead segment is neither zero-filled
+        nor copied again, and no second copy of it exists even for a moment.
         """
         params: dict[str, Any] = {"Key": key, "Range": f"bytes={start}-{end}"}
         if etag:
             params["IfMatch"] = etag
 
-        def fetch(**kwargs: Any) -> bytearray:
+        def fetch(**kwargs: Any) -> list[bytes]:
             response = self._client.get_object(**kwargs)
-            body, buffer = response["Body"], bytearray(response["ContentLength"])
-            view, filled = memoryview(buffer), 0
-            while filled < len(buffer) and (count := body.readinto(view[filled:])):
-                filled += count
-            if filled != len(buffer):
-                raise IncompleteReadError(actual_bytes=filled, expected_bytes=len(buffer))
-            return buffer
+            body, left, chunks = response["Body"], response["ContentLength"], []
+            while left > 0 and (chunk := body.read(min(READ_CHUNK, left))):
+                chunks.append(chunk)
+                left -= len(chunk)
+            if left:
+                raise IncompleteReadError(actual_bytes=response["ContentLength"] - left, expected_bytes=response["ContentLength"])
+            return chunks
 
         return await self._call("GetObject", key, fetch, **params)
 

@@ -132,7 +132,9 @@ def test_memory_budget_holds_with_16_parallel_readers(server, bucket, mount):
     assert not errors
     assert digests == {i: hashlib.sha256(pattern(f"r{i:02d}", size)).hexdigest() for i in range(16)}
     peak = _memory_kib(m.proc.pid, "VmHWM") * 1024
-    overhead = 48 * MiB  # FUSE replies in flight, HTTP connections, threads: fixed, not per byte read
+    # Not read-ahead: ~1 MiB per kernel request and per HTTP read in flight, threads,
+    # connections. It depends on how many readers there are, not on the bytes read.
+    overhead = 64 * MiB
     assert peak <= baseline + budget + overhead, (peak - baseline) / MiB
     m.stop()
     reported = int(re.search(r"read-ahead memory peaked at (\d+) bytes", m.log()).group(1))

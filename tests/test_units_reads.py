@@ -47,12 +47,13 @@ class FakeStore:
     def __init__(self, body: bytes, fail_after: int | None = None) -> None:
         self.body, self.calls, self.fail_after = body, [], fail_after
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> bytearray:
+    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> list[bytes]:
         self.calls.append((start, end))
         await trio.sleep(0)
         if self.fail_after is not None and len(self.calls) > self.fail_after:
             raise PreconditionFailed(errno.ESTALE, "GetObject", key, "PreconditionFailed", "changed")
-        return bytearray(self.body[start : end + 1])
+        data = self.body[start : end + 1]
+        return [data[i : i + MiB] for i in range(0, len(data), MiB)]
 
 
 def run_prefetch(body: bytes, reads: list[tuple[int, int]], budget: int = 64 * MiB, part: int = 4 * MiB, fail_after=None):
