@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # User metadata (x-amz-meta-*) that keeps what legacy tools set: mtime as
 # "seconds.nanoseconds" (rclone's format, exact to the nanosecond) and mode as the
 # decimal st_mode (s3fs's format).
+RECENT_FACTOR = 30  # a directory counts as listed lately for 30 TTLs
 MTIME_KEY = "mtime"
 MODE_KEY = "mode"
 
@@ -83,6 +84,12 @@ class MetadataCache:
         self._listings: TTLCache[str, dict[str, Attrs]] | None = (
             TTLCache(maxsize, ttl, getsizeof=lambda entries: max(1, len(entries))) if ttl > 0 else None
         )
+        # How many entries directories had when listed lately, kept well past the TTL.
+        self._listed: TTLCache[str, int] | None = TTLCache(maxsize, ttl * RECENT_FACTOR) if ttl > 0 else None
+
+    def recently_listed(self, directory: str) -> int | None:
+        """The size of ``directory``'s listing if it was listed lately (its listing may have expired)."""
+        return self._listed.get(directory) if self._listed is not None else None
 
     def get_listing(self, directory: str) -> dict[str, Attrs] | None:
         """The complete listing of ``directory`` (name -> attributes), if known."""
@@ -94,7 +101,9 @@ class MetadataCache:
         try:
             self._listings[directory] = entries
         except ValueError:
-            pass  # a listing larger than the whole cache is simply not kept
+            return  # a listing larger than the whole cache is simply not kept
+        if self._listed is not None:
+            self._listed[directory] = len(entries)
 
     def update_listing(self, directory: str, name: str, attrs: Attrs | None) -> None:
         """Add, replace (``attrs``) or remove (None) one name in a cached listing, in place."""

@@ -13,6 +13,8 @@ import errno
 import logging
 from collections.abc import AsyncIterator
 
+import trio
+
 from cwfs.listing import SubtreeListing
 from cwfs.metacache import DIRECTORY, Attrs, MetadataCache, file_attrs
 from cwfs.store import ObjectInfo, ObjectStore, StoreError, WriteCondition
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 NAME_MAX = 255
 FLAT_LISTING_PAGES = 10  # list subtrees of up to 10,000 objects in one flat pass
+RELIST_MAX = 10_000  # lookups in a directory this small, listed lately, relist it
 
 
 def invalid_name_reason(name: str) -> str | None:
@@ -50,6 +53,7 @@ class Namespace:
         self.prefix = prefix
         self._reported: set[str] = set()
         self._kept_dirs: set[str] = set()
+        self._relisting: dict[str, trio.Event] = {}
 
     def object_key(self, path: str) -> str:
         return self.prefix + path
@@ -79,6 +83,8 @@ class Namespace:
             return cached or None
         parent, _, name = path.rpartition("/")
         listing = self.cache.get_listing(parent)
+        if listing is None and (self.cache.recently_listed(parent) or RELIST_MAX + 1) <= RELIST_MAX:
+            listing = await self._relist(parent)
         if listing is not None and path not in self._kept_dirs:
             attrs = listing.get(name)
             if attrs is None:
@@ -101,6 +107,27 @@ class Namespace:
         else:
             self.cache.put(path, attrs)
         return attrs
+
+    async def _relist(self, directory: str) -> dict[str, Attrs] | None:
+        """List ``directory`` again, once however many lookups wait for it.
+
+        A directory listed lately is being worked in (``ls -l``, a tool creating
+        files): when its listing expires, one listing (a request per 1,000 entries)
+        answers every lookup in it, where each would cost a HeadObject and a
+        ListObjectsV2 of its own.
+        """
+        pending = self._relisting.get(directory)
+        if pending is not None:
+            await pending.wait()
+        else:
+            self._relisting[directory] = done = trio.Event()
+            try:
+                async for _ in self.list_dir(directory):
+                    pass
+            finally:
+                del self._relisting[directory]
+                done.set()
+        return self.cache.get_listing(directory)
 
     async def list_dir(self, path: str) -> AsyncIterator[list[tuple[str, Attrs]]]:
         """Yield the entries of directory ``path``, a batch at a time.

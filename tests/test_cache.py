@@ -103,3 +103,16 @@ def test_creating_files_in_a_new_directory_costs_one_put_each(server, bucket, mo
     assert server.counts() == {"PutObject": 20}  # lookups answered by the (empty) listing
     assert ls_l(mnt / "fresh") == sorted(f"f{i}" for i in range(20))
     assert server.counts() == {"PutObject": 20}
+
+
+def test_lookups_in_a_directory_listed_lately_relist_it_once(server, bucket, mount):
+    server.seed(bucket, [{"key": f"busy/f{i:03d}", "size": i} for i in range(200)])
+    mnt = mount(bucket, "--metadata-ttl", "1").path
+    assert os.listdir(mnt) == ["busy"]
+    ls_l(mnt / "busy")
+    time.sleep(1.5)  # the listings and every entry have expired
+    server.reset()
+    assert [os.stat(mnt / "busy" / f"f{i:03d}").st_size for i in range(200)] == list(range(200))
+    assert not (mnt / "busy" / "absent").exists()
+    counts = server.counts()  # one relisting (two if the loop outlived the TTL), not two requests per name
+    assert counts.get("HeadObject", 0) == 0 and counts["ListObjectsV2"] <= 2, counts
