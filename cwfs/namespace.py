@@ -83,8 +83,10 @@ class Namespace:
             return cached or None
         parent, _, name = path.rpartition("/")
         listing = self.cache.get_listing(parent)
-        if listing is None and (self.cache.recently_listed(parent) or RELIST_MAX + 1) <= RELIST_MAX:
-            listing = await self._relist(parent)
+        if listing is None:
+            listed = self.cache.recently_listed(parent)
+            if listed is not None and listed <= RELIST_MAX:
+                listing = await self._relist(parent)
         if listing is not None and path not in self._kept_dirs:
             attrs = listing.get(name)
             if attrs is None:

@@ -116,3 +116,15 @@ def test_lookups_in_a_directory_listed_lately_relist_it_once(server, bucket, mou
     assert not (mnt / "busy" / "absent").exists()
     counts = server.counts()  # one relisting (two if the loop outlived the TTL), not two requests per name
     assert counts.get("HeadObject", 0) == 0 and counts["ListObjectsV2"] <= 2, counts
+
+
+def test_creating_files_past_the_ttl_relists_instead_of_looking_up_each(server, bucket, mount):
+    mnt = mount(bucket, "--metadata-ttl", "1").path
+    os.mkdir(mnt / "out")
+    time.sleep(1.5)  # the new directory's (empty) listing has expired
+    server.reset()
+    for i in range(30):
+        (mnt / "out" / f"f{i}").write_bytes(b"x")
+    counts = server.counts()  # at most: revalidating "out" itself, and relisting it
+    assert counts["PutObject"] == 30 and counts.get("HeadObject", 0) <= 1, counts
+    assert counts["ListObjectsV2"] <= 3, counts
