@@ -25,6 +25,7 @@ class SubtreeListing:
         self._attrs = attrs
         self.dirs: dict[str, dict[str, Attrs]] = {"": {}}
         self.last_key: str | None = None
+        self.complete = False  # whether every key below the prefix was added
         self.hidden: list[str] = []  # keys of objects hidden by a directory of the same name
 
     def add(self, objects: Iterable[ObjectInfo]) -> None:

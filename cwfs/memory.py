@@ -1,8 +1,10 @@
 """One memory budget for every read-ahead buffer of the mount.
 
 Prefetchers take bytes from it before they fetch and give them back when the data is
-consumed or dropped. Speculative read-ahead only takes what is free, so more readers
-mean smaller windows, never more memory; demand reads wait for their (small) share.
+consumed or dropped. Read-ahead only takes what is free, so more readers mean smaller
+windows, never more memory. Demand reads (at most one kernel request each, gone once
+answered) are outside it: made to wait for memory that only other waiting readers
+could free, they would wait forever.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import logging
 
-import trio
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ class MemoryBudget:
         self.used = 0
         self.peak = 0
         self.readers = 0  # sequential readers currently sharing the budget
-        self._freed = trio.Event()
 
     def try_take(self, size: int) -> bool:
         """Take ``size`` bytes if they are free now."""
@@ -48,16 +48,8 @@ class MemoryBudget:
         self._add(size)
         return True
 
-    async def take(self, size: int) -> None:
-        """Take ``size`` bytes, waiting for others to give back (never waits when idle)."""
-        while self.used and self.used + size > self.limit:
-            await self._freed.wait()
-        self._add(size)
-
     def give(self, size: int) -> None:
         self.used -= size
-        self._freed.set()
-        self._freed = trio.Event()
 
     def share(self) -> int:
         """The read-ahead window one sequential reader may use now."""

@@ -79,13 +79,19 @@ class MetadataCache:
     """
 
     def __init__(self, ttl: float, negative_ttl: float, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.recent_window = max(ttl * RECENT_FACTOR, 1.0)  # what "lately" means: 30 TTLs
         self._attrs: TTLCache[str, Attrs] | None = TTLCache(maxsize, ttl) if ttl > 0 else None
         self._missing: TTLCache[str, bool] | None = TTLCache(maxsize, negative_ttl) if negative_ttl > 0 else None
         self._listings: TTLCache[str, dict[str, Attrs]] | None = (
             TTLCache(maxsize, ttl, getsizeof=lambda entries: max(1, len(entries))) if ttl > 0 else None
         )
         # How many entries directories had when listed lately, kept well past the TTL.
-        self._listed: TTLCache[str, int] | None = TTLCache(maxsize, ttl * RECENT_FACTOR) if ttl > 0 else None
+        self._listed: TTLCache[str, int] | None = TTLCache(maxsize, self.recent_window) if ttl > 0 else None
+
+    @property
+    def keeps_listings(self) -> bool:
+        return self._listings is not None
 
     def recently_listed(self, directory: str) -> int | None:
         """The size of ``directory``'s listing if it was listed lately (its listing may have expired)."""

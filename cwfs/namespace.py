@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import trio
+from cachetools import TTLCache
 
 from cwfs.listing import SubtreeListing
 from cwfs.metacache import DIRECTORY, Attrs, MetadataCache, file_attrs
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 NAME_MAX = 255
 FLAT_LISTING_PAGES = 10  # list subtrees of up to 10,000 objects in one flat pass
-RELIST_MAX = 10_000  # lookups in a directory this small, listed lately, relist it
+FLAT_LISTING_KEYS = FLAT_LISTING_PAGES * 1000
+MISSES_BEFORE_LISTING = 3  # cache misses in one directory before it is listed instead
 
 
 def invalid_name_reason(name: str) -> str | None:
@@ -53,7 +55,10 @@ class Namespace:
         self.prefix = prefix
         self._reported: set[str] = set()
         self._kept_dirs: set[str] = set()
-        self._relisting: dict[str, trio.Event] = {}
+        self._listing: dict[str, trio.Event] = {}
+        # Lookups that missed the cache lately, and directories too large to list, by directory.
+        self._misses: TTLCache[str, int] = TTLCache(cache.maxsize, cache.recent_window)
+        self._too_large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window)
 
     def object_key(self, path: str) -> str:
         return self.prefix + path
@@ -83,10 +88,8 @@ class Namespace:
             return cached or None
         parent, _, name = path.rpartition("/")
         listing = self.cache.get_listing(parent)
-        if listing is None:
-            listed = self.cache.recently_listed(parent)
-            if listed is not None and listed <= RELIST_MAX:
-                listing = await self._relist(parent)
+        if listing is None and self._worth_listing(parent):
+            listing = await self._list_once(parent)
         if listing is not None and path not in self._kept_dirs:
             attrs = listing.get(name)
             if attrs is None:
@@ -110,25 +113,40 @@ class Namespace:
             self.cache.put(path, attrs)
         return attrs
 
-    async def _relist(self, directory: str) -> dict[str, Attrs] | None:
-        """List ``directory`` again, once however many lookups wait for it.
+    def _worth_listing(self, directory: str) -> bool:
+        """Whether one listing of ``directory`` should answer lookups in it.
 
-        A directory listed lately is being worked in (``ls -l``, a tool creating
-        files): when its listing expires, one listing (a request per 1,000 entries)
-        answers every lookup in it, where each would cost a HeadObject and a
-        ListObjectsV2 of its own.
+        Yes when it is being worked in: it was listed lately with at most
+        `FLAT_LISTING_KEYS` entries (its listing expired under ``ls -l`` or a tool
+        creating files), or lookups keep missing the cache in it (``cp -r``, ``tar x``
+        into an existing directory). One listing, a request per 1,000 entries, then
+        answers them all, where each would cost a HeadObject and a ListObjectsV2.
+        Directories found too large for that are left alone.
         """
-        pending = self._relisting.get(directory)
+        if not self.cache.keeps_listings:
+            return False
+        listed = self.cache.recently_listed(directory)
+        if listed is not None:
+            return listed <= FLAT_LISTING_KEYS
+        if directory in self._too_large:
+            return False
+        misses = self._misses.get(directory, 0) + 1
+        self._misses[directory] = misses
+        return misses > MISSES_BEFORE_LISTING
+
+    async def _list_once(self, directory: str) -> dict[str, Attrs] | None:
+        """List ``directory`` within one flat pass, once however many lookups wait for it."""
+        pending = self._listing.get(directory)
         if pending is not None:
             await pending.wait()
-        else:
-            self._relisting[directory] = done = trio.Event()
-            try:
-                async for _ in self.list_dir(directory):
-                    pass
-            finally:
-                del self._relisting[directory]
-                done.set()
+            return self.cache.get_listing(directory)
+        self._listing[directory] = done = trio.Event()
+        try:
+            if not (await self._flat_pass(directory, self.dir_prefix(directory))).complete:
+                self._too_large[directory] = True
+        finally:
+            del self._listing[directory]
+            done.set()
         return self.cache.get_listing(directory)
 
     async def list_dir(self, path: str) -> AsyncIterator[list[tuple[str, Attrs]]]:
@@ -146,6 +164,22 @@ class Namespace:
             yield list(cached.items())
             return
         prefix = self.dir_prefix(path)
+        tree = await self._flat_pass(path, prefix)
+        entries = dict(tree.dirs[""])
+        yield list(entries.items())
+        if tree.complete:
+            return
+        async for batch in self._list_delimited(path, prefix, tree.last_key, set(entries)):
+            entries.update(batch)
+            yield batch
+        self._remember_listing(path, entries)
+
+    async def _flat_pass(self, path: str, prefix: str) -> SubtreeListing:
+        """List the subtree below ``path`` flat, up to `FLAT_LISTING_PAGES` pages.
+
+        Every directory seen whole is remembered, ``path`` itself too if the subtree
+        fitted (``complete``).
+        """
         tree = SubtreeListing(prefix, self._usable, self._file_attrs)
         token: str | None = None
         for _ in range(FLAT_LISTING_PAGES):
@@ -154,19 +188,13 @@ class Namespace:
             token = page.next_token
             if token is None:
                 break
+        tree.complete = token is None
         for key in tree.hidden:
             self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
-        complete = tree.dirs if token is None else {d: tree.dirs[d] for d in tree.complete_dirs()}
+        complete = tree.dirs if tree.complete else {d: tree.dirs[d] for d in tree.complete_dirs()}
         for directory, entries in complete.items():
             self._remember_listing(join(path, directory) if directory else path, entries)
-        entries = dict(tree.dirs[""])
-        yield list(entries.items())
-        if token is None:
-            return
-        async for batch in self._list_delimited(path, prefix, tree.last_key, set(entries)):
-            entries.update(batch)
-            yield batch
-        self._remember_listing(path, entries)
+        return tree
 
     async def _list_delimited(self, path: str, prefix: str, start_after: str | None, seen: set[str]) -> AsyncIterator[list[tuple[str, Attrs]]]:
         """The rest of ``path``'s entries, one ListObjectsV2 page (delimiter ``/``) at a time."""

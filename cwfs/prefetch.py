@@ -180,12 +180,7 @@ class Prefetcher:
 
     async def _fetch_now(self, offset: int, end: int) -> bytes:
         """A demand read outside the read-ahead: exactly what was asked, one GET."""
-        size = end - offset
-        await self._budget.take(size)
-        try:
-            return b"".join(await self._get(offset, end))
-        finally:
-            self._budget.give(size)
+        return b"".join(await self._get(offset, end))
 
     async def _get(self, start: int, end: int) -> list[bytes]:
         try:

@@ -128,3 +128,15 @@ def test_creating_files_past_the_ttl_relists_instead_of_looking_up_each(server, 
     counts = server.counts()  # at most: revalidating "out" itself, and relisting it
     assert counts["PutObject"] == 30 and counts.get("HeadObject", 0) <= 1, counts
     assert counts["ListObjectsV2"] <= 3, counts
+
+
+def test_creating_many_files_in_an_existing_directory_lists_it_once(server, bucket, mount):
+    server.seed(bucket, [{"key": "out/.keep", "size": 0}, {"key": "out/existing", "size": 5}])
+    mnt = mount(bucket, "--metadata-ttl", "30").path
+    server.reset()
+    for i in range(50):
+        (mnt / "out" / f"f{i:02d}").write_bytes(b"x")
+    counts = server.counts()
+    # The directory's own lookup and the first few misses go to the store, then one listing answers the rest.
+    assert counts["PutObject"] == 50 and counts.get("HeadObject", 0) <= 4 and counts["ListObjectsV2"] <= 5, counts
+    assert sorted(os.listdir(mnt / "out")) == sorted([".keep", "existing"] + [f"f{i:02d}" for i in range(50)])
