@@ -217,21 +217,20 @@ class Filesystem(pyfuse3.Operations):
         if attrs.is_dir or not (fields.update_size or mtime is not None or mode is not None):
             return self._attributes(inode, attrs)  # chown, atime, directory times: accepted, not stored
         open_file = self._open.get(path)
-        if open_file is not None:
-            if fields.update_size:
-                await open_file.truncate(self._store, attr.st_size)
-            if mtime is not None or mode is not None:
-                open_file.set_metadata(mtime, mode)
-            return self._attributes(inode, open_file.attrs())
-        open_file = self._open_for_write(path, attrs, None)
+        closed = open_file is None  # then commit at once, through a transient write state
+        if open_file is None:
+            open_file = self._open_for_write(path, attrs, None)
         try:
             if fields.update_size:
                 await open_file.truncate(self._store, attr.st_size)
             if mtime is not None or mode is not None:
                 open_file.set_metadata(mtime, mode)
-            return self._attributes(inode, await self._commit(open_file) or open_file.attrs())
+            if closed:
+                await self._commit(open_file)
+            return self._attributes(inode, open_file.attrs())
         finally:
-            self._close_for_write(open_file)
+            if closed:
+                self._close_for_write(open_file)
 
     # -- directories -------------------------------------------------------------------
 
