@@ -69,7 +69,7 @@ class Config:
     lota: str = "auto"
     lota_endpoint: str = LOTA_ENDPOINT
     read_part_size: int = 16 << 20
-    max_read_ahead: int = 256 << 20
+    max_read_ahead: int = 64 << 20
     max_memory: int = field(default_factory=lambda: default_max_memory())
 
     @property
@@ -115,7 +115,7 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lota", choices=("auto", "on", "off"), help="read data through LOTA (default auto: when it answers)")
     parser.add_argument("--lota-endpoint", help=f"LOTA endpoint URL (default {LOTA_ENDPOINT})")
     parser.add_argument("--read-part-size", type=parse_size, help="size of each read-ahead GET (default 16M)")
-    parser.add_argument("--max-read-ahead", type=parse_size, help="read-ahead window of one sequential reader (default 256M)")
+    parser.add_argument("--max-read-ahead", type=parse_size, help="read-ahead window of one sequential reader (default 64M)")
     parser.add_argument("--max-memory", type=parse_size, help="memory for all read-ahead buffers together (default RAM/8, 256M..4G)")
     parser.add_argument("--checksum", choices=CHECKSUMS, type=str.lower, help="checksum sent with uploads (default crc32c)")
 
