@@ -123,13 +123,11 @@ class Namespace:
         answers them all, where each would cost a HeadObject and a ListObjectsV2.
         Directories found too large for that are left alone.
         """
-        if not self.cache.keeps_listings:
+        if not self.cache.keeps_listings or directory in self._too_large:
             return False
         listed = self.cache.recently_listed(directory)
         if listed is not None:
             return listed <= FLAT_LISTING_KEYS
-        if directory in self._too_large:
-            return False
         misses = self._misses.get(directory, 0) + 1
         self._misses[directory] = misses
         return misses > MISSES_BEFORE_LISTING
@@ -278,8 +276,8 @@ class Namespace:
     def renamed(self, old: str, new: str, attrs: Attrs) -> None:
         """``old`` now lives at ``new``: show it there at once and nowhere else."""
         if attrs.is_dir:
-            self.cache.forget_below(old)
-            self.cache.forget_below(new)
+            self.forget_tree(old)
+            self.forget_tree(new)
             below = old + "/"
             self._kept_dirs = {new + p[len(old) :] if p == old or p.startswith(below) else p for p in self._kept_dirs}
         self.removed(old)
