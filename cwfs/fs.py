@@ -356,10 +356,9 @@ class Filesystem(pyfuse3.Operations):
             await self._renamer.rename_tree(self._ns.dir_prefix(old), self._ns.dir_prefix(new))
         except StoreError:
             self._interrupted[new] = old
-            raise
-        finally:
             self._ns.forget_tree(old)
             self._ns.forget_tree(new)
+            raise
         self._interrupted.pop(new, None)
         self._ns.renamed(old, new, DIRECTORY)
 
