@@ -96,6 +96,7 @@ class Namespace:
                 self.cache.put_missing(path)
             return attrs
         key = self.object_key(path)
+        log.debug("looking up %r in the store", key)
         info, page = await gather(
             [lambda: self.store.head_object(key), lambda: self.store.list_page(key + "/", max_keys=1, delimiter="")]
         )
@@ -221,8 +222,13 @@ class Namespace:
                 return
 
     def _remember_listing(self, path: str, entries: dict[str, Attrs]) -> None:
+        """Cache a complete listing and its entries; one with entries also shows that
+        ``path`` is a directory now, so a lookup of it within the TTL needs no request
+        (``ls -l`` of a large directory outlives the lookup it started with)."""
         for name, attrs in entries.items():
             self.cache.put(join(path, name), attrs)
+        if entries and path:
+            self.cache.put(path, DIRECTORY)
         self.cache.put_listing(path, entries)
 
     async def make_dir(self, path: str) -> None:
