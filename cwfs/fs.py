@@ -413,7 +413,7 @@ class Filesystem(pyfuse3.Operations):
         return self._new_handle(path, attrs, open_file), self._attributes(self.inodes.ref(path), attrs)
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         handle = self._files[fh]
         open_file = handle.open_file or self._open.get(handle.path)
         if open_file is not None:

@@ -85,7 +85,12 @@ class Prefetcher:
         self._closed = False
         self._lock = trio.Lock()  # kernel reads of one handle may arrive concurrently
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
+        """Bytes ``offset..offset+size`` of the object (fewer at its end).
+
+        A read inside one fetched chunk is answered with a view of it, not a copy:
+        pyfuse3 hands any buffer to the kernel as it is.
+        """
         if size <= 0 or offset >= self._size:
             return b""
         end = min(offset + size, self._size)
@@ -165,7 +170,7 @@ class Prefetcher:
                     self._budget.give(segment.size)  # discarded while in flight
                 segment.done.set()
 
-    async def _from_segments(self, offset: int, end: int) -> bytes:
+    async def _from_segments(self, offset: int, end: int) -> bytes | memoryview:
         pieces = []
         for segment in list(self._segments):
             if segment.end <= offset or segment.start >= end:
@@ -176,7 +181,7 @@ class Prefetcher:
                 self._reset()
                 raise error
             pieces.extend(segment.views(max(offset, segment.start), min(end, segment.end)))
-        return b"".join(pieces)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _fetch_now(self, offset: int, end: int) -> bytes:
         """A demand read outside the read-ahead: exactly what was asked, one GET."""

@@ -79,6 +79,7 @@ def test_sequential_reads_grow_the_window_up_to_the_part_size():
     reads = [(o, MiB) for o in range(0, len(body), MiB)]
     results, calls, memory = run_prefetch(body, reads)
     assert b"".join(results) == body
+    assert any(isinstance(r, memoryview) for r in results)  # reads inside one chunk are not copied
     sizes = [end - start + 1 for start, end in sorted(calls)]
     assert sizes[0] == FIRST_SEGMENT and max(sizes) == 4 * MiB and sizes.count(4 * MiB) >= 10
     assert sum(sizes) == len(body)  # nothing fetched twice
@@ -102,5 +103,5 @@ def test_the_budget_limits_read_ahead():
 def test_a_replaced_object_fails_the_read_with_estale():
     results, _, memory = run_prefetch(bytes(64 * MiB), [(o, MiB) for o in range(0, 64 * MiB, MiB)], fail_after=3)
     assert isinstance(results[-1], OSError) and results[-1].errno == errno.ESTALE
-    assert all(isinstance(r, bytes) for r in results[:-1])
+    assert not any(isinstance(r, OSError) for r in results[:-1])
     assert memory.used == 0
