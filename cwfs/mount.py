@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 from pathlib import Path
 from collections.abc import Callable
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 LOTA_ATTEMPTS = 2  # fail over to the primary endpoint quickly
 KERNEL_READ_AHEAD_KB = 1024
-READ_AHEAD_DELAY = 0.5  # seconds: the FUSE handshake is long done by then
 
 
 def fuse_options(config: Config) -> set[str]:
@@ -93,10 +93,8 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
             ready(message)
             raise MountError(message) from None
         try:
-            log.info("mounted bucket %r%s from %s on %s", config.bucket, f" (prefix {config.prefix!r})" if config.prefix else "", config.endpoint, config.mountpoint)
-            ready(None)
             background.start_soon(_terminate_on_signal)
-            background.start_soon(_raise_kernel_read_ahead, config.mountpoint)
+            background.start_soon(_finish_mount, config, ready)
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:
             background.cancel_scope.cancel()
@@ -106,14 +104,32 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
                 _remove_if_empty(cache_dir)
 
 
-async def _raise_kernel_read_ahead(mountpoint: Path) -> None:
+async def _finish_mount(config: Config, ready: Callable[[str | None], None]) -> None:
+    """Once the kernel has completed the FUSE handshake, tune it and report ready.
+
+    The kernel sends no other request before the handshake is complete, so a stat of
+    the mount point (served by this process, from a worker thread) returns only after
+    it: from then on the read-ahead raised here stays, and so it is in place before
+    any reader could start.
+    """
+    try:
+        await trio.to_thread.run_sync(os.stat, config.mountpoint)
+    except OSError as exc:
+        log.warning("stat of the mount point failed: %s", exc)
+    else:
+        _raise_kernel_read_ahead(config.mountpoint)
+    log.info("mounted bucket %r%s from %s on %s", config.bucket, f" (prefix {config.prefix!r})" if config.prefix else "", config.endpoint, config.mountpoint)
+    ready(None)
+
+
+def _raise_kernel_read_ahead(mountpoint: Path) -> None:
     """Let the kernel ask for up to 1 MiB per read (its FUSE default is 128 KiB).
 
-    Larger kernel reads mean eight times fewer FUSE requests for a sequential reader.
-    The setting lives in sysfs, for the mount's device; only root may change it. The
-    kernel resets it when it completes the FUSE handshake, so this waits for that.
+    Larger kernel reads mean eight times fewer FUSE requests for a sequential reader,
+    and less than half the CPU per GiB. The setting lives in sysfs, for the mount's
+    device; only root may change it. The kernel resets it when it completes the FUSE
+    handshake, so it is set after that.
     """
-    await trio.sleep(READ_AHEAD_DELAY)
     with open("/proc/self/mountinfo") as mounts:
         device = next((line.split()[2] for line in mounts if line.split()[4] == str(mountpoint)), None)
     if device is None:

@@ -116,7 +116,7 @@ def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
         mounted = Mount(path, proc, log_file, cache_dir)
         mounts.append(mounted)
         deadline = time.monotonic() + MOUNT_TIMEOUT
-        while not is_mounted(path):
+        while not (is_mounted(path) and "mounted bucket" in mounted.log()):  # ready, tuned
             if proc.poll() is not None:
                 raise AssertionError(f"cwfs exited with {proc.returncode}: {proc.stderr.read().decode()}\n{mounted.log()}")
             if time.monotonic() > deadline:
