@@ -70,6 +70,7 @@ class Config:
     lota_endpoint: str = LOTA_ENDPOINT
     read_part_size: int = 16 << 20
     max_read_ahead: int = 64 << 20
+    direct_io: bool = False
     max_memory: int = field(default_factory=lambda: default_max_memory())
 
     @property
@@ -116,6 +117,9 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lota-endpoint", help=f"LOTA endpoint URL (default {LOTA_ENDPOINT})")
     parser.add_argument("--read-part-size", type=parse_size, help="size of each read-ahead GET (default 16M)")
     parser.add_argument("--max-read-ahead", type=parse_size, help="read-ahead window of one sequential reader (default 64M)")
+    parser.add_argument(
+        "--direct-io", action="store_true", default=None, help="bypass the kernel page cache: less CPU and memory for large streaming reads"
+    )
     parser.add_argument("--max-memory", type=parse_size, help="memory for all read-ahead buffers together (default RAM/8, 256M..4G)")
     parser.add_argument("--checksum", choices=CHECKSUMS, type=str.lower, help="checksum sent with uploads (default crc32c)")
 
@@ -166,6 +170,7 @@ _ENV_TYPES = {
     "upload_concurrency": int,
     "read_part_size": parse_size,
     "max_read_ahead": parse_size,
+    "direct_io": "bool",
     "max_memory": parse_size,
 }
 

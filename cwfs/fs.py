@@ -386,7 +386,7 @@ class Filesystem(pyfuse3.Operations):
         unchanged = open_file is None and attrs.etag is not None and self._opened_etags.get(path) == attrs.etag
         if attrs.etag is not None:
             self._opened_etags[path] = attrs.etag
-        return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged, direct_io=self._config.direct_io)
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:

@@ -108,6 +108,20 @@ def test_unchanged_objects_keep_the_page_cache(server, bucket, mount):
     assert server.counts().get("GetObject", 0) == 0, "the second pass should come from the page cache"
 
 
+def test_direct_io_bypasses_the_page_cache(server, bucket, mount):
+    server.seed(bucket, [{"key": "data.bin", "size": 40 << 20}])
+    mnt = mount(bucket, "--metadata-ttl", "60", "--direct-io").path
+    expected = pattern("data.bin", 40 << 20)
+    with open(mnt / "data.bin", "rb", buffering=0) as f:
+        assert f.read() == expected
+        server.reset()
+        f.seek(0)
+        assert f.read() == expected  # the kernel kept nothing: read again from the store
+    assert server.counts().get("GetObject", 0) > 0
+    with open(mnt / "data.bin", "rb") as f:  # small reads reach cwfs as they are, from read-ahead
+        assert b"".join(iter(lambda: f.read(8192), b"")) == expected
+
+
 def test_creating_files_in_a_new_directory_costs_one_put_each(server, bucket, mount):
     mnt = mount(bucket, "--metadata-ttl", "30").path
     os.mkdir(mnt / "fresh")
