@@ -56,6 +56,7 @@ MOUNT_TIMEOUT = 60.0     # seconds for a mount to appear
 UNMOUNT_TIMEOUT = 30.0   # seconds for a mount process to exit after fusermount3 -u
 POLL_TIMEOUT = 120.0     # seconds to wait for written objects to become visible
 MAX_PAGES = 1000         # bound on any listing loop
+READ_CASES = ("seq", "par", "random")  # repeated (--repeat), the median run reported
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
@@ -145,15 +146,6 @@ def is_mounted(path: Path) -> bool:
     return False
 
 
-def drop_caches() -> bool:
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
-
-
 def tail(path: Path, limit: int = 2000) -> str:
     try:
         return path.read_text(errors="replace")[-limit:]
@@ -210,6 +202,7 @@ def delete_prefix(client: Any, prefix: str, keep: str = ".keep") -> None:
 class Server(Protocol):
     kind: str
     url: str
+    pid: int
     access_key: str
     secret_key: str
 
@@ -225,7 +218,7 @@ class Embedded:
     def __init__(self, objects: list[tuple[str, int]]) -> None:
         from cwfs.server.control import EmbeddedServer
         self._server = EmbeddedServer.start(buckets=[BUCKET])
-        self.url = self._server.url
+        self.url, self.pid = self._server.url, self._server.pid
         self.access_key, self.secret_key = self._server.access_key, self._server.secret_key
         try:
             for i in range(0, len(objects), 2000):
@@ -290,6 +283,7 @@ class RcloneServe:
             except Exception:  # noqa: BLE001 - not listening yet
                 return False
         wait_until(ready, 30, "rclone serve s3", interval=0.2)
+        self.pid = self._proc.pid
         # It computes each file's MD5 (the ETag) on first access and keeps it: list every
         # object once so that no tool pays for hashing whole files in its timings.
         list_keys(client, "")
@@ -328,6 +322,9 @@ class Tool:
     note: str
     argv: Callable[[MountSpec], list[str]] | None = None    # None: raw boto3
     env: Callable[[MountSpec], dict[str, str]] = lambda spec: {}
+    # Whether the mount, once in the mount table, has finished starting up.
+    ready: Callable[[MountSpec], bool] = lambda spec: True
+    cases: tuple[str, ...] | None = None  # the cases it takes part in (None: all)
 
 
 def cwfs_argv(spec: MountSpec) -> list[str]:
@@ -338,6 +335,16 @@ def cwfs_argv(spec: MountSpec) -> list[str]:
     if spec.server.kind == "rclone":  # ignores conditional headers, has no RenameObject
         argv += ["--checksum", "off", "--rename-mode", "copy"]
     return argv
+
+
+def cwfs_direct_io_argv(spec: MountSpec) -> list[str]:
+    return cwfs_argv(spec) + ["--direct-io"]
+
+
+def cwfs_ready(spec: MountSpec) -> bool:
+    """cwfs logs "mounted" once the kernel handshake is done and read-ahead is tuned."""
+    log_file = spec.workdir / "mount.log"
+    return log_file.exists() and "mounted bucket" in log_file.read_text(errors="replace")
 
 
 def cwfs_env(spec: MountSpec) -> dict[str, str]:
@@ -373,7 +380,9 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("raw", f"boto3, {RAW_WORKERS} threads: parallel {RAW_PART // MiB} MiB ranged GETs, "
                 "parallel PUTs / multipart upload"),
     Tool("cwfs", "python -m cwfs mount --foreground, default options (on rclone serve s3: "
-                 "--checksum off --rename-mode copy)", cwfs_argv, cwfs_env),
+                 "--checksum off --rename-mode copy)", cwfs_argv, cwfs_env, cwfs_ready),
+    Tool("cwfs-dio", "cwfs with --direct-io (no kernel page cache), read cases only",
+         cwfs_direct_io_argv, cwfs_env, cwfs_ready, cases=READ_CASES),
     Tool("s3fs", "s3fs -f -o use_path_request_style,sigv4, otherwise defaults", s3fs_argv),
     Tool("rclone", "rclone mount --vfs-cache-mode off (the default), s3 remote, provider Other",
          rclone_argv, rclone_env),
@@ -405,7 +414,7 @@ class Mount:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"{self.tool.name} exited with {self._proc.returncode}: "
                                    f"{self.logs()}")
-            return is_mounted(self.root)
+            return is_mounted(self.root) and self.tool.ready(self.spec)
         wait_until(mounted, MOUNT_TIMEOUT, f"{self.tool.name} to mount")
 
     @property
@@ -476,6 +485,8 @@ class Result:
     error: str = ""
     counts: dict[str, int] | None = None
     peak_rss_mib: float | None = None
+    cpu: dict[str, float] | None = None  # CPU seconds of the case, by process role
+    runs: list[float] | None = None  # every run's value, when the case was repeated
 
 
 @dataclass
@@ -489,24 +500,42 @@ class Target:
     expected: Callable[[str, int], bytes]
     results: list[Result] = field(default_factory=list)
     harness_lists: int = 0   # ListObjectsV2 calls of the harness's own checks
+    mount_pid: int | None = None
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far of this process (the reader, or the raw client), the mount
+        process and the server: on a 2-core machine, what the read cases are made of."""
+        own = os.times()
+        roles = {"client": own.user + own.system, "server": process_cpu_seconds(self.server.pid)}
+        if self.mount_pid is not None:
+            roles["mount"] = process_cpu_seconds(self.mount_pid)
+        return roles
 
     def measure(self, metric: str, fn: Callable[[], float]) -> None:
         """Run fn (returns the metric's value) with the server's request counters reset;
         the harness's own verification listings are subtracted from the counts."""
         self.server.reset()
         self.harness_lists = 0
+        before = self.cpu_seconds()
         value = fn()
+        cpu = {role: seconds - before[role] for role, seconds in self.cpu_seconds().items()}
         counts = self.server.counts()
         if counts is not None and self.harness_lists:
             left = counts.get("ListObjectsV2", 0) - self.harness_lists
             counts = {op: n for op, n in counts.items() if op != "ListObjectsV2"}
             if left > 0:
                 counts["ListObjectsV2"] = left
-        self.results.append(Result(self.server.kind, self.tool, metric, value, counts=counts))
+        self.results.append(Result(self.server.kind, self.tool, metric, value, counts=counts, cpu=cpu))
 
     def path(self, key: str) -> Path:
         assert self.root is not None
         return self.root / key
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system time of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mib_per_s(nbytes: int, seconds: float) -> float:
@@ -780,7 +809,7 @@ def run_case(case: Case, tool: Tool, server: Server, sizes: Sizes,
     try:
         if mount:
             mount.start()
-        drop_caches()
+            target.mount_pid = mount.pid
         with watchdog(timeout, mount.abort if mount else (lambda: None)) as fired:
             try:
                 case.run(target)
@@ -824,8 +853,20 @@ def warm_up(client: Any) -> None:
         list(pool.map(tiny, range(RAW_WORKERS * 2)))
 
 
+def median_run(runs: list[list[Result]]) -> list[Result]:
+    """The run whose value is the median of the runs' (a failed run is reported as such)."""
+    failed = next((run for run in runs if any(r.value is None for r in run)), None)
+    if failed is not None:
+        return failed
+    runs = sorted(runs, key=lambda run: run[0].value or 0.0)
+    chosen = runs[len(runs) // 2]
+    if len(runs) > 1:
+        chosen[0].runs = [run[0].value or 0.0 for run in runs]
+    return chosen
+
+
 def run_server(kind: str, tools: list[Tool], cases: list[Case], sizes: Sizes,
-               timeout: float) -> list[Result]:
+               timeout: float, repeat: int) -> list[Result]:
     objects = seed_objects(sizes, [t.name for t in tools])
     log.info("starting %s server, seeding %d objects (%.1f GiB)", kind, len(objects),
              sum(n for _, n in objects) / (1 << 30))
@@ -837,8 +878,13 @@ def run_server(kind: str, tools: list[Tool], cases: list[Case], sizes: Sizes,
         expected = expected_bytes()
         for case in cases:
             for tool in tools:
-                log.info("-- %s / %s / %s", kind, case.name, tool.name)
-                results += run_case(case, tool, server, sizes, expected, client, timeout)
+                if tool.cases is not None and case.name not in tool.cases:
+                    continue
+                runs = []
+                for n in range(repeat if case.name in READ_CASES else 1):
+                    log.info("-- %s / %s / %s (run %d)", kind, case.name, tool.name, n + 1)
+                    runs.append(run_case(case, tool, server, sizes, expected, client, timeout))
+                results += median_run(runs)
     finally:
         server.stop()
     return results
@@ -863,6 +909,14 @@ def speed_ratio(cwfs: float | None, other: float | None, metric: Metric) -> str:
     return f"{ratio:.2f}"
 
 
+def fmt_runs(result: Result | None, unit: str) -> str:
+    """The value, and the range of the runs when the case was repeated."""
+    text = fmt(result.value if result else None, unit)
+    if result and result.runs and result.value is not None:
+        text += f" ({min(result.runs):.0f}-{max(result.runs):.0f})"
+    return text
+
+
 def lookup(results: list[Result], server: str, tool: str, metric: str) -> Result | None:
     return next((r for r in results if (r.server, r.tool, r.metric) == (server, tool, metric)),
                 None)
@@ -872,15 +926,18 @@ def results_table(results: list[Result], server: str, tools: list[str],
                   labels: dict[str, str]) -> str:
     metrics = [m for m in METRICS.values() if any(r.metric == m.key and r.server == server
                                                    for r in results)]
-    others = [t for t in tools if t != "cwfs"] if "cwfs" in tools else []
-    head = ["case"] + tools + [f"cwfs/{t}" for t in others]
+    others = [t for t in tools if not t.startswith("cwfs")] if "cwfs" in tools else []
+    variants = [(v, "raw") for v in tools if v.startswith("cwfs-") and "raw" in tools]
+    head = ["case"] + tools + [f"cwfs/{t}" for t in others] + [f"{v}/{t}" for v, t in variants]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in metrics:
         vals = {t: lookup(results, server, t, m.key) for t in tools}
-        cells = [labels[m.key]] + [fmt(v.value if v else None, m.unit) for v in vals.values()]
+        cells = [labels[m.key]] + [fmt_runs(v, m.unit) for v in vals.values()]
         cwfs = vals.get("cwfs")
         cells += [speed_ratio(cwfs.value if cwfs else None, vals[t].value if vals[t] else None, m)
                   for t in others]
+        cells += [speed_ratio(vals[v].value if vals[v] else None, vals[t].value if vals[t] else None, m)
+                  for v, t in variants]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -917,6 +974,29 @@ def rss_table(results: list[Result], server: str, tools: list[str],
             cells.append(f"{r.peak_rss_mib:.0f} MiB" if r and r.peak_rss_mib else "-")
         rows.append(f"| {case.title} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def read_bytes(s: Sizes) -> dict[str, int]:
+    """Bytes each read case moves, to express its CPU time per GiB."""
+    return {"seq": s.big, "par": s.par * s.par_n, "random": s.random_reads * s.random_size}
+
+
+def cpu_table(results: list[Result], server: str, tools: list[str], labels: dict[str, str],
+              sizes: Sizes) -> str:
+    rows = ["| case | " + " | ".join(tools) + " |", "|" + "---|" * (len(tools) + 1)]
+    for metric, nbytes in read_bytes(sizes).items():
+        cells = []
+        for t in tools:
+            r = lookup(results, server, t, metric)
+            if not r or not r.cpu:
+                cells.append("-")
+                continue
+            per_gib = {role: seconds * (1 << 30) / nbytes for role, seconds in r.cpu.items()}
+            parts = [f"{role} {per_gib[role]:.2f}" for role in ("client", "mount", "server") if role in per_gib]
+            cells.append(", ".join(parts) + f" (= {sum(per_gib.values()):.2f})")
+        if any(c != "-" for c in cells):
+            rows.append(f"| {labels.get(metric, metric)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def failures(results: list[Result]) -> str:
@@ -960,13 +1040,19 @@ def machine_info() -> dict[str, str]:
     }
 
 
-def method_notes(sizes: Sizes, tools: list[str], dropped: bool) -> list[str]:
+def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
     notes = [
         "Loopback only: each server listens on 127.0.0.1, one server at a time; every "
         "case of every tool runs on a fresh mount (so every read is cold; `ls -l, warm` "
         "is the second `ls -l` on the same mount).",
-        f"Page cache dropped before each case (`echo 3 > /proc/sys/vm/drop_caches`): "
-        f"{'yes' if dropped else 'not permitted here'}. rclone serve s3 serves files from "
+        "The page cache is not dropped between cases: a fresh mount starts with none of "
+        "its own, and on this VM (free page reporting under nested virtualisation) memory "
+        "freed by dropping it costs the next process to touch it dearly, which charged "
+        "each FUSE mount's first GiB of page cache 0.3-1 extra CPU second per GiB, and "
+        "raw boto3 nothing (measured with scripts/bench.py's CPU table).",
+        f"Read cases run {repeat} times each, every run on a fresh mount; the table "
+        "gives the median run, with the range of all runs in brackets. Other cases run "
+        "once. rclone serve s3 serves files from "
         "/dev/shm, so its reads never touch the disk; it computes a file's MD5 ETag on "
         "first access, so the harness lists the bucket once after starting it "
         "(`--dir-cache-time 24h` keeps them), and it runs with "
@@ -988,7 +1074,8 @@ def method_notes(sizes: Sizes, tools: list[str], dropped: bool) -> list[str]:
         "are counted.",
         "Speed ratio columns: cwfs speed / other's speed, so > 1 means cwfs is faster "
         "(for times, the other's time / cwfs's time).",
-        "Single runs on a small VM: differences under ~20% are noise.",
+        "A small VM with 2 cores shared by the server, the mount and the reader: "
+        "differences under ~20% between single runs are noise.",
     ]
     notes += [f"{name}: {TOOLS[name].note}." for name in tools]
     return notes
@@ -996,7 +1083,7 @@ def method_notes(sizes: Sizes, tools: list[str], dropped: bool) -> list[str]:
 
 def write_markdown(path: Path, chart: Path | None, results: list[Result], servers: list[str],
                    tools: list[str], sizes: Sizes, quick: bool, command: str,
-                   elapsed: float, dropped: bool, load: tuple[float, float]) -> str:
+                   elapsed: float, repeat: int, load: tuple[float, float]) -> str:
     labels = metric_labels(sizes)
     info = machine_info()
     out = ["# Benchmarks", "",
@@ -1009,7 +1096,7 @@ def write_markdown(path: Path, chart: Path | None, results: list[Result], server
             "missing), or `make bench BENCH_ARGS=\"--quick --server rclone\"`; "
             "`scripts/bench.py --help` lists `--server`, `--tools`, `--cases`, `--quick`. "
             "It runs as root (FUSE mounts, dropping the page cache)."]
-    out += ["", "## Method", ""] + [f"- {n}" for n in method_notes(sizes, tools, dropped)]
+    out += ["", "## Method", ""] + [f"- {n}" for n in method_notes(sizes, tools, repeat)]
     if chart:
         out += ["", f"![benchmark chart]({chart.name})"]
     for server in servers:
@@ -1021,6 +1108,12 @@ def write_markdown(path: Path, chart: Path | None, results: list[Result], server
             out += ["", "S3 requests per case, counted by the embedded server:", "", counts]
         out += ["", "Peak RSS (VmHWM) of the mount process, per case:", "",
                 rss_table(results, server, tools, labels)]
+        cpu = cpu_table(results, server, tools, labels, sizes)
+        if cpu:
+            out += ["", "CPU seconds per GiB read, by process: client is the reading process "
+                    "(for raw, boto3 itself), mount the FUSE process, server the S3 server. "
+                    "The two cores are shared by all three, so a read case can go at most "
+                    "2 / total GiB/s:", "", cpu]
     if failures(results):
         out += ["", "## Failures", "", failures(results)]
     text = "\n".join(out) + "\n"
@@ -1086,6 +1179,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md",
                    help="markdown report (the chart goes next to it as .png)")
     p.add_argument("--json", type=Path, help="also write the raw results as JSON")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each read case, each on a fresh mount; the median is reported")
     return p.parse_args(argv)
 
 
@@ -1097,20 +1192,20 @@ def main(argv: list[str] | None = None) -> int:
     cases = [CASES[c] for c in parse_list(args.cases, CASES, "cases")]
     servers = ["embedded", "rclone"] if args.server == "both" else [args.server]
     sizes = QUICK if args.quick else FULL
-    dropped = drop_caches()
     # SIGTERM unwinds like Ctrl-C, so every finally block below still runs.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
     start, load_start = time.monotonic(), os.getloadavg()[0]
     results: list[Result] = []
     for kind in servers:
-        results += run_server(kind, [TOOLS[t] for t in tools], cases, sizes, args.case_timeout)
+        results += run_server(kind, [TOOLS[t] for t in tools], cases, sizes, args.case_timeout,
+                              max(1, args.repeat))
     elapsed = time.monotonic() - start
     chart = args.output.with_suffix(".png")
     has_chart = write_chart(chart, results, servers, tools, sizes)
     command = "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = write_markdown(args.output, chart if has_chart else None, results, servers, tools,
-                          sizes, args.quick, command.strip(), elapsed, dropped,
+                          sizes, args.quick, command.strip(), elapsed, max(1, args.repeat),
                           (load_start, os.getloadavg()[0]))
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
