@@ -48,7 +48,7 @@ def test_sequential_read_goes_to_lota_in_large_ranges(server, bucket, mount):
     spans = sorted(ranges(gets))
     sizes = [last - first + 1 for first, last in spans]
     assert sizes[0] == MiB, "the first request is small: time to first byte is one short GET"
-    assert max(sizes) == 16 * MiB and sizes.count(16 * MiB) >= 3, sizes
+    assert max(sizes) == 16 * MiB and sum(s for s in sizes if s == 16 * MiB) >= size // 2, sizes
     assert sum(sizes) == size and all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:])), "each byte fetched once"
 
 
