@@ -15,23 +15,32 @@ import logging
 
 log = logging.getLogger(__name__)
 
-M_ARENA_MAX = -8  # mallopt(3)
+# mallopt(3) parameters, and what cwfs sets them to.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 ARENA_MAX = 2
+MMAP_THRESHOLD = 4 << 20  # read buffers (1 MiB) come from the arenas, upload parts do not
+TRIM_THRESHOLD = 64 << 20
 
 
-def return_freed_buffers_to_the_os() -> None:
-    """Let glibc keep at most two malloc arenas.
+def tune_malloc_for_read_buffers() -> None:
+    """Make glibc reuse freed read buffers instead of asking the kernel for new memory.
 
     Read-ahead buffers come and go by the megabyte from many worker threads. By
     default glibc gives each thread an arena of its own and keeps what is freed there,
     so the process stays far above what the budget holds (16 readers under a 64 MiB
-    budget peaked 170 MiB above the baseline). Two shared arenas reuse freed buffers
-    across threads, keeping RSS within the budget plus a constant.
+    budget peaked 170 MiB above the baseline): two shared arenas reuse freed buffers
+    across threads. And by default a buffer of 1 MiB soon gets memory of its own from
+    the kernel and gives it back when freed, so every MiB read cost 256 page faults
+    on fresh memory: served from the arenas, and kept there up to 64 MiB, they cost
+    the mount about 13% less CPU per GiB read (0.64 instead of 0.74 s, --direct-io
+    on rclone serve s3).
     """
     try:
-        ctypes.CDLL(None).mallopt(M_ARENA_MAX, ARENA_MAX)
+        mallopt = ctypes.CDLL(None).mallopt
+        for parameter, value in ((M_ARENA_MAX, ARENA_MAX), (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+            mallopt(parameter, value)
     except (OSError, AttributeError):
-        log.debug("mallopt is not available: freed read buffers may stay in the process")
+        log.debug("mallopt is not available: read buffers are allocated as the C library sees fit")
 
 
 class MemoryBudget:

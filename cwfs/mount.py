@@ -17,7 +17,7 @@ from cwfs.fs import Filesystem
 from cwfs.metacache import MetadataCache
 from cwfs.namespace import Namespace
 from cwfs.lota import ReadEndpoint, lota_address, reachable
-from cwfs.memory import MemoryBudget, return_freed_buffers_to_the_os
+from cwfs.memory import MemoryBudget, tune_malloc_for_read_buffers
 from cwfs.prefetch import Prefetcher
 from cwfs.rename import Renamer
 from cwfs.staging import StagingArea, create_cache_dir
@@ -80,7 +80,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
     uploader = Uploader(store, config.part_size, config.upload_concurrency, config.checksum, config.conflict_retries)
     renamer = Renamer(store, uploader, config.rename_mode, versioned, config.max_concurrency)
     budget = MemoryBudget(config.max_memory)
-    return_freed_buffers_to_the_os()
+    tune_malloc_for_read_buffers()
     async with trio.open_nursery() as background:
         readers = functools.partial(
             Prefetcher, reads, budget=budget, nursery=background, part_size=config.read_part_size, max_window=config.max_read_ahead
