@@ -910,9 +910,11 @@ def speed_ratio(cwfs: float | None, other: float | None, metric: Metric) -> str:
 
 
 def fmt_runs(result: Result | None, unit: str) -> str:
-    """The value, and the range of the runs when the case was repeated."""
-    text = fmt(result.value if result else None, unit)
-    if result and result.runs and result.value is not None:
+    """The value, and the range of the runs when the case was repeated; "-" if not run."""
+    if result is None:
+        return "-"
+    text = fmt(result.value, unit)
+    if result.runs and result.value is not None:
         text += f" ({min(result.runs):.0f}-{max(result.runs):.0f})"
     return text
 
