@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import trio
@@ -54,13 +55,17 @@ class ReadEndpoint:
     def using_lota(self) -> bool:
         return self._lota is not None and trio.current_time() >= self._lota_paused_until
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> list[bytes]:
+    async def get_range(
+        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], None] | None = None
+    ) -> list[bytes]:
+        """`ObjectStore.get_range` from LOTA, or the primary endpoint (which may then
+        deliver chunks LOTA already did: positions tell)."""
         if self._lota is not None and self.using_lota:
             try:
-                return await self._lota.get_range(key, start, end, etag)
+                return await self._lota.get_range(key, start, end, etag, on_chunk)
             except StoreError as exc:
                 if exc.errno != errno.EIO:
                     raise  # a real answer about the object (missing, changed, denied)
                 self._lota_paused_until = trio.current_time() + RETRY_AFTER
                 log.warning("the LOTA endpoint failed (%s): reading from the primary endpoint, retrying LOTA in %.0fs", exc.code, RETRY_AFTER)
-        return await self._primary.get_range(key, start, end, etag)
+        return await self._primary.get_range(key, start, end, etag, on_chunk)

@@ -7,13 +7,15 @@ to ``max_window`` and the reader's share of the mount's memory budget; segments 
 to ``part_size`` (large requests are what LOTA serves best). A read elsewhere cancels
 what is in flight and is served by one ranged GET of just what was asked; read-ahead
 starts again once reads are sequential again. Objects no larger than one part are
-fetched whole at the first read. Every GET carries the ETag seen at open.
+fetched whole at the first read. A read waits only for the bytes it asks for, not for
+the rest of their segment. Every GET carries the ETag seen at open.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,7 +32,9 @@ FIRST_SEGMENT = 1 << 20
 class RangeSource(Protocol):
     """Where data comes from: the store, or the LOTA endpoint in front of it."""
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> list[bytes]: ...
+    async def get_range(
+        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], None] | None = None
+    ) -> list[bytes]: ...
 
 
 @dataclass
@@ -40,13 +44,39 @@ class Segment:
     start: int
     end: int
     done: trio.Event = field(default_factory=trio.Event)
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[bytes | memoryview] = field(default_factory=list)
+    received: int = 0  # bytes in chunks, from start on
+    arrival: trio.Event = field(default_factory=trio.Event)  # set when more has come
     error: BaseException | None = None
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    def arrived(self, position: int, chunk: bytes) -> None:
+        """Bytes from ``position`` on came in; what an earlier attempt delivered is skipped."""
+        have = self.start + self.received
+        if position + len(chunk) > have:
+            self.chunks.append(chunk if position == have else memoryview(chunk)[have - position :])
+            self.received = position + len(chunk) - self.start
+            self._wake()
+
+    def finished(self) -> None:
+        self.done.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        self.arrival.set()
+        self.arrival = trio.Event()
+
+    async def wait_for(self, position: int) -> bool:
+        """Wait until the bytes before ``position`` are here (True) or the fetch ended without them."""
+        while self.start + self.received < position:
+            if self.done.is_set():
+                return False
+            await self.arrival.wait()
+        return True
 
     def views(self, first: int, last: int) -> list[memoryview]:
         """Views of bytes [first, last) of the object, from this segment's chunks."""
@@ -160,24 +190,31 @@ class Prefetcher:
         return True
 
     async def _fetch(self, segment: Segment) -> None:
+        token = trio.lowlevel.current_trio_token()
+
+        def on_chunk(position: int, chunk: bytes) -> None:  # in the worker thread
+            token.run_sync_soon(segment.arrived, position, chunk)
+
         with segment.cancel:
             try:
-                segment.chunks = await self._get(segment.start, segment.end)
+                position = segment.start
+                for chunk in await self._get(segment.start, segment.end, on_chunk):
+                    segment.arrived(position, chunk)  # whatever on_chunk's callbacks have not brought yet
+                    position += len(chunk)
             except StoreError as exc:
                 segment.error = exc
             finally:
                 if segment.cancel.cancel_called:
                     self._budget.give(segment.size)  # discarded while in flight
-                segment.done.set()
+                segment.finished()
 
     async def _from_segments(self, offset: int, end: int) -> bytes | memoryview:
         pieces = []
         for segment in list(self._segments):
             if segment.end <= offset or segment.start >= end:
                 continue
-            await segment.done.wait()
-            if segment.error is not None:
-                error = segment.error
+            if not await segment.wait_for(min(end, segment.end)):
+                error = segment.error or StoreError(errno.EIO, "GetObject", self._key, "IncompleteBody", "read-ahead ended early")
                 self._reset()
                 raise error
             pieces.extend(segment.views(max(offset, segment.start), min(end, segment.end)))
@@ -187,9 +224,9 @@ class Prefetcher:
         """A demand read outside the read-ahead: exactly what was asked, one GET."""
         return b"".join(await self._get(offset, end))
 
-    async def _get(self, start: int, end: int) -> list[bytes]:
+    async def _get(self, start: int, end: int, on_chunk: Callable[[int, bytes], None] | None = None) -> list[bytes]:
         try:
-            return await self._source.get_range(self._key, start, end - 1, self._etag)
+            return await self._source.get_range(self._key, start, end - 1, self._etag, on_chunk)
         except PreconditionFailed:
             log.error("%r changed in the store while open for reading (ETag was %s): reopen the file", self._key, self._etag)
             raise StoreError(errno.ESTALE, "GetObject", self._key, "PreconditionFailed", "object replaced while open") from None

@@ -255,12 +255,16 @@ class ObjectStore:
         prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
         return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> list[bytes]:
+    async def get_range(
+        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], None] | None = None
+    ) -> list[bytes]:
         """Bytes ``start..end`` (inclusive) of the object, only if it still has ``etag``.
 
         The body comes as chunks of `READ_CHUNK` bytes, each read straight from the
         socket into its own buffer: a large read-ahead segment is neither zero-filled
         nor copied again, and no second copy of it exists even for a moment.
+        ``on_chunk(position, chunk)`` is called from the worker thread as each chunk
+        arrives, so that its bytes can be used before the last ones come.
         """
         params: dict[str, Any] = {"Key": key, "Range": f"bytes={start}-{end}"}
         if etag:
@@ -270,6 +274,8 @@ class ObjectStore:
             response = self._client.get_object(**kwargs)
             body, left, chunks = response["Body"], response["ContentLength"], []
             while left > 0 and (chunk := body.read(min(READ_CHUNK, left))):
+                if on_chunk is not None:
+                    on_chunk(end + 1 - left, chunk)
                 chunks.append(chunk)
                 left -= len(chunk)
             if left:

@@ -9,7 +9,7 @@ import trio
 from cwfs.listing import SubtreeListing
 from cwfs.memory import MemoryBudget
 from cwfs.metacache import DIRECTORY, Attrs
-from cwfs.prefetch import FIRST_SEGMENT, Prefetcher
+from cwfs.prefetch import FIRST_SEGMENT, Prefetcher, Segment
 from cwfs.store import ObjectInfo, PreconditionFailed
 
 MiB = 1 << 20
@@ -47,13 +47,18 @@ class FakeStore:
     def __init__(self, body: bytes, fail_after: int | None = None) -> None:
         self.body, self.calls, self.fail_after = body, [], fail_after
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None) -> list[bytes]:
+    async def get_range(self, key: str, start: int, end: int, etag: str | None, on_chunk=None) -> list[bytes]:
         self.calls.append((start, end))
         await trio.sleep(0)
         if self.fail_after is not None and len(self.calls) > self.fail_after:
             raise PreconditionFailed(errno.ESTALE, "GetObject", key, "PreconditionFailed", "changed")
         data = self.body[start : end + 1]
-        return [data[i : i + MiB] for i in range(0, len(data), MiB)]
+        chunks = [data[i : i + MiB] for i in range(0, len(data), MiB)]
+        for i, chunk in enumerate(chunks):
+            if on_chunk is not None:
+                on_chunk(start + i * MiB, chunk)
+            await trio.sleep(0)  # chunks come one at a time
+        return chunks
 
 
 def run_prefetch(body: bytes, reads: list[tuple[int, int]], budget: int = 64 * MiB, part: int = 4 * MiB, fail_after=None):
@@ -105,3 +110,43 @@ def test_a_replaced_object_fails_the_read_with_estale():
     assert isinstance(results[-1], OSError) and results[-1].errno == errno.ESTALE
     assert not any(isinstance(r, OSError) for r in results[:-1])
     assert memory.used == 0
+
+
+def test_a_read_waits_only_for_the_bytes_it_asks_for():
+    body = bytes(range(256)) * (8 * MiB // 256)
+    rest = trio.Event()
+
+    class FirstChunkThenStall:
+        async def get_range(self, key, start, end, etag, on_chunk=None):
+            data = body[start : end + 1]
+            on_chunk(start, data[:MiB])
+            await rest.wait()
+            chunks = [data[i : i + MiB] for i in range(0, len(data), MiB)]
+            for i, chunk in enumerate(chunks[1:], 1):
+                on_chunk(start + i * MiB, chunk)
+            return chunks
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            reader = Prefetcher(FirstChunkThenStall(), "k", len(body), '"e"', MemoryBudget(64 * MiB), nursery, 16 * MiB, 32 * MiB)
+            with trio.fail_after(5):  # the object (one part) is fetched whole, but the first MiB is enough
+                assert bytes(await reader.read(0, 4096)) == body[:4096]
+            rest.set()
+            assert bytes(await reader.read(4096, 2 * MiB)) == body[4096 : 4096 + 2 * MiB]
+            await reader.close()
+
+    trio.run(main)
+
+
+def test_a_segment_keeps_each_byte_once_when_a_retry_delivers_it_again():
+    async def main() -> None:
+        segment = Segment(0, 3 * MiB)
+        a, b = b"a" * MiB, b"b" * MiB
+        segment.arrived(0, a)
+        segment.arrived(0, a)  # a retry (or the fallback endpoint) starts over
+        segment.arrived(MiB // 2, a[: MiB // 2] + b[: MiB // 2])  # overlaps what is here
+        segment.arrived(MiB, b)
+        assert segment.received == 2 * MiB
+        assert b"".join(segment.views(0, 2 * MiB)) == a + b
+
+    trio.run(main)
