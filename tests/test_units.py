@@ -16,7 +16,7 @@ from cwfs.config import ConfigError, add_mount_arguments, build_config, parse_si
 from cwfs.inodes import ROOT_INODE, InodeTable
 from cwfs.metacache import file_attrs, format_mtime, parse_mtime
 from cwfs.namespace import invalid_name_reason
-from cwfs.store import MountError, require_tls13
+from cwfs.store import MountError, require_tls13, timestamp_seconds
 from cwfs.upload import part_size_for
 
 
@@ -165,3 +165,12 @@ def test_mtime_metadata_from_other_tools():
     attrs = file_attrs(3, 7, '"e"', {"mtime": "12.000000001", "mode": str(0o100640)})
     assert (attrs.mtime_ns, attrs.mode) == (12_000_000_001, 0o640)
     assert file_attrs(3, 7, '"e"', {"mtime": "garbage"}).mtime_ns == 7
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-11-26T10:00:01.000Z", "2026-11-26T10:00:01Z", "Thu, 26 Nov 2026 10:00:01 GMT", "2026-11-26T10:00:01.000000+00:00"],
+)
+def test_s3_timestamps_in_every_form(text):
+    """Listings give ISO 8601, HeadObject an RFC 7231 date; botocore leaves both as text."""
+    assert timestamp_seconds(text) == 1795687201.0
