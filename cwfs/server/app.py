@@ -10,6 +10,7 @@ ConditionalRequestConflict.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Iterable
 
 from .auth import verify_request
@@ -72,6 +73,7 @@ class CwfsApp:
         fault = self.state.faults.check(op, self.endpoint, target.bucket, target.key)
         if fault is None:
             return self._route(environ, start_response, target, op, query)
+        time.sleep(fault.delay)  # a stalled server (requests run in threads of their own)
         if fault.phase == "before":
             raise fault
         self._run_and_lose_response(environ, target, op, query)

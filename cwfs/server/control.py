@@ -159,7 +159,7 @@ class EmbeddedServer:
 
     def add_fault(self, **rule: Any) -> dict[str, Any]:
         """Add a fault rule: op, endpoint, key_prefix, bucket, status, code, message, times,
-        after, phase.
+        after, phase, delay (seconds to hold the request first).
 
         ``phase="after"`` carries the request out and then answers the error instead of
         the real response (a lost response: the client's retry sees its own first attempt).

@@ -4,7 +4,8 @@ Tests use it to exercise throttling (503 SlowDown), quota ("The account is write
 suspended.") and failures midway through a multi-request operation (``after``). A rule
 with ``phase="after"`` lets the request take effect and only then answers the error: a
 response lost in transit, so that a client's retry meets the result of its own first
-attempt (e.g. 412 on an ``If-None-Match: *`` retry).
+attempt (e.g. 412 on an ``If-None-Match: *`` retry). ``delay`` holds the request that
+many seconds before answering: a server that stalls.
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ PHASES = ("before", "after")
 class InjectedFault(S3Error):
     """An error answered because a fault rule fired (logged as such)."""
 
-    def __init__(self, status: int, code: str, message: str, phase: str) -> None:
+    def __init__(self, status: int, code: str, message: str, phase: str, delay: float = 0.0) -> None:
         super().__init__(status, code, message)
         self.phase = phase
+        self.delay = delay
 
     @property
     def logged_as(self) -> bool | str:
@@ -46,6 +48,7 @@ class FaultRule:
     times: int = 1
     after: int = 0
     phase: str = "before"
+    delay: float = 0.0
     id: int = 0
     matched: int = field(default=0)
     fired: int = field(default=0)
@@ -62,7 +65,7 @@ class FaultInjector:
     """Holds the rules and decides, per request, whether one of them fires."""
 
     _FIELDS = {"op", "endpoint", "key_prefix", "bucket", "status", "code", "message",
-               "times", "after", "phase"}
+               "times", "after", "phase", "delay"}
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -101,5 +104,5 @@ class FaultInjector:
                 if rule.matched <= rule.after or (0 <= rule.times <= rule.fired):
                     continue
                 rule.fired += 1
-                return InjectedFault(rule.status, rule.code, rule.message, rule.phase)
+                return InjectedFault(rule.status, rule.code, rule.message, rule.phase, rule.delay)
         return None
