@@ -58,6 +58,7 @@ class Config:
     max_attempts: int = 10
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    unmount_timeout: float = 20.0
     fuse_tasks: int = 32
     cache_dir: Path | None = None
     cache_limit: int = 16 << 30
@@ -106,6 +107,9 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metadata-cache-entries", type=int, help="entries the metadata cache holds at most (default 100000)")
     parser.add_argument("--max-concurrency", type=int, help="parallel S3 requests (default 64)")
     parser.add_argument("--max-attempts", type=int, help="attempts per S3 request on throttling/5xx (default 10)")
+    parser.add_argument(
+        "--unmount-timeout", type=float, help="seconds SIGTERM waits for requests in flight before unmounting without them (default 20)"
+    )
     parser.add_argument("--cache-dir", type=Path, help="where files being written are staged (default: a private directory per mount)")
     parser.add_argument("--cache-limit", type=parse_size, help="staged bytes before writers wait (default 16G)")
     parser.add_argument("--part-size", type=parse_size, help="multipart upload part size (default 50M, 5M..5G)")
@@ -163,6 +167,7 @@ _ENV_TYPES = {
     "metadata_cache_entries": int,
     "max_concurrency": int,
     "max_attempts": int,
+    "unmount_timeout": float,
     "log_file": Path,
     "cache_dir": Path,
     "cache_limit": parse_size,
@@ -281,7 +286,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("CoreWeave endpoints accept virtual-hosted addressing only: drop --addressing-style path")
     if not config.mountpoint.is_dir():
         raise ConfigError(f"mount point {config.mountpoint} is not a directory")
-    for name in ("metadata_ttl", "negative_ttl"):
+    for name in ("metadata_ttl", "negative_ttl", "unmount_timeout"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
     if min(config.max_concurrency, config.max_attempts, config.upload_concurrency) < 1:

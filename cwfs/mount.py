@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LOTA_ATTEMPTS = 2  # fail over to the primary endpoint quickly
 KERNEL_READ_AHEAD_KB = 1024
+EXIT_ABANDONED = 3  # exit status when requests in flight were left behind at unmount
 
 
 def fuse_options(config: Config) -> set[str]:
@@ -40,12 +41,28 @@ def fuse_options(config: Config) -> set[str]:
     return options
 
 
-async def _terminate_on_signal() -> None:
+async def _terminate_on_signal(timeout: float, cache_dir: Path) -> None:
+    """Unmount on SIGINT or SIGTERM, once the requests in flight are answered.
+
+    Requests that keep the mount longer than ``timeout`` seconds (an upload to a
+    server that stopped answering), or a second signal, are left behind: the mount
+    goes, and the process exits at once, before a supervisor's SIGKILL would leave a
+    dead mount point. What was not uploaded stays in the cache directory.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
-            return
+            break
+        with trio.move_on_after(timeout):
+            async for signum in signals:
+                log.warning("received %s again: not waiting for the requests in flight", signal.Signals(signum).name)
+                break
+    log.error("requests still in flight (uploads that the server does not answer?): unmounting without them; "
+              "data not uploaded stays in %s", cache_dir)  # fmt: skip
+    pyfuse3.close(unmount=True)
+    logging.shutdown()
+    os._exit(EXIT_ABANDONED)
 
 
 async def _read_endpoint(config: Config, primary: ObjectStore) -> ReadEndpoint:
@@ -93,7 +110,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
             ready(message)
             raise MountError(message) from None
         try:
-            background.start_soon(_terminate_on_signal)
+            background.start_soon(_terminate_on_signal, config.unmount_timeout, cache_dir)
             background.start_soon(_finish_mount, config, ready)
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:

@@ -61,6 +61,29 @@ def test_sigterm_unmounts_cleanly(server, bucket, mount):
     assert "unmounted" in m.log()
 
 
+@pytest.mark.parametrize("timeout, signals", [("2", 1), ("60", 2)], ids=["timeout", "second-signal"])
+def test_sigterm_does_not_wait_forever_for_a_stalled_upload(server, bucket, mount, timeout, signals):
+    m = mount(bucket, "--unmount-timeout", timeout)
+    server.reset()
+    server.add_fault(op="PutObject", bucket=bucket, delay=30)  # then 503, long after this test
+    target = m.path / "data.txt"
+    write = f"with open({str(target)!r}, 'wb') as f: f.write(b'keep me')"
+    writer = subprocess.Popen([sys.executable, "-c", write], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + FAIL_FAST
+    while not any(r["op"] == "PutObject" and r["key"] == "data.txt" for r in server.requests()):  # uploading
+        assert time.monotonic() < deadline and writer.poll() is None
+        time.sleep(0.05)
+    for _ in range(signals):
+        m.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+    assert m.proc.wait(timeout=FAIL_FAST) == 3  # not after the server's 30 s
+    assert not is_mounted(m.path)
+    assert writer.wait(timeout=FAIL_FAST) != 0  # its close() failed: nothing pretends it was saved
+    assert "requests still in flight" in m.log()
+    assert [p.read_bytes() for p in m.staged_files()] == [b"keep me"]  # and the data is kept
+    server.clear_faults()
+
+
 def test_missing_bucket_fails_fast_with_a_reason(server, tmp_path):
     (tmp_path / "m").mkdir()
     result = cwfs(server, *mount_args(server, "no-such-bucket-here", tmp_path / "m"))
