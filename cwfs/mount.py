@@ -58,8 +58,7 @@ async def _terminate_on_signal(timeout: float, cache_dir: Path) -> None:
             async for signum in signals:
                 log.warning("received %s again: not waiting for the requests in flight", signal.Signals(signum).name)
                 break
-    log.error("requests still in flight (uploads that the server does not answer?): unmounting without them; "
-              "data not uploaded stays in %s", cache_dir)  # fmt: skip
+    log.error("requests still in flight (uploads the server does not answer?): unmounting without them; data not uploaded stays in %s", cache_dir)
     pyfuse3.close(unmount=True)
     logging.shutdown()
     os._exit(EXIT_ABANDONED)

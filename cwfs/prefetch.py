@@ -55,9 +55,10 @@ class Segment:
         return self.end - self.start
 
     def arrived(self, position: int, chunk: bytes) -> None:
-        """Bytes from ``position`` on came in; what an earlier attempt delivered is skipped."""
+        """Bytes from ``position`` on came in: kept if they extend what is here (what an
+        earlier attempt delivered is skipped; nothing can leave a gap)."""
         have = self.start + self.received
-        if position + len(chunk) > have:
+        if position <= have < position + len(chunk):
             self.chunks.append(chunk if position == have else memoryview(chunk)[have - position :])
             self.received = position + len(chunk) - self.start
             self._wake()

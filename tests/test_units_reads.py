@@ -145,6 +145,7 @@ def test_a_segment_keeps_each_byte_once_when_a_retry_delivers_it_again():
         segment.arrived(0, a)
         segment.arrived(0, a)  # a retry (or the fallback endpoint) starts over
         segment.arrived(MiB // 2, a[: MiB // 2] + b[: MiB // 2])  # overlaps what is here
+        segment.arrived(2 * MiB, b"c" * MiB)  # out of order: would leave a gap
         segment.arrived(MiB, b)
         assert segment.received == 2 * MiB
         assert b"".join(segment.views(0, 2 * MiB)) == a + b
