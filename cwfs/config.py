@@ -72,6 +72,7 @@ class Config:
     read_part_size: int = 16 << 20
     max_read_ahead: int = 64 << 20
     direct_io: bool = False
+    exact_metadata: bool = False
     max_memory: int = field(default_factory=lambda: default_max_memory())
 
     @property
@@ -123,6 +124,12 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-read-ahead", type=parse_size, help="read-ahead window of one sequential reader (default 64M)")
     parser.add_argument(
         "--direct-io", action="store_true", default=None, help="bypass the kernel page cache: less CPU and memory for large streaming reads"
+    )
+    parser.add_argument(
+        "--exact-metadata",
+        action="store_true",
+        default=None,
+        help="stat a file seen in a listing with HeadObject, for the mtime and mode stored with it (a request per file)",
     )
     parser.add_argument("--max-memory", type=parse_size, help="memory for all read-ahead buffers together (default RAM/8, 256M..4G)")
     parser.add_argument("--checksum", choices=CHECKSUMS, type=str.lower, help="checksum sent with uploads (default crc32c)")
@@ -176,6 +183,7 @@ _ENV_TYPES = {
     "read_part_size": parse_size,
     "max_read_ahead": parse_size,
     "direct_io": "bool",
+    "exact_metadata": "bool",
     "max_memory": parse_size,
 }
 

@@ -146,6 +146,8 @@ class Filesystem(pyfuse3.Operations):
         entry.st_ino = inode
         entry.generation = 0
         entry.entry_timeout = entry.attr_timeout = min(cfg.metadata_ttl, KERNEL_TIMEOUT_MAX)
+        if cfg.exact_metadata and not attrs.exact:
+            entry.attr_timeout = 0  # a readdir's view: the kernel asks again on stat
         if attrs.is_dir:
             entry.st_mode = stat.S_IFDIR | cfg.dir_mode
         else:

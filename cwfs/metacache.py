@@ -28,6 +28,8 @@ class Attrs:
 
     ``mode`` holds permission bits when the object carries them, else None (the
     mount's --file-mode applies). ``mtime_ns`` is 0 for directories without one.
+    ``exact`` is False for a file seen only in a listing: its user metadata (the mtime
+    and mode tools stored) is unknown, so mtime is its Last-Modified time.
     """
 
     is_dir: bool
@@ -35,6 +37,7 @@ class Attrs:
     mtime_ns: int = 0
     etag: str | None = None
     mode: int | None = None
+    exact: bool = True
 
 
 DIRECTORY = Attrs(is_dir=True)
@@ -50,8 +53,11 @@ def parse_mtime(text: str) -> int:
     return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
 
 
-def file_attrs(size: int, last_modified_ns: int, etag: str | None, metadata: dict[str, str]) -> Attrs:
-    """A file's attributes, preferring the mtime and mode tools stored in its metadata."""
+def file_attrs(size: int, last_modified_ns: int, etag: str | None, metadata: dict[str, str] | None) -> Attrs:
+    """A file's attributes, preferring the mtime and mode tools stored in its metadata
+    (None: not known, as in a listing)."""
+    if metadata is None:
+        return Attrs(is_dir=False, size=size, mtime_ns=last_modified_ns, etag=etag, exact=False)
     mtime_ns, mode = last_modified_ns, None
     try:
         if MTIME_KEY in metadata:
@@ -135,10 +141,10 @@ class MetadataCache:
         return None
 
     def put(self, path: str, attrs: Attrs) -> None:
-        """Remember ``attrs``; a listing's view never replaces a richer entry of the same version."""
-        if self._attrs is not None and not attrs.is_dir:
+        """Remember ``attrs``; a listing's view never replaces an exact entry of the same version."""
+        if self._attrs is not None and not attrs.exact:
             known = self._attrs.get(path)
-            if known is not None and known.etag == attrs.etag and attrs.mode is None and known.mode is not None:
+            if known is not None and known.exact and known.etag == attrs.etag:
                 return
         if self._missing is not None:
             self._missing.pop(path, None)

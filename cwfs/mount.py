@@ -101,7 +101,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
         readers = functools.partial(
             Prefetcher, reads, budget=budget, nursery=background, part_size=config.read_part_size, max_window=config.max_read_ahead
         )
-        filesystem = Filesystem(config, Namespace(store, cache, config.prefix), StagingArea(cache_dir, config.cache_limit), uploader, renamer, readers)
+        filesystem = Filesystem(config, Namespace(store, cache, config.prefix, config.exact_metadata), StagingArea(cache_dir, config.cache_limit), uploader, renamer, readers)
         try:
             pyfuse3.init(filesystem, str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:

@@ -49,10 +49,11 @@ def join(parent: str, name: str) -> str:
 class Namespace:
     """Resolves paths to attributes and lists directories, filling the metadata cache."""
 
-    def __init__(self, store: ObjectStore, cache: MetadataCache, prefix: str = "") -> None:
+    def __init__(self, store: ObjectStore, cache: MetadataCache, prefix: str = "", exact_metadata: bool = False) -> None:
         self.store = store
         self.cache = cache
         self.prefix = prefix
+        self.exact_metadata = exact_metadata  # a file seen only in a listing is looked up on its own
         self._reported: set[str] = set()
         self._kept_dirs: set[str] = set()
         self._listing: dict[str, trio.Event] = {}
@@ -79,13 +80,15 @@ class Namespace:
         """Attributes of ``path``, or None if nothing exists there.
 
         On a cache miss, HeadObject on the key and a one-key listing of ``key/`` run
-        concurrently, so a lookup costs one round trip either way.
+        concurrently, so a lookup costs one round trip either way. With
+        ``exact_metadata``, a file known only from a listing costs a HeadObject for the
+        mtime and mode stored with it.
         """
         if path == "":
             return DIRECTORY
         cached = self.cache.get(path)
         if cached is not None:
-            return cached or None
+            return await self._exact(path, cached) if cached else None
         parent, _, name = path.rpartition("/")
         listing = self.cache.get_listing(parent)
         if listing is None and self._worth_listing(parent):
@@ -94,7 +97,8 @@ class Namespace:
             attrs = listing.get(name)
             if attrs is None:
                 self.cache.put_missing(path)
-            return attrs
+                return None
+            return await self._exact(path, attrs)
         key = self.object_key(path)
         log.debug("looking up %r in the store", key)
         info, page = await gather(
@@ -113,6 +117,18 @@ class Namespace:
         else:
             self.cache.put(path, attrs)
         return attrs
+
+    async def _exact(self, path: str, attrs: Attrs) -> Attrs | None:
+        """``attrs``, or with ``exact_metadata`` what HeadObject says of a file seen only in a listing."""
+        if attrs.exact or not self.exact_metadata:
+            return attrs
+        info = await self.store.head_object(self.object_key(path))
+        if info is None:  # gone since it was listed
+            self.cache.put_missing(path)
+            return None
+        exact = self._file_attrs(info)
+        self.cache.put(path, exact)
+        return exact
 
     def _worth_listing(self, directory: str) -> bool:
         """Whether one listing of ``directory`` should answer lookups in it.

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import quote, urlparse
@@ -87,13 +87,16 @@ class MountError(Exception):
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What a HeadObject or a listing tells about one object."""
+    """What a HeadObject or a listing tells about one object.
+
+    ``metadata`` is the user metadata, or None when not known (listings carry none).
+    """
 
     key: str
     size: int
     mtime: float
     etag: str | None
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ class Uploader:
             return response["ETag"]
         if metadata is None:
             head = await self._store.head_object(source)
-            metadata = head.metadata if head else {}
+            metadata = (head.metadata or {}) if head else {}
 
         async def part(upload_id: str, number: int, offset: int, length: int) -> tuple[dict[str, Any], Digest]:
             result = await self._store.upload_part_copy(dest, upload_id, number, source, offset, offset + length - 1, source_etag)

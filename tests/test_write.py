@@ -166,6 +166,26 @@ def test_legacy_tools_keep_content_mode_and_mtime(server, bucket, s3, mount, tmp
     m.wait_until_nothing_staged()
 
 
+def test_a_second_rsync_from_another_mount_copies_nothing_with_exact_metadata(server, bucket, mount, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    files = _make_tree(src)
+    first = mount(bucket)
+    (first.path / "dst").mkdir()
+    subprocess.run(["rsync", "-a", f"{src}/", f"{first.path}/dst/"], check=True)
+    first.wait_until_nothing_staged()
+    first.stop()
+    second = mount(bucket, "--exact-metadata")
+    assert sorted(os.listdir(second.path / "dst")) == ["a.txt", "sub", "x y.txt"]  # a listing: no stored mtimes
+    server.reset()
+    rsync = ["rsync", "-a", "--itemize-changes", f"{src}/", f"{second.path}/dst/"]
+    itemized = subprocess.run(rsync, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line for line in itemized if line.startswith(">f")] == [], itemized  # no file sent again
+    writes = {"PutObject", "CopyObject", "RenameObject", "CreateMultipartUpload"} & set(server.counts())
+    assert not writes, server.counts()
+    _assert_same_tree(src, second.path / "dst", files)
+
+
 def test_mkdir_rmdir_unlink(server, bucket, s3, mount):
     mnt = mount(bucket).path
     server.reset()
