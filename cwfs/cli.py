@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from cwfs import warm
-from cwfs.config import ConfigError, add_mount_arguments, build_config
+from cwfs.config import ConfigError, add_mount_arguments, build_config, state_dir
 from cwfs.warm import add_warm_arguments
 
 log = logging.getLogger("cwfs")
@@ -37,7 +37,7 @@ def setup_logging(level: str, log_file: Path | None) -> None:
 
 
 def _default_log_file(bucket: str) -> Path:
-    state = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "cwfs"
+    state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
     return state / f"{bucket}.log"
 

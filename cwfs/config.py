@@ -21,6 +21,11 @@ COREWEAVE_DOMAINS = ("cwobject.com", "cwlota.com")
 COREWEAVE_PROFILE = "cw"
 
 
+def state_dir() -> Path:
+    """Where cwfs keeps logs and records of running mounts (XDG_STATE_HOME/cwfs)."""
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "cwfs"
+
+
 def default_max_memory() -> int:
     """An eighth of the machine's memory, between 256 MiB and 4 GiB."""
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

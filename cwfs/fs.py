@@ -11,7 +11,6 @@ import dataclasses
 import errno
 import functools
 import itertools
-import json
 import logging
 import os
 import stat
@@ -39,8 +38,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BLOCK_SIZE = 1 << 20
-KEY_XATTR = b"user.cwfs.key"
-SOURCE_XATTR = b"user.cwfs.source"
 KERNEL_TIMEOUT_MAX = 365 * 24 * 3600.0  # what "indefinite" tells the kernel
 STATFS_BLOCKS = 1 << 40  # an object store has no meaningful capacity; report plenty
 
@@ -461,23 +458,6 @@ class Filesystem(pyfuse3.Operations):
             except StoreError:
                 pass  # logged; the data is kept
         self._close_for_write(open_file)
-
-    @fuse_errors
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        """Hidden attributes that tell tools (``cwfs warm``) which object a path is.
-
-        They are not listed by listxattr, so ``cp -a`` and ``rsync -X`` do not copy them.
-        """
-        path = self.inodes.path(inode)
-        if name == KEY_XATTR:
-            attrs = await self._stat(path)
-            return (self._ns.dir_prefix(path) if attrs.is_dir else self._ns.object_key(path)).encode()
-        if name == SOURCE_XATTR:
-            cfg = self._config
-            source = {"bucket": cfg.bucket, "endpoint": cfg.endpoint, "lota_endpoint": cfg.lota_endpoint, "addressing_style": cfg.addressing_style}
-            source.update({k: v for k, v in (("region", cfg.region), ("profile", cfg.profile)) if v})
-            return json.dumps(source).encode()
-        raise pyfuse3.FUSEError(errno.ENODATA)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()

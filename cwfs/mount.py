@@ -18,6 +18,7 @@ from cwfs.metacache import MetadataCache
 from cwfs.namespace import Namespace
 from cwfs.lota import ReadEndpoint, lota_address, reachable
 from cwfs.memory import MemoryBudget, tune_malloc_for_read_buffers
+from cwfs.mounts import write_record
 from cwfs.prefetch import Prefetcher
 from cwfs.rename import Renamer
 from cwfs.staging import StagingArea, create_cache_dir
@@ -41,7 +42,7 @@ def fuse_options(config: Config) -> set[str]:
     return options
 
 
-async def _terminate_on_signal(timeout: float, cache_dir: Path) -> None:
+async def _terminate_on_signal(timeout: float, cache_dir: Path, record: Path | None) -> None:
     """Unmount on SIGINT or SIGTERM, once the requests in flight are answered.
 
     Requests that keep the mount longer than ``timeout`` seconds (an upload to a
@@ -59,6 +60,8 @@ async def _terminate_on_signal(timeout: float, cache_dir: Path) -> None:
                 log.warning("received %s again: not waiting for the requests in flight", signal.Signals(signum).name)
                 break
     log.error("requests still in flight (uploads the server does not answer?): unmounting without them; data not uploaded stays in %s", cache_dir)
+    if record is not None:
+        record.unlink(missing_ok=True)
     pyfuse3.close(unmount=True)
     logging.shutdown()
     os._exit(EXIT_ABANDONED)
@@ -108,12 +111,15 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
             message = f"cannot mount on {config.mountpoint}: {exc}"
             ready(message)
             raise MountError(message) from None
+        record = write_record(config)  # for cwfs warm
         try:
-            background.start_soon(_terminate_on_signal, config.unmount_timeout, cache_dir)
+            background.start_soon(_terminate_on_signal, config.unmount_timeout, cache_dir, record)
             background.start_soon(_finish_mount, config, ready)
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:
             background.cancel_scope.cancel()
+            if record is not None:
+                record.unlink(missing_ok=True)
             pyfuse3.close(unmount=True)
             log.info("unmounted %s (read-ahead memory peaked at %d bytes)", config.mountpoint, budget.peak)
             if private:

@@ -5,16 +5,14 @@ HeadObject with ``Range: bytes=0-0``, without sending the body back. Warming a
 dataset before the first epoch makes that epoch read from the cache. LOTA only
 caches objects of 4 MB or more, so smaller ones are skipped.
 
-Targets are paths on a cwfs mount (the mount tells which bucket and key they are
-through hidden extended attributes) or ``s3://bucket/prefix`` URLs.
+Targets are paths on a cwfs mount (its record, `cwfs.mounts`, tells which bucket,
+key and endpoints they are) or ``s3://bucket/prefix`` URLs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import trio
 
+from cwfs import mounts
 from cwfs.config import LOTA_ENDPOINT, Config, build_config
 from cwfs.store import ObjectInfo, ObjectStore, StoreError
 from cwfs.tasks import gather
@@ -29,8 +28,6 @@ from cwfs.tasks import gather
 log = logging.getLogger(__name__)
 
 LOTA_MIN_SIZE = 4_000_000  # LOTA caches objects of 4 MB or more
-SOURCE_XATTR = "user.cwfs.source"  # served by cwfs.fs, which this module does not import
-KEY_XATTR = "user.cwfs.key"
 
 
 @dataclass
@@ -63,13 +60,11 @@ def resolve(target: str) -> Target:
     if target.startswith("s3://"):
         bucket, _, prefix = target[len("s3://") :].partition("/")
         return Target(bucket, prefix, {})
-    path = Path(target)
-    try:
-        settings = json.loads(os.getxattr(path, SOURCE_XATTR))
-        key = os.getxattr(path, KEY_XATTR).decode()
-    except OSError:
-        raise SystemExit(f"cwfs warm: {target} is not on a cwfs mount (nor an s3:// URL)") from None
-    return Target(settings.pop("bucket"), key, settings)
+    found = mounts.find(Path(target))
+    if found is None:
+        raise SystemExit(f"cwfs warm: {target} is not on a cwfs mount of this user (nor an s3:// URL)")
+    record, key = found
+    return Target(record.bucket, key, record.settings)
 
 
 def _config(target: Target, args: argparse.Namespace) -> Config:

@@ -88,6 +88,16 @@ def test_stat_after_listing_makes_no_request(server, bucket, mount):
     assert server.counts() == {}
 
 
+def test_extended_attributes_are_not_served(tree, mount):
+    """Not implementing getxattr lets the kernel answer it alone: otherwise ls -l asks the
+    mount for security.selinux and system.posix_acl_access of every file."""
+    mnt = mount(tree).path
+    for name in ("user.anything", "security.selinux"):  # the kernel no longer asks after the first
+        with pytest.raises(OSError) as info:
+            os.getxattr(mnt / "top.txt", name)
+        assert info.value.errno == errno.EOPNOTSUPP
+
+
 def test_odd_keys_are_skipped_not_fatal(server, bucket, mount):
     odd = ["odd//empty-component", "odd/./dot", "odd/../dotdot", "odd/" + "x" * 256, "odd/nul\0byte"]
     good = ["odd/fine.txt", "odd/ünïcode ñame.txt", "odd/with space", "odd/percent%20and+plus"]
