@@ -267,7 +267,7 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     for key, value in _profile_settings(config_file or standard_config, profile).items():
         values.setdefault(key, value)
 
-    values["mountpoint"] = Path(values["mountpoint"]).absolute()  # type: ignore[arg-type]
+    values["mountpoint"] = Path(values["mountpoint"]).resolve()  # type: ignore[arg-type]  # as the mount table shows it
     values["prefix"] = _normalise_prefix(str(values.get("prefix", "")))
     config = Config(**values)  # type: ignore[arg-type]
     _validate(config)

@@ -135,16 +135,16 @@ async def _finish_mount(config: Config, ready: Callable[[str | None], None]) -> 
     any reader could start.
     """
     try:
-        await trio.to_thread.run_sync(os.stat, config.mountpoint)
+        root = await trio.to_thread.run_sync(os.stat, config.mountpoint)
     except OSError as exc:
         log.warning("stat of the mount point failed: %s", exc)
     else:
-        _raise_kernel_read_ahead(config.mountpoint)
+        _raise_kernel_read_ahead(root.st_dev)
     log.info("mounted bucket %r%s from %s on %s", config.bucket, f" (prefix {config.prefix!r})" if config.prefix else "", config.endpoint, config.mountpoint)
     ready(None)
 
 
-def _raise_kernel_read_ahead(mountpoint: Path) -> None:
+def _raise_kernel_read_ahead(device: int) -> None:
     """Let the kernel ask for up to 1 MiB per read (its FUSE default is 128 KiB).
 
     Larger kernel reads mean eight times fewer FUSE requests for a sequential reader,
@@ -152,12 +152,8 @@ def _raise_kernel_read_ahead(mountpoint: Path) -> None:
     device; only root may change it. The kernel resets it when it completes the FUSE
     handshake, so it is set after that.
     """
-    with open("/proc/self/mountinfo") as mounts:
-        device = next((line.split()[2] for line in mounts if line.split()[4] == str(mountpoint)), None)
-    if device is None:
-        return
     try:
-        Path(f"/sys/class/bdi/{device}/read_ahead_kb").write_text(str(KERNEL_READ_AHEAD_KB))
+        Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb").write_text(str(KERNEL_READ_AHEAD_KB))
     except OSError as exc:
         log.debug("kernel read-ahead left at its default: %s", exc)
 
