@@ -290,11 +290,12 @@ class ObjectStore:
 
         def fetch(**kwargs: Any) -> list[bytes]:
             response = self._client.get_object(**kwargs)
-            body, left, chunks = response["Body"], response["ContentLength"], []
+            body, left, chunks, position = response["Body"], response["ContentLength"], [], start
             while left > 0 and (chunk := body.read(min(READ_CHUNK, left))):
                 if on_chunk is not None:
-                    on_chunk(end + 1 - left, chunk)
+                    on_chunk(position, chunk)
                 chunks.append(chunk)
+                position += len(chunk)
                 left -= len(chunk)
             if left:
                 raise IncompleteReadError(actual_bytes=response["ContentLength"] - left, expected_bytes=response["ContentLength"])
