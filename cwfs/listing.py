@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from cwfs.metacache import DIRECTORY, Attrs
-from cwfs.store import ObjectInfo
+from cwfs.store import ListPage, ObjectInfo
 
 
 class SubtreeListing:
@@ -25,8 +25,16 @@ class SubtreeListing:
         self._attrs = attrs
         self.dirs: dict[str, dict[str, Attrs]] = {"": {}}
         self.last_key: str | None = None
+        self.pages = 0
+        self.next_token: str | None = None  # where the listing continues
         self.complete = False  # whether every key below the prefix was added
         self.hidden: list[str] = []  # keys of objects hidden by a directory of the same name
+
+    def add_page(self, page: ListPage) -> None:
+        self.add(page.objects)
+        self.pages += 1
+        self.next_token = page.next_token
+        self.complete = page.next_token is None
 
     def add(self, objects: Iterable[ObjectInfo]) -> None:
         for info in objects:

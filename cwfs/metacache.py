@@ -86,6 +86,7 @@ class MetadataCache:
 
     def __init__(self, ttl: float, negative_ttl: float, maxsize: int) -> None:
         self.maxsize = maxsize
+        self.ttl = ttl
         self.recent_window = max(ttl * RECENT_FACTOR, 1.0)  # what "lately" means: 30 TTLs
         self._attrs: TTLCache[str, Attrs] | None = TTLCache(maxsize, ttl) if ttl > 0 else None
         self._missing: TTLCache[str, bool] | None = TTLCache(maxsize, negative_ttl) if negative_ttl > 0 else None

@@ -27,6 +27,7 @@ NAME_MAX = 255
 FLAT_LISTING_PAGES = 10  # list subtrees of up to 10,000 objects in one flat pass
 FLAT_LISTING_KEYS = FLAT_LISTING_PAGES * 1000
 MISSES_BEFORE_LISTING = 3  # cache misses in one directory before it is listed instead
+STARTED_LISTINGS = 64  # first pages kept from lookups, each up to 1,000 keys
 
 
 def invalid_name_reason(name: str) -> str | None:
@@ -60,6 +61,10 @@ class Namespace:
         # Lookups that missed the cache lately, and directories too large to list, by directory.
         self._misses: TTLCache[str, int] = TTLCache(cache.maxsize, cache.recent_window)
         self._too_large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window)
+        # Directories whose subtree spans more than one listing page, lately.
+        self._large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window)
+        # First pages fetched by lookups, for the listing that usually follows (``ls -l``).
+        self._started: TTLCache[str, SubtreeListing] = TTLCache(STARTED_LISTINGS, cache.ttl)
 
     def object_key(self, path: str) -> str:
         return self.prefix + path
@@ -79,8 +84,7 @@ class Namespace:
     async def stat(self, path: str) -> Attrs | None:
         """Attributes of ``path``, or None if nothing exists there.
 
-        On a cache miss, HeadObject on the key and a one-key listing of ``key/`` run
-        concurrently, so a lookup costs one round trip either way. With
+        On a cache miss the name is looked up as described in `_look_up`. With
         ``exact_metadata``, a file known only from a listing costs a HeadObject for the
         mtime and mode stored with it.
         """
@@ -99,24 +103,45 @@ class Namespace:
                 self.cache.put_missing(path)
                 return None
             return await self._exact(path, attrs)
-        key = self.object_key(path)
-        log.debug("looking up %r in the store", key)
-        info, page = await gather(
-            [lambda: self.store.head_object(key), lambda: self.store.list_page(key + "/", max_keys=1, delimiter="")]
-        )
-        if page.objects or page.prefixes or (info is None and path in self._kept_dirs):
-            if info is not None:
-                self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
-            attrs: Attrs | None = DIRECTORY
-        elif info is not None:
-            attrs = self._file_attrs(info)
-        else:
-            attrs = None
+        attrs = await self._look_up(path, parent)
         if attrs is None:
             self.cache.put_missing(path)
         else:
             self.cache.put(path, attrs)
         return attrs
+
+    async def _look_up(self, path: str, parent: str) -> Attrs | None:
+        """Ask the store what ``path`` is, in as few requests as the likely answer allows.
+
+        Usually the first page of the flat listing below ``path/`` goes first: if it
+        holds anything, ``path`` is a directory, the page is kept as the start of its
+        listing (``ls -l`` of N entries then costs N/1000 ListObjectsV2 in all), and a
+        subtree of up to 1,000 keys is known whole, so the lookups and listings below
+        it cost nothing. Only an empty page costs a HeadObject. In a directory larger
+        than a page, a name is most likely one file among many: there HeadObject and a
+        one-key listing run concurrently, for one round trip.
+        """
+        key = self.object_key(path)
+        log.debug("looking up %r in the store", key)
+        if parent in self._large:
+            info, page = await gather(
+                [lambda: self.store.head_object(key), lambda: self.store.list_page(key + "/", max_keys=1, delimiter="")]
+            )
+            is_dir = bool(page.objects)
+        else:
+            tree = self._subtree(key + "/")
+            tree.add_page(await self.store.list_page(key + "/", delimiter=""))
+            is_dir = tree.last_key is not None
+            if is_dir:
+                self._remember_subtree(path, tree)
+                if not tree.complete:
+                    self._started[path] = tree
+            info = None if is_dir else await self.store.head_object(key)
+        if is_dir or (info is None and path in self._kept_dirs):
+            if info is not None:
+                self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
+            return DIRECTORY
+        return None if info is None else self._file_attrs(info)
 
     async def _exact(self, path: str, attrs: Attrs) -> Attrs | None:
         """``attrs``, or with ``exact_metadata`` what HeadObject says of a file seen only in a listing."""
@@ -192,24 +217,28 @@ class Namespace:
     async def _flat_pass(self, path: str, prefix: str) -> SubtreeListing:
         """List the subtree below ``path`` flat, up to `FLAT_LISTING_PAGES` pages.
 
-        Every directory seen whole is remembered, ``path`` itself too if the subtree
-        fitted (``complete``).
+        It continues from the page its lookup fetched, if that is still fresh. Every
+        directory seen whole is remembered, ``path`` itself too if the subtree fitted
+        (``complete``).
         """
-        tree = SubtreeListing(prefix, self._usable, self._file_attrs)
-        token: str | None = None
-        for _ in range(FLAT_LISTING_PAGES):
-            page = await self.store.list_page(prefix, token, delimiter="")
-            tree.add(page.objects)
-            token = page.next_token
-            if token is None:
-                break
-        tree.complete = token is None
+        tree = self._started.pop(path, None) or self._subtree(prefix)
+        while not tree.complete and tree.pages < FLAT_LISTING_PAGES:
+            tree.add_page(await self.store.list_page(prefix, tree.next_token, delimiter=""))
+        self._remember_subtree(path, tree)
+        return tree
+
+    def _subtree(self, prefix: str) -> SubtreeListing:
+        return SubtreeListing(prefix, self._usable, self._file_attrs)
+
+    def _remember_subtree(self, path: str, tree: SubtreeListing) -> None:
+        """Cache the listing of every directory ``tree`` saw whole; note a large ``path``."""
         for key in tree.hidden:
             self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
         complete = tree.dirs if tree.complete else {d: tree.dirs[d] for d in tree.complete_dirs()}
         for directory, entries in complete.items():
             self._remember_listing(join(path, directory) if directory else path, entries)
-        return tree
+        if not tree.complete:
+            self._large[path] = True
 
     async def _list_delimited(self, path: str, prefix: str, start_after: str | None, seen: set[str]) -> AsyncIterator[list[tuple[str, Attrs]]]:
         """The rest of ``path``'s entries, one ListObjectsV2 page (delimiter ``/``) at a time."""
@@ -283,6 +312,7 @@ class Namespace:
         """Everything at and below ``path`` may have changed: ask the store next time."""
         self.cache.forget_below(path)
         self.cache.forget(path)
+        self._drop_started(path)
         self.cache.drop_listing(path)
         self.cache.drop_listing(path.rpartition("/")[0])
 
@@ -293,7 +323,14 @@ class Namespace:
         """
         parent, _, name = path.rpartition("/")
         self.cache.update_listing(parent, name, attrs)
+        self._drop_started(path)
         return parent
+
+    def _drop_started(self, path: str) -> None:
+        """Forget first pages that may not show our change at ``path``: list afresh."""
+        for directory in list(self._started):
+            if directory in ("", path) or path.startswith(directory + "/") or directory.startswith(path + "/"):
+                del self._started[directory]
 
     def renamed(self, old: str, new: str, attrs: Attrs) -> None:
         """``old`` now lives at ``new``: show it there at once and nowhere else."""

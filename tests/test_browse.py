@@ -64,9 +64,9 @@ def test_missing_names_are_enoent(tree, mount):
 
 
 def test_ls_l_of_2500_files_is_three_lists_and_no_head(server, bucket, mount):
+    """Cold, the directory's own lookup included: it fetches the first page."""
     server.seed(bucket, [{"key": f"big/file-{i:05d}.dat", "size": i % 7} for i in range(2500)])
     mnt = mount(bucket, "--metadata-ttl", "60").path
-    os.stat(mnt / "big")  # the lookup of the directory itself is not what we measure
     server.reset()
     out = subprocess.run(["ls", "-l", str(mnt / "big")], capture_output=True, text=True, check=True).stdout
     lines = [line for line in out.splitlines() if line.startswith("-")]
@@ -76,6 +76,46 @@ def test_ls_l_of_2500_files_is_three_lists_and_no_head(server, bucket, mount):
     assert counts.get("ListObjectsV2") == 3, counts
     assert counts.get("HeadObject", 0) == 0, counts
     assert counts.get("GetObject", 0) == 0, counts
+
+
+def test_a_cold_path_walk_through_a_small_tree_is_one_list(tree, server, mount):
+    """The lookup of ``docs`` lists its subtree (under 1,000 keys) whole: every lookup
+    and listing below it is then answered from that one page."""
+    mnt = mount(tree, "--metadata-ttl", "60").path
+    server.reset()
+    assert (mnt / "docs" / "guide" / "deep" / "er" / "file.bin").read_bytes() == TREE["docs/guide/deep/er/file.bin"]
+    assert not (mnt / "docs" / "guide" / "absent").exists()
+    assert sorted(os.listdir(mnt / "docs" / "guide")) == ["deep", "intro.md"]
+    assert server.counts() == {"ListObjectsV2": 1, "GetObject": 1}
+
+
+def test_a_lookup_among_many_files_is_one_round_trip(server, bucket, mount):
+    """Past a directory's first page a name is most likely a file: HeadObject and a
+    one-key listing go together, not one after the other."""
+    server.seed(bucket, [{"key": f"many/f{i:04d}", "size": 1} for i in range(1200)])
+    mnt = mount(bucket, "--metadata-ttl", "60").path
+    assert (mnt / "many").is_dir()
+    server.reset()
+    server.add_fault(op="ListObjectsV2", bucket=bucket, delay=1)  # held 1 s, then retried
+    assert os.stat(mnt / "many" / "f1100").st_size == 1
+    first = {}
+    for request in server.requests():
+        first.setdefault(request["op"], request["time"])
+    assert abs(first["HeadObject"] - first["ListObjectsV2"]) < 0.5, "sent one after the other"
+    server.clear_faults()
+    server.reset()
+    assert os.stat(mnt / "many" / "f1101").st_size == 1
+    assert server.counts() == {"HeadObject": 1, "ListObjectsV2": 1}
+
+
+def test_a_first_page_from_before_our_change_is_not_reused(server, bucket, mount):
+    server.seed(bucket, [{"key": f"d/f{i:04d}", "size": 1} for i in range(1200)])
+    mnt = mount(bucket, "--metadata-ttl", "60").path
+    assert (mnt / "d").is_dir()  # fetched the first page: f0000 to f0999
+    (mnt / "d" / "a-new").write_bytes(b"new")  # sorts before that page's end
+    os.unlink(mnt / "d" / "f0005")
+    names = os.listdir(mnt / "d")
+    assert len(names) == 1200 and "a-new" in names and "f0005" not in names
 
 
 def test_stat_after_listing_makes_no_request(server, bucket, mount):

@@ -42,11 +42,11 @@ def test_own_changes_are_visible_at_once(server, bucket, s3, mount):
 def test_a_listing_renews_the_directorys_own_entry(server, bucket, mount):
     """``ls -l`` of a large directory can outlive the lookup it began with: the listing,
     being newer, answers the directory's next lookup."""
-    server.seed(bucket, [{"key": f"d/f{i}", "size": 1} for i in range(20)])
+    server.seed(bucket, [{"key": f"d/f{i:04d}", "size": 1} for i in range(1200)])
     mnt = mount(bucket, "--metadata-ttl", "4").path
-    assert (mnt / "d").is_dir()  # looked up at t=0; cached, in the kernel too, until t=4
+    assert (mnt / "d").is_dir()  # looked up at t=0 with its first page; cached until t=4
     time.sleep(3)
-    assert len(os.listdir(mnt / "d")) == 20  # listed at t=3: fresh until t=7
+    assert len(os.listdir(mnt / "d")) == 1200  # listing completed at t=3: fresh until t=7
     time.sleep(2)
     server.reset()
     assert (mnt / "d").is_dir()  # the kernel asks again (t=5); the listing answers
