@@ -1070,8 +1070,7 @@ def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
         "just a second listing).",
         "Request counts exclude the harness's own verification listings; s3fs and rclone "
         "use ListObjects (v1). `ls -l` and `find` on a fresh mount include looking up the "
-        "directory itself: for cwfs one HeadObject and one ListObjectsV2 of one key, sent "
-        "together; the listing of 10,000 objects is then 10 ListObjectsV2.",
+        "directory itself; for cwfs that lookup fetches the listing's first page.",
         "Writes: small files are written one after another (open/write/close); the 1 GiB "
         "file is `cp` from /dev/shm. The time runs until every object is visible with "
         "its full size in a listing (bounded poll), so uploads finished after `close` "
