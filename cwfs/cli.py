@@ -90,6 +90,9 @@ def _mount(argv: list[str], args: argparse.Namespace) -> int:
         if config.log_file is not None:
             print(f"cwfs: {exc}", file=sys.stderr)
         return 1
+    except Exception:
+        log.critical("cwfs stopped on an unexpected error, unmounting %s", config.mountpoint, exc_info=True)
+        return 70  # EX_SOFTWARE: a bug, with its traceback in the log
     return 0
 
 

@@ -56,7 +56,7 @@ class ReadEndpoint:
         return self._lota is not None and trio.current_time() >= self._lota_paused_until
 
     async def get_range(
-        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], None] | None = None
+        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], bool] | None = None
     ) -> list[bytes]:
         """`ObjectStore.get_range` from LOTA, or the primary endpoint (which may then
         deliver chunks LOTA already did: positions tell)."""

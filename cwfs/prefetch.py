@@ -33,7 +33,7 @@ class RangeSource(Protocol):
     """Where data comes from: the store, or the LOTA endpoint in front of it."""
 
     async def get_range(
-        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], None] | None = None
+        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], bool] | None = None
     ) -> list[bytes]: ...
 
 
@@ -49,6 +49,7 @@ class Segment:
     arrival: trio.Event = field(default_factory=trio.Event)  # set when more has come
     error: BaseException | None = None
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    wanted: bool = True  # False once discarded; read from the worker thread, unlike `cancel`
 
     @property
     def size(self) -> int:
@@ -168,6 +169,7 @@ class Prefetcher:
             self._window = min(self._window * 2, self._max_window)
 
     def _discard(self, segment: Segment) -> None:
+        segment.wanted = False
         segment.cancel.cancel()
         if segment.done.is_set():
             self._budget.give(segment.size)
@@ -193,8 +195,10 @@ class Prefetcher:
     async def _fetch(self, segment: Segment) -> None:
         token = trio.lowlevel.current_trio_token()
 
-        def on_chunk(position: int, chunk: bytes) -> None:  # in the worker thread
-            token.run_sync_soon(segment.arrived, position, chunk)
+        def on_chunk(position: int, chunk: bytes) -> bool:  # in the worker thread
+            if segment.wanted:
+                token.run_sync_soon(segment.arrived, position, chunk)
+            return segment.wanted  # discarded (a seek, or the file closed): stop the GET
 
         with segment.cancel:
             try:
@@ -225,7 +229,7 @@ class Prefetcher:
         """A demand read outside the read-ahead: exactly what was asked, one GET."""
         return b"".join(await self._get(offset, end))
 
-    async def _get(self, start: int, end: int, on_chunk: Callable[[int, bytes], None] | None = None) -> list[bytes]:
+    async def _get(self, start: int, end: int, on_chunk: Callable[[int, bytes], bool] | None = None) -> list[bytes]:
         try:
             return await self._source.get_range(self._key, start, end - 1, self._etag, on_chunk)
         except PreconditionFailed:

@@ -34,7 +34,16 @@ log = logging.getLogger(__name__)
 DEFAULT_REGION = "us-east-1"
 DOWNLOAD_CHUNK = 1 << 20
 READ_CHUNK = 1 << 20
+FIRST_READ_CHUNK = 64 << 10  # a reader waiting for a GET's first bytes gets them sooner
 QUOTA_MESSAGE = "The account is write suspended."
+
+
+def _chunk_size(position: int, first: bool) -> int:
+    """How much of a body to read at ``position``: up to the next `READ_CHUNK` boundary
+    of the object, and no more than `FIRST_READ_CHUNK` for a body's first chunk."""
+    size = READ_CHUNK - position % READ_CHUNK
+    return min(size, FIRST_READ_CHUNK) if first else size
+
 
 _ERRNO_BY_CODE = {
     "NoSuchKey": errno.ENOENT,
@@ -68,6 +77,10 @@ class PreconditionFailed(StoreError):
 
 class Conflict(StoreError):
     """409 ConditionalRequestConflict: a concurrent write to the key was in flight; retry."""
+
+
+class ReadStopped(StoreError):
+    """A GET was stopped midway because nobody wanted the rest of its bytes."""
 
 
 class RenameUnsupported(StoreError):
@@ -274,15 +287,20 @@ class ObjectStore:
         return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
 
     async def get_range(
-        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], None] | None = None
+        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], bool] | None = None
     ) -> list[bytes]:
         """Bytes ``start..end`` (inclusive) of the object, only if it still has ``etag``.
 
-        The body comes as chunks of `READ_CHUNK` bytes, each read straight from the
-        socket into its own buffer: a large read-ahead segment is neither zero-filled
-        nor copied again, and no second copy of it exists even for a moment.
-        ``on_chunk(position, chunk)`` is called from the worker thread as each chunk
-        arrives, so that its bytes can be used before the last ones come.
+        The body comes in chunks, each read straight from the socket into its own
+        buffer: a large read-ahead segment is neither zero-filled nor copied again, and
+        no second copy of it exists even for a moment. Chunks end where the object's
+        `READ_CHUNK` boundaries are, as the kernel's reads do, so most reads are
+        answered from one chunk without a copy; the first is at most
+        `FIRST_READ_CHUNK`. ``on_chunk(position, chunk)`` is called from the worker
+        thread as each chunk arrives, so that its bytes can be used before the last
+        ones come; when it returns False, nobody wants the rest: the GET stops there,
+        closing its connection rather than downloading bytes for nothing, and
+        `ReadStopped` is raised.
         """
         params: dict[str, Any] = {"Key": key, "Range": f"bytes={start}-{end}"}
         if etag:
@@ -291,9 +309,10 @@ class ObjectStore:
         def fetch(**kwargs: Any) -> list[bytes]:
             response = self._client.get_object(**kwargs)
             body, left, chunks, position = response["Body"], response["ContentLength"], [], start
-            while left > 0 and (chunk := body.read(min(READ_CHUNK, left))):
-                if on_chunk is not None:
-                    on_chunk(position, chunk)
+            while left > 0 and (chunk := body.read(min(_chunk_size(position, position == start), left))):
+                if on_chunk is not None and not on_chunk(position, chunk):
+                    body.close()
+                    raise ReadStopped(errno.ECANCELED, "GetObject", key, "ReadStopped", f"stopped at byte {position} of {end + 1}")
                 chunks.append(chunk)
                 position += len(chunk)
                 left -= len(chunk)

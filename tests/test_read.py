@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import time
 
 import pytest
+
+from cwfs.server.seed import pattern
 
 SIZES = {"empty": 0, "one": 1, "five-mib": 5 << 20, "hundred-mib": 100 << 20}
 
@@ -98,3 +101,19 @@ def test_access_denied_is_eacces(server, bucket, s3, mount):
     finally:
         server.clear_faults()
     assert "AccessDenied" in m.log()
+
+
+def test_closing_a_file_stops_its_get_midway(server, bucket, mount):
+    """An object no larger than a part is fetched whole at the first read; closing the
+    file after 4 KiB stops that GET instead of downloading the rest for nobody."""
+    size = 256 << 20
+    server.seed(bucket, [{"key": "big.bin", "size": size}])
+    mnt = mount(bucket, "--read-part-size", "256M").path
+    with open(mnt / "big.bin", "rb", buffering=0) as f:
+        assert f.read(4096) == pattern("big.bin", size)[:4096]
+    deadline = time.monotonic() + 30
+    while (gets := [r for r in server.requests() if r["op"] == "GetObject" and r["bucket"] == bucket])[-1]["body_complete"] is None:
+        assert time.monotonic() < deadline, gets
+        time.sleep(0.05)
+    assert len(gets) == 1 and gets[0]["headers"]["Range"] == f"bytes=0-{size - 1}", gets
+    assert gets[0]["body_complete"] is False and gets[0]["body_bytes"] < size, gets

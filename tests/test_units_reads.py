@@ -10,7 +10,7 @@ from cwfs.listing import SubtreeListing
 from cwfs.memory import MemoryBudget
 from cwfs.metacache import DIRECTORY, Attrs
 from cwfs.prefetch import FIRST_SEGMENT, Prefetcher, Segment
-from cwfs.store import ObjectInfo, PreconditionFailed
+from cwfs.store import FIRST_READ_CHUNK, READ_CHUNK, ObjectInfo, PreconditionFailed, _chunk_size
 
 MiB = 1 << 20
 
@@ -151,3 +151,21 @@ def test_a_segment_keeps_each_byte_once_when_a_retry_delivers_it_again():
         assert b"".join(segment.views(0, 2 * MiB)) == a + b
 
     trio.run(main)
+
+
+def test_body_chunks_end_on_read_chunk_boundaries_after_a_short_first_one():
+    def chunks(start: int, end: int) -> list[tuple[int, int]]:
+        out, position = [], start
+        while position < end:
+            size = min(_chunk_size(position, position == start), end - position)
+            out.append((position, size))
+            position += size
+        return out
+
+    first, second, *rest = chunks(3 * READ_CHUNK, 6 * READ_CHUNK)
+    assert first == (3 * READ_CHUNK, FIRST_READ_CHUNK)
+    assert second == (3 * READ_CHUNK + FIRST_READ_CHUNK, READ_CHUNK - FIRST_READ_CHUNK)
+    assert rest == [(4 * READ_CHUNK, READ_CHUNK), (5 * READ_CHUNK, READ_CHUNK)]
+    unaligned = chunks(READ_CHUNK + 100, 3 * READ_CHUNK)
+    assert unaligned[0] == (READ_CHUNK + 100, FIRST_READ_CHUNK)
+    assert [p % READ_CHUNK for p, _ in unaligned[2:]] == [0]

@@ -24,6 +24,7 @@ from .ops import EnvironHeaders, Target, operation_name, parse_query, parse_targ
 from .ranges import DEFER_TO_MOTO, get_object
 from .rename import rename_object
 from .state import ServerState
+from .stats import CountedBody
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class CwfsApp:
             return start_response(status, headers, exc_info)
 
         try:
-            return self._dispatch(environ, recording_start_response, target, op, query)
+            return CountedBody(self._dispatch(environ, recording_start_response, target, op, query), entry)
         except S3Error as err:
             drain_body(environ)
             fault = err.logged_as if isinstance(err, InjectedFault) else False

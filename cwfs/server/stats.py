@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from .checksums import ALGORITHMS
 from .ops import Target, environ_header
@@ -61,7 +61,8 @@ class RequestStats:
                      "addressing": "virtual" if target.virtual else "path",
                      "status": None, "failed": None, "fault": False, "error_code": None,
                      "headers": headers, "checksum": _checksum_info(environ),
-                     "metadata": _user_metadata(environ)}
+                     "metadata": _user_metadata(environ),
+                     "body_bytes": 0, "body_complete": None}
             self._log.append(entry)
         return entry
 
@@ -85,3 +86,24 @@ class RequestStats:
             for counter in self._counts.values():
                 counter.clear()
             self._log.clear()
+
+
+class CountedBody:
+    """A response body that notes in its log entry how many bytes were handed to the
+    server (``body_bytes``) and, once closed, whether that was all of it
+    (``body_complete``): a client that hangs up midway shows as incomplete."""
+
+    def __init__(self, body: Iterable[bytes], entry: dict[str, Any]) -> None:
+        self._body, self._entry, self._exhausted = body, entry, False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            self._entry["body_bytes"] += len(chunk)
+            yield chunk
+        self._exhausted = True
+
+    def close(self) -> None:
+        self._entry["body_complete"] = self._exhausted
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
