@@ -95,9 +95,16 @@ class StagingArea:
         self._freed = trio.Event()
 
     def new_file(self, key: str) -> StagedFile:
-        """A fresh, empty staging file named after ``key`` (for whoever finds it later)."""
+        """A fresh, empty staging file named after ``key`` (for whoever finds it later).
+
+        Names already taken, by data an earlier mount kept here, are skipped.
+        """
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[-100:]
-        return StagedFile(self, self.directory / f"{next(self._names):06d}-{safe}")
+        while True:
+            try:
+                return StagedFile(self, self.directory / f"{next(self._names):06d}-{safe}")
+            except FileExistsError:
+                continue
 
     async def charge(self, staged: StagedFile, delta: int) -> None:
         """Add ``delta`` bytes for ``staged``, first waiting while other files fill the budget."""

@@ -277,6 +277,27 @@ def test_quota_error_is_edquot_and_the_data_stays_staged(server, bucket, s3, mou
     assert [p.read_bytes() for p in m.staged_files()] == [b"precious"]
 
 
+def test_a_later_mount_writes_beside_data_an_earlier_one_kept(server, bucket, s3, mount, tmp_path):
+    """Staged files kept after a failed upload stay untouched, and a new mount over the
+    same cache directory writes the same file again without tripping over them."""
+    cache = tmp_path / "shared-cache"
+    first = mount(bucket, "--cache-dir", str(cache))
+    server.add_fault(op="PutObject", bucket=bucket, status=403, code="AccessDenied", message="The account is write suspended.", times=-1)
+    try:
+        with pytest.raises(OSError):
+            (first.path / "q.txt").write_bytes(b"precious")
+    finally:
+        server.clear_faults()
+    first.stop()
+    kept = sorted(cache.iterdir())
+    assert [p.read_bytes() for p in kept] == [b"precious"]
+    second = mount(bucket, "--cache-dir", str(cache))
+    (second.path / "q.txt").write_bytes(b"again")
+    assert s3.get_object(Bucket=bucket, Key="q.txt")["Body"].read() == b"again"
+    assert [p.read_bytes() for p in kept] == [b"precious"]
+    assert second.proc.poll() is None and "CRITICAL" not in second.log()
+
+
 def test_failed_multipart_upload_is_aborted(server, bucket, s3, mount):
     m = mount(bucket, "--part-size", "5M", "--max-attempts", "1")
     server.add_fault(op="UploadPart", status=500, code="InternalError", message="injected", times=-1, after=1)
