@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_REGION = "us-east-1"
 DOWNLOAD_CHUNK = 1 << 20
 READ_CHUNK = 1 << 20
+EXPECT_CONTINUE_FROM = 1 << 20
 FIRST_READ_CHUNK = 64 << 10  # a reader waiting for a GET's first bytes gets them sooner
 QUOTA_MESSAGE = "The account is write suspended."
 
@@ -164,6 +165,17 @@ def timestamp_seconds(value: str | None) -> float:
         return botocore.utils.parse_timestamp(value).timestamp()
 
 
+def _no_expect_for_small_bodies(params: dict[str, Any], **_: Any) -> None:  # after botocore's own
+    """Send a small body at once instead of waiting for ``100 Continue`` first.
+
+    botocore asks for it on every upload: a round trip per small file, to save sending
+    a few KiB the server might refuse. Like curl, keep it only from 1 MiB up.
+    """
+    headers = params["headers"]
+    if "Expect" in headers and (botocore.utils.determine_content_length(params["body"]) or 0) < EXPECT_CONTINUE_FROM:
+        del headers["Expect"]
+
+
 def _build_session(config: Config) -> boto3.Session:
     """Credentials: CoreWeave's conventions first, then the standard AWS chain."""
     core = botocore.session.Session()
@@ -226,6 +238,7 @@ class ObjectStore:
             endpoint_url=endpoint or config.endpoint,
             config=_client_config(config, max_attempts or config.max_attempts, config.connect_timeout),
         )
+        self._client.meta.events.register_last("before-call.s3", _no_expect_for_small_bodies)
         self._limiter = trio.CapacityLimiter(config.max_concurrency)
 
     async def _call(self, op: str, key: str, method: Callable[..., Any], **params: Any) -> Any:

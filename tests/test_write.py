@@ -298,6 +298,17 @@ def test_a_later_mount_writes_beside_data_an_earlier_one_kept(server, bucket, s3
     assert second.proc.poll() is None and "CRITICAL" not in second.log()
 
 
+def test_small_uploads_do_not_wait_for_100_continue(server, bucket, mount):
+    """botocore asks for ``Expect: 100-continue`` on every upload, a round trip each;
+    cwfs keeps it only for bodies of 1 MiB or more."""
+    mnt = mount(bucket).path
+    server.reset()
+    (mnt / "small").write_bytes(b"x" * 4096)
+    (mnt / "large").write_bytes(b"x" * (2 * MiB))
+    expect = {r["key"]: r["headers"].get("Expect") for r in server.requests() if r["op"] == "PutObject"}
+    assert expect == {"small": None, "large": "100-continue"}
+
+
 def test_failed_multipart_upload_is_aborted(server, bucket, s3, mount):
     m = mount(bucket, "--part-size", "5M", "--max-attempts", "1")
     server.add_fault(op="UploadPart", status=500, code="InternalError", message="injected", times=-1, after=1)

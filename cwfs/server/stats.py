@@ -16,7 +16,7 @@ from .ops import Target, environ_header
 LOGGED_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
                   "Range", "x-amz-rename-source", "x-amz-client-token", "x-amz-copy-source",
                   "x-amz-sdk-checksum-algorithm", "x-amz-trailer", "x-amz-checksum-algorithm",
-                  "x-amz-checksum-type", "Content-Length", "Content-Type")
+                  "x-amz-checksum-type", "Content-Length", "Content-Type", "Expect")
 
 
 def _checksum_info(environ: Mapping[str, object]) -> dict[str, Any]:
