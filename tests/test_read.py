@@ -106,11 +106,15 @@ def test_access_denied_is_eacces(server, bucket, s3, mount):
 def test_closing_a_file_stops_its_get_midway(server, bucket, mount):
     """An object no larger than a part is fetched whole at the first read; closing the
     file after 4 KiB stops that GET instead of downloading the rest for nobody."""
-    size = 256 << 20
+    size = 64 << 20
     server.seed(bucket, [{"key": "big.bin", "size": size}])
-    mnt = mount(bucket, "--read-part-size", "256M").path
-    with open(mnt / "big.bin", "rb", buffering=0) as f:
-        assert f.read(4096) == pattern("big.bin", size)[:4096]
+    mnt = mount(bucket, "--read-part-size", "64M").path
+    server.add_fault(op="GetObject", bucket=bucket, phase="slow", delay=0.25, times=-1)  # 4 s for all of it
+    try:
+        with open(mnt / "big.bin", "rb", buffering=0) as f:
+            assert f.read(4096) == pattern("big.bin", size)[:4096]
+    finally:
+        server.clear_faults()
     deadline = time.monotonic() + 30
     while (gets := [r for r in server.requests() if r["op"] == "GetObject" and r["bucket"] == bucket])[-1]["body_complete"] is None:
         assert time.monotonic() < deadline, gets

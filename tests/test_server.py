@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import os
 import subprocess
 import sys
 import threading
@@ -717,6 +718,28 @@ def test_fault_injection(server, bucket):
         server.clear_faults()
     assert body(lota, bucket, "a") == b"1"
     c.put_object(Bucket=bucket, Key="quota/x", Body=b"now ok")
+
+
+def test_slow_fault_paces_the_body_and_the_log_shows_a_client_that_hung_up(server, bucket):
+    c = server.client("path", **NO_RETRY)
+    data = os.urandom(9 * MiB)  # three 4 MiB chunks
+    c.put_object(Bucket=bucket, Key="big", Body=data)
+    server.add_fault(op="GetObject", bucket=bucket, phase="slow", delay=0.1, times=-1)
+    try:
+        start = time.monotonic()
+        assert body(c, bucket, "big") == data
+        assert time.monotonic() - start >= 0.3
+        response = c.get_object(Bucket=bucket, Key="big")["Body"]
+        response.read(MiB)
+        response.close()  # hang up after the first chunk
+        deadline = time.monotonic() + 10
+        while (logged := log_of(server, bucket, "GetObject"))[-1]["body_complete"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        server.clear_faults()
+    assert [(r["status"], r["fault"], r["body_complete"]) for r in logged] == [(200, False, True), (200, False, False)]
+    assert logged[0]["body_bytes"] == len(data) and logged[1]["body_bytes"] < len(data)
 
 
 def test_after_fault_loses_the_response_of_a_conditional_put(server, bucket):

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from .auth import verify_request
 from .conditional import check_destination, is_conditional
 from .controlapi import PREFIX, handle_control
-from .faults import InjectedFault
+from .faults import InjectedFault, SlowBody
 from .integrity import body_checksum, prepare
 from .motocall import WSGIApp, call_moto
 from .responses import S3Error, StartResponse, drain_body, read_body
@@ -74,6 +74,8 @@ class CwfsApp:
         fault = self.state.faults.check(op, self.endpoint, target.bucket, target.key)
         if fault is None:
             return self._route(environ, start_response, target, op, query)
+        if fault.phase == "slow":
+            return SlowBody(self._route(environ, start_response, target, op, query), fault.delay)
         time.sleep(fault.delay)  # a stalled server (requests run in threads of their own)
         if fault.phase == "before":
             raise fault

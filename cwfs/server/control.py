@@ -163,6 +163,7 @@ class EmbeddedServer:
 
         ``phase="after"`` carries the request out and then answers the error instead of
         the real response (a lost response: the client's retry sees its own first attempt).
+        ``phase="slow"`` answers normally, ``delay`` seconds before each body chunk.
         """
         return self._call("POST", "faults", rule)
 

@@ -5,18 +5,22 @@ suspended.") and failures midway through a multi-request operation (``after``). 
 with ``phase="after"`` lets the request take effect and only then answers the error: a
 response lost in transit, so that a client's retry meets the result of its own first
 attempt (e.g. 412 on an ``If-None-Match: *`` retry). ``delay`` holds the request that
-many seconds before answering: a server that stalls.
+many seconds before answering: a server that stalls. A rule with ``phase="slow"``
+answers normally but waits ``delay`` seconds before each chunk of the response body:
+a slow link, on which a client that stops reading midway can be seen doing so.
 """
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from .responses import S3Error
 
-#: When a fault fires: instead of the operation, or after it took effect.
-PHASES = ("before", "after")
+#: When a fault fires: instead of the operation, after it took effect, or (slow) while
+#: its response body is sent.
+PHASES = ("before", "after", "slow")
 
 
 class InjectedFault(S3Error):
@@ -59,6 +63,23 @@ class FaultRule:
         if self.bucket is not None and self.bucket != bucket:
             return False
         return self.key_prefix is None or (key or "").startswith(self.key_prefix)
+
+
+class SlowBody:
+    """A response body handed over a chunk every ``delay`` seconds."""
+
+    def __init__(self, body: Iterable[bytes], delay: float) -> None:
+        self._body, self._delay = body, delay
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            time.sleep(self._delay)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
 
 
 class FaultInjector:
