@@ -27,6 +27,7 @@ from cwfs.store import PreconditionFailed, StoreError
 log = logging.getLogger(__name__)
 
 FIRST_SEGMENT = 1 << 20
+PAGE = 4096
 
 
 class RangeSource(Protocol):
@@ -112,6 +113,7 @@ class Prefetcher:
         self._max_window = max(max_window, FIRST_SEGMENT)
         self._segments: list[Segment] = []  # contiguous, in order, ahead of the reader
         self._next = 0  # where a sequential reader reads next
+        self._tail: tuple[int, bytes] = (0, b"")  # bytes fetched just past the last demand read
         self._window = FIRST_SEGMENT
         self._sequential = False
         self._closed = False
@@ -127,6 +129,10 @@ class Prefetcher:
             return b""
         end = min(offset + size, self._size)
         async with self._lock:
+            tail_start, tail = self._tail
+            if tail_start <= offset and end <= tail_start + len(tail):
+                self._next = end
+                return memoryview(tail)[offset - tail_start : end - tail_start]
             if self._size <= self._part_size:
                 if not self._segments:
                     self._start(0, self._size)
@@ -225,9 +231,20 @@ class Prefetcher:
             pieces.extend(segment.views(max(offset, segment.start), min(end, segment.end)))
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def _fetch_now(self, offset: int, end: int) -> bytes:
-        """A demand read outside the read-ahead: exactly what was asked, one GET."""
-        return b"".join(await self._get(offset, end))
+    async def _fetch_now(self, offset: int, end: int) -> bytes | memoryview:
+        """A demand read outside the read-ahead: what was asked, one GET.
+
+        A read that does not end on a page boundary comes from direct I/O, where the
+        kernel splits a read into a buffer not aligned to a page at the buffer's page
+        boundaries: 1 MiB minus a few bytes, then those few bytes at once. The GET
+        takes one page more, kept for that second part.
+        """
+        stop = min(end + PAGE, self._size) if end % PAGE else end
+        data = b"".join(await self._get(offset, stop))
+        if stop > end:
+            self._tail = (end, data[end - offset :])
+            return memoryview(data)[: end - offset]
+        return data
 
     async def _get(self, start: int, end: int, on_chunk: Callable[[int, bytes], bool] | None = None) -> list[bytes]:
         try:

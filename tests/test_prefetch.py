@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import random
 import re
@@ -68,6 +69,33 @@ def test_random_reads_fetch_small_ranges(server, bucket, mount):
     sizes = [last - first + 1 for first, last in ranges(server.requests())]
     assert sizes and max(sizes) <= 2 * MiB, sizes
     assert sum(sizes) < size // 4, "random reads must not drag in read-ahead"
+
+
+def test_a_direct_io_read_into_an_unaligned_buffer_is_one_get(server, bucket, mount):
+    """The kernel splits such a read at the buffer's page boundaries: 1 MiB less 1,040
+    bytes, then 1,040 bytes. The first GET takes a page more, which serves the second."""
+    size = 64 * MiB
+    server.seed(bucket, [{"key": "rand.bin", "size": size}])
+    body = pattern("rand.bin", size)
+    mnt = mount(bucket, "--direct-io").path
+    os.stat(mnt / "rand.bin")
+    server.reset()
+    rng = random.Random(11)
+    offsets = [rng.randrange(0, size - MiB) for _ in range(5)]
+    pages = mmap.mmap(-1, 2 * MiB)
+    buffer = memoryview(pages)[1040 : 1040 + MiB]
+    fd = os.open(mnt / "rand.bin", os.O_RDONLY)
+    try:
+        for offset in offsets:
+            assert os.preadv(fd, [buffer], offset) == MiB
+            assert buffer == body[offset : offset + MiB]
+    finally:
+        os.close(fd)
+        buffer.release()
+        pages.close()
+    fetched = ranges(server.requests())
+    assert [first for first, _ in fetched] == offsets, fetched
+    assert all(last - first + 1 <= MiB + 4096 for first, last in fetched), fetched
 
 
 def test_small_object_is_fetched_whole_at_first_read(server, bucket, mount):

@@ -98,6 +98,17 @@ def test_a_jump_cancels_read_ahead_and_reads_just_what_was_asked():
     assert memory.used == 0
 
 
+def test_a_direct_io_read_split_at_its_buffer_pages_costs_one_get():
+    """An unaligned buffer: the kernel asks for 1 MiB less 1,040 bytes, then for the 1,040."""
+    body = bytes(range(256)) * (64 * MiB // 256)
+    first = (40 * MiB + 100, MiB - 1040)
+    second = (first[0] + first[1], 1040)
+    results, calls, memory = run_prefetch(body, [first, second])
+    assert [bytes(r) for r in results] == [body[o : o + n] for o, n in (first, second)]
+    assert calls == [(first[0], first[0] + first[1] + 4096 - 1)]
+    assert memory.used == 0
+
+
 def test_the_budget_limits_read_ahead():
     body = bytes(64 * MiB)
     reads = [(o, MiB) for o in range(0, len(body), MiB)]
