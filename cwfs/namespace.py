@@ -117,13 +117,18 @@ class Namespace:
         holds anything, ``path`` is a directory, the page is kept as the start of its
         listing (``ls -l`` of N entries then costs N/1000 ListObjectsV2 in all), and a
         subtree of up to 1,000 keys is known whole, so the lookups and listings below
-        it cost nothing. Only an empty page costs a HeadObject. In a directory larger
-        than a page, a name is most likely one file among many: there HeadObject and a
-        one-key listing run concurrently, for one round trip.
+        it cost nothing. Only an empty page costs a HeadObject. A directory seen lately
+        to be larger than a page needs no first page to be looked up again (the kernel
+        does so every TTL): one key shows it still is one. In a directory larger than a
+        page, a name is most likely one file among many: there HeadObject and a one-key
+        listing run concurrently, for one round trip.
         """
         key = self.object_key(path)
         log.debug("looking up %r in the store", key)
-        if parent in self._large:
+        if path in self._large:
+            is_dir = bool((await self.store.list_page(key + "/", max_keys=1, delimiter="")).objects)
+            info = None if is_dir else await self.store.head_object(key)
+        elif parent in self._large:
             info, page = await gather(
                 [lambda: self.store.head_object(key), lambda: self.store.list_page(key + "/", max_keys=1, delimiter="")]
             )
