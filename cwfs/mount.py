@@ -19,7 +19,7 @@ from cwfs.namespace import Namespace
 from cwfs.lota import ReadEndpoint, lota_address, reachable
 from cwfs.memory import MemoryBudget, tune_malloc_for_read_buffers
 from cwfs.mounts import write_record
-from cwfs.prefetch import Prefetcher
+from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher
 from cwfs.rename import Renamer
 from cwfs.staging import StagingArea, create_cache_dir
 from cwfs.store import MountError, ObjectStore
@@ -28,7 +28,7 @@ from cwfs.upload import Uploader
 log = logging.getLogger(__name__)
 
 LOTA_ATTEMPTS = 2  # fail over to the primary endpoint quickly
-KERNEL_READ_AHEAD_KB = 1024
+KERNEL_READ_AHEAD_KB = KERNEL_READ_AHEAD >> 10
 EXIT_ABANDONED = 3  # exit status when requests in flight were left behind at unmount
 
 

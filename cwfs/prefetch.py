@@ -4,11 +4,13 @@ A reader that keeps reading where it left off gets a window of bytes fetched ahe
 it, in segments fetched concurrently. The window starts at one small segment, so the
 first byte costs one short request, and doubles each time a segment is consumed, up
 to ``max_window`` and the reader's share of the mount's memory budget; segments grow
-to ``part_size`` (large requests are what LOTA serves best). A read elsewhere cancels
-what is in flight and is served by one ranged GET of just what was asked; read-ahead
-starts again once reads are sequential again. Objects no larger than one part are
-fetched whole at the first read. A read waits only for the bytes it asks for, not for
-the rest of their segment. Every GET carries the ETag seen at open.
+to ``part_size`` (large requests are what LOTA serves best). The kernel's own
+read-ahead reaches us as concurrent reads in any order, so reads near the stream
+still belong to it. A read elsewhere cancels what is in flight and is served by one
+ranged GET of just what was asked; read-ahead starts again after two contiguous
+reads. Objects no larger than one part are fetched whole at the first read. A read
+waits only for the bytes it asks for, not for the rest of their segment. Every GET
+carries the ETag seen at open.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 
 FIRST_SEGMENT = 1 << 20
 PAGE = 4096
+# The mount's kernel read-ahead (mount.py sets it): the kernel asks for up to this much
+# at once, in concurrent reads of 1 MiB, and may have two such batches in flight; they
+# reach us in any order. Reads that close to the last one belong to the same stream.
+KERNEL_READ_AHEAD = 2 << 20
+STREAM_SLACK = 2 * KERNEL_READ_AHEAD
 
 
 class RangeSource(Protocol):
@@ -51,6 +58,7 @@ class Segment:
     error: BaseException | None = None
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     wanted: bool = True  # False once discarded; read from the worker thread, unlike `cancel`
+    passed: bool = False  # the reader has gone past its end
 
     @property
     def size(self) -> int:
@@ -116,6 +124,7 @@ class Prefetcher:
         self._tail: tuple[int, bytes] = (0, b"")  # bytes fetched just past the last demand read
         self._window = FIRST_SEGMENT
         self._sequential = False
+        self._jumped = False  # the last read was not near the one before it
         self._closed = False
         self._lock = trio.Lock()  # kernel reads of one handle may arrive concurrently
 
@@ -136,14 +145,13 @@ class Prefetcher:
             if self._size <= self._part_size:
                 if not self._segments:
                     self._start(0, self._size)
-            elif offset == self._next or self._covers(offset):
-                if not self._sequential:
-                    self._sequential = True
-                    self._budget.readers += 1
-                self._drop_before(offset)
-                self._fill(offset)
+            elif self._in_stream(offset):
+                if self._sequential or not self._jumped:
+                    self._read_ahead(offset)
+                self._jumped = False  # right after a jump, one more read before read-ahead
             else:
                 self._reset()
+                self._jumped = True
             self._next = end
             if self._covers(offset) and self._covers(end - 1):
                 return await self._from_segments(offset, end)
@@ -155,6 +163,29 @@ class Prefetcher:
             self._reset()
 
     # -- segments ------------------------------------------------------------------
+
+    def _in_stream(self, offset: int) -> bool:
+        """Whether a read at ``offset`` continues the reader's stream rather than jumping."""
+        if self._covers(offset) or offset == self._next:
+            return True
+        return self._sequential and abs(offset - self._next) <= STREAM_SLACK
+
+    def _read_ahead(self, offset: int) -> None:
+        """The reader is streaming: keep the window ahead of ``offset`` fetched.
+
+        Each segment the reader passes doubles the window; a segment stays until the
+        reader is `STREAM_SLACK` past it, for the kernel's reads that arrive late.
+        """
+        if not self._sequential:
+            self._sequential = True
+            self._budget.readers += 1
+        for segment in self._segments:
+            if segment.end <= offset and not segment.passed:
+                segment.passed = True
+                self._window = min(self._window * 2, self._max_window)
+        while self._segments and self._segments[0].end <= offset - STREAM_SLACK:
+            self._discard(self._segments.pop(0))
+        self._fill(offset)
 
     def _covers(self, position: int) -> bool:
         return bool(self._segments) and self._segments[0].start <= position < self._segments[-1].end
@@ -168,11 +199,6 @@ class Prefetcher:
         if self._sequential:
             self._sequential = False
             self._budget.readers -= 1
-
-    def _drop_before(self, offset: int) -> None:
-        while self._segments and self._segments[0].end <= offset:
-            self._discard(self._segments.pop(0))
-            self._window = min(self._window * 2, self._max_window)
 
     def _discard(self, segment: Segment) -> None:
         segment.wanted = False

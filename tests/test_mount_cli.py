@@ -46,7 +46,7 @@ def test_background_mount_returns_when_ready(server, bucket, s3, tmp_path):
         if os.geteuid() == 0:  # only root may tune the kernel: then it is done before ready
             device = os.stat(mnt).st_dev
             read_ahead = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
-            assert read_ahead.read_text().strip() == "1024"
+            assert read_ahead.read_text().strip() == "2048"
         assert (mnt / "ready.txt").read_bytes() == b"yes"
     finally:
         unmount(mnt)

@@ -9,6 +9,8 @@ import random
 import re
 import threading
 
+import pytest
+
 from conftest import cwfs_env
 
 from cwfs.server.seed import pattern
@@ -69,6 +71,30 @@ def test_random_reads_fetch_small_ranges(server, bucket, mount):
     sizes = [last - first + 1 for first, last in ranges(server.requests())]
     assert sizes and max(sizes) <= 2 * MiB, sizes
     assert sum(sizes) < size // 4, "random reads must not drag in read-ahead"
+
+
+def test_random_1_mib_reads_fetch_what_was_asked(server, bucket, mount):
+    """With the kernel's read-ahead at 2 MiB, a 1 MiB pread is a "small random read" to
+    the kernel: it asks for just its pages (two FUSE reads when not page-aligned), and
+    the second starts no read-ahead of ours."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can set the mount's kernel read-ahead")
+    size = 64 * MiB
+    server.seed(bucket, [{"key": "rand.bin", "size": size}])
+    body = pattern("rand.bin", size)
+    mnt = mount(bucket).path
+    os.stat(mnt / "rand.bin")
+    server.reset()
+    rng = random.Random(5)
+    offsets = [rng.randrange(0, size - MiB) for _ in range(8)]
+    fd = os.open(mnt / "rand.bin", os.O_RDONLY)
+    try:
+        for offset in offsets:
+            assert os.pread(fd, MiB, offset) == body[offset : offset + MiB]
+    finally:
+        os.close(fd)
+    sizes = [last - first + 1 for first, last in ranges(server.requests())]
+    assert len(sizes) <= 2 * len(offsets) and sum(sizes) <= len(offsets) * (MiB + 8192), sizes
 
 
 def test_a_direct_io_read_into_an_unaligned_buffer_is_one_get(server, bucket, mount):

@@ -109,6 +109,27 @@ def test_a_direct_io_read_split_at_its_buffer_pages_costs_one_get():
     assert memory.used == 0
 
 
+def test_reads_arriving_out_of_order_keep_the_stream():
+    """Once reading is under way, the kernel's read-ahead comes as concurrent 1 MiB
+    reads, in any order."""
+    body = bytes(range(256)) * (64 * MiB // 256)
+    swapped = [o for pair in zip(range(2 * MiB, 64 * MiB, 2 * MiB), range(MiB, 64 * MiB, 2 * MiB)) for o in pair]
+    offsets = [0, *swapped, 63 * MiB]
+    results, calls, memory = run_prefetch(body, [(o, MiB) for o in offsets])
+    assert [bytes(r) for r in results] == [body[o : o + MiB] for o in offsets]
+    assert sum(end - start + 1 for start, end in calls) == len(body), "each byte fetched once"
+    assert max(end - start + 1 for start, end in calls) == 4 * MiB  # the window grew
+    assert memory.used == 0
+
+
+def test_the_read_after_a_jump_is_fetched_alone():
+    """A 1 MiB pread not aligned to pages is two kernel reads: the second must not start
+    read-ahead, or every random read fetches twice what it asked."""
+    body = bytes(64 * MiB)
+    _, calls, _ = run_prefetch(body, [(40 * MiB, MiB), (41 * MiB, 4096)])
+    assert calls == [(40 * MiB, 41 * MiB - 1), (41 * MiB, 41 * MiB + 4095)]
+
+
 def test_the_budget_limits_read_ahead():
     body = bytes(64 * MiB)
     reads = [(o, MiB) for o in range(0, len(body), MiB)]
