@@ -119,7 +119,7 @@ class Prefetcher:
         self._nursery = nursery
         self._part_size = part_size
         self._max_window = max(max_window, FIRST_SEGMENT)
-        self._segments: list[Segment] = []  # contiguous, in order, ahead of the reader
+        self._segments: list[Segment] = []  # contiguous, in order, from just behind the reader on
         self._next = 0  # where a sequential reader reads next
         self._tail: tuple[int, bytes] = (0, b"")  # bytes fetched just past the last demand read
         self._window = FIRST_SEGMENT
