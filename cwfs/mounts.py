@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -55,28 +56,36 @@ def write_record(config: Config) -> Path | None:
 
 def _remove_stale(directory: Path) -> None:
     """Remove the records of mounts that are gone (their process was killed)."""
-    live = {_record_path(point) for point in _cwfs_mountpoints()}
+    live = {_record_path(point) for point in current_cwfs_mountpoints()}
     for path in directory.glob("*.json"):
         if path not in live:
             path.unlink(missing_ok=True)
 
 
-def _cwfs_mountpoints() -> list[str]:
-    """Mount points of cwfs mounts, from /proc/self/mountinfo (octal escapes decoded)."""
-    with open("/proc/self/mountinfo") as table:
-        lines = table.read().splitlines()
+def current_cwfs_mountpoints() -> list[str]:
+    with open("/proc/self/mountinfo", "rb") as table:
+        return cwfs_mountpoints(table.read())
+
+
+def cwfs_mountpoints(mountinfo: bytes) -> list[str]:
+    """Mount points of cwfs mounts in a mount table (/proc/self/mountinfo's format).
+
+    The kernel writes a path's bytes as they are, except space, tab, newline and
+    backslash, which it escapes as three octal digits.
+    """
     points = []
-    for line in lines:
-        fields, _, rest = line.partition(" - ")
-        if rest.split(" ", 1)[0] == FSTYPE:
-            points.append(fields.split(" ")[4].encode().decode("unicode_escape"))
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(b" - ")
+        if rest.split(b" ", 1)[0] == FSTYPE.encode():
+            escaped = fields.split(b" ")[4]
+            points.append(os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), escaped)))
     return points
 
 
 def find(path: Path) -> tuple[MountRecord, str] | None:
     """The record of the cwfs mount ``path`` lies on, and the key (or prefix) it names."""
     real = os.path.realpath(path)
-    mountpoints = [p for p in _cwfs_mountpoints() if real == p or real.startswith(p.rstrip("/") + "/")]
+    mountpoints = [p for p in current_cwfs_mountpoints() if real == p or real.startswith(p.rstrip("/") + "/")]
     if not mountpoints:
         return None
     mountpoint = max(mountpoints, key=len)

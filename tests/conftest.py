@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cwfs.mounts import current_cwfs_mountpoints
 from cwfs.server.control import EmbeddedServer
 
 MOUNT_TIMEOUT = 30.0
@@ -24,8 +25,8 @@ _bucket_numbers = itertools.count()
 
 
 def is_mounted(path: Path) -> bool:
-    with open("/proc/mounts") as mounts:
-        return any(line.split()[1] == str(path) for line in mounts)
+    """Whether a cwfs mount (alive or not) is on ``path``, as the mount table shows it."""
+    return str(path) in current_cwfs_mountpoints()
 
 
 def unmount(path: Path) -> None:
@@ -99,11 +100,12 @@ def s3(server: EmbeddedServer):
 
 @pytest.fixture
 def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
-    """``mount(bucket, *args, env=None)`` mounts and returns a `Mount`; all are stopped after."""
+    """``mount(bucket, *args, env=None, name=None)`` mounts (on ``name`` in a temporary
+    directory) and returns a `Mount`; all are stopped after."""
     mounts: list[Mount] = []
 
-    def start(bucket: str, *args: str, env: dict[str, str] | None = None) -> Mount:
-        path = tmp_path / f"mnt{len(mounts)}"
+    def start(bucket: str, *args: str, env: dict[str, str] | None = None, name: str | None = None) -> Mount:
+        path = tmp_path / (name or f"mnt{len(mounts)}")
         path.mkdir()
         log_file = tmp_path / f"cwfs{len(mounts)}.log"
         cache_dir = tmp_path / f"cache{len(mounts)}"

@@ -15,6 +15,7 @@ import pytest
 from cwfs.config import ConfigError, add_mount_arguments, build_config, parse_size
 from cwfs.inodes import ROOT_INODE, InodeTable
 from cwfs.metacache import file_attrs, format_mtime, parse_mtime
+from cwfs.mounts import cwfs_mountpoints
 from cwfs.namespace import invalid_name_reason
 from cwfs.store import MountError, require_tls13, timestamp_seconds
 from cwfs.upload import part_size_for
@@ -174,3 +175,11 @@ def test_mtime_metadata_from_other_tools():
 def test_s3_timestamps_in_every_form(text):
     """Listings give ISO 8601, HeadObject an RFC 7231 date; botocore leaves both as text."""
     assert timestamp_seconds(text) == 1795687201.0
+
+
+def test_mount_table_paths_are_unescaped_as_the_kernel_escaped_them():
+    table = (
+        b"36 25 0:50 / /tmp/a\\040b\\134c\\011d\\012\xc3\xa9 rw,nosuid - fuse.cwfs cwfs rw\n"
+        b"37 25 0:51 / /srv/data rw - ext4 /dev/sda1 rw\n"
+    )
+    assert cwfs_mountpoints(table) == ["/tmp/a b\\c\td\n\u00e9"]

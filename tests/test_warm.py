@@ -42,6 +42,16 @@ def test_warm_a_mounted_directory(server, bucket, mount):
     assert "warmed 3 objects" in result.stderr and "skipped 2 smaller than 4 MB" in result.stderr and "0 errors" in result.stderr
 
 
+def test_warm_finds_a_mount_whose_path_has_spaces_and_accents(server, bucket, mount):
+    """The mount table escapes a space as \\040 and leaves UTF-8 bytes as they are."""
+    seed_dataset(server, bucket)
+    mnt = mount(bucket, "--lota-endpoint", server.lota_url, name="données d'entraînement").path
+    server.reset()
+    result = warm(server, mnt / "data" / "big-0")
+    assert result.returncode == 0, result.stderr
+    assert prestaged(server) == ["data/big-0"]
+
+
 def test_warm_an_s3_url_and_a_single_file(server, bucket, mount):
     seed_dataset(server, bucket)
     mnt = mount(bucket, "--lota-endpoint", server.lota_url).path
