@@ -145,12 +145,13 @@ async def _finish_mount(config: Config, ready: Callable[[str | None], None]) -> 
 
 
 def _raise_kernel_read_ahead(device: int) -> None:
-    """Let the kernel ask for up to 1 MiB per read (its FUSE default is 128 KiB).
+    """Raise the mount's kernel read-ahead from its FUSE default of 128 KiB to 2 MiB.
 
-    Larger kernel reads mean eight times fewer FUSE requests for a sequential reader,
-    and less than half the CPU per GiB. The setting lives in sysfs, for the mount's
-    device; only root may change it. The kernel resets it when it completes the FUSE
-    handshake, so it is set after that.
+    A sequential reader then sends 1 MiB reads (the FUSE maximum) instead of 128 KiB
+    ones: eight times fewer requests, and less than half the CPU per GiB. And from
+    2 MiB, the kernel reads a lone 1 MiB read as it is instead of tripling it. The
+    setting lives in sysfs, for the mount's device; only root may change it. The
+    kernel resets it when it completes the FUSE handshake, so it is set after that.
     """
     try:
         Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb").write_text(str(KERNEL_READ_AHEAD_KB))
