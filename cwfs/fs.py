@@ -97,6 +97,9 @@ class FileHandle:
     path: str
     reader: Prefetcher
     open_file: OpenFile | None = None  # set when opened for writing
+    # Flushed since its last write: its close() has (probably) begun, and its RELEASE,
+    # which the kernel sends after close() returns, may still be on its way.
+    flushed: bool = False
 
 
 class Filesystem(pyfuse3.Operations):
@@ -206,8 +209,11 @@ class Filesystem(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         """Truncate, and keep mtime and mode as object metadata; ownership is mount-wide.
 
-        On a file open for writing the changes go out with its upload; on a closed file
-        a size change is uploaded at once and metadata is replaced server-side.
+        A change through a descriptor open for writing (``ftruncate``), or by path while
+        one is in use, goes out with that file's close or fsync, as its writes do. Any
+        other change by path is in the store when this returns: a file just closed may
+        still count as open here, because the kernel sends its RELEASE after ``close()``
+        returned, so the change holds a handle of its own while it is committed.
         """
         path = self.inodes.path(inode)
         attrs = await self._stat(path)
@@ -215,21 +221,21 @@ class Filesystem(pyfuse3.Operations):
         mode = stat.S_IMODE(attr.st_mode) if fields.update_mode else None
         if attrs.is_dir or not (fields.update_size or mtime is not None or mode is not None):
             return self._attributes(inode, attrs)  # chown, atime, directory times: accepted, not stored
-        open_file = self._open.get(path)
-        closed = open_file is None  # then commit at once, through a transient write state
-        if open_file is None:
-            open_file = self._open_for_write(path, attrs, None)
+        open_file = self._open_for_write(path, attrs, None)
         try:
             if fields.update_size:
                 await open_file.truncate(self._store, attr.st_size)
             if mtime is not None or mode is not None:
                 open_file.set_metadata(mtime, mode)
-            if closed:
+            if fh is None and not self._in_use(open_file):
                 await self._commit(open_file)
             return self._attributes(inode, open_file.attrs())
         finally:
-            if closed:
-                self._close_for_write(open_file)
+            self._close_for_write(open_file)
+
+    def _in_use(self, open_file: OpenFile) -> bool:
+        """Whether a descriptor is writing ``open_file``: opened or written since its last flush."""
+        return any(h.open_file is open_file and not h.flushed for h in self._files.values())
 
     # -- directories -------------------------------------------------------------------
 
@@ -423,10 +429,11 @@ class Filesystem(pyfuse3.Operations):
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        open_file = self._files[fh].open_file
-        if open_file is None:
+        handle = self._files[fh]
+        if handle.open_file is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return await open_file.write(self._store, off, buf)
+        handle.flushed = False
+        return await handle.open_file.write(self._store, off, buf)
 
     async def _commit(self, open_file: OpenFile) -> Attrs | None:
         attrs = await open_file.commit(self._store, self._uploader)
@@ -436,9 +443,10 @@ class Filesystem(pyfuse3.Operations):
 
     @fuse_errors
     async def flush(self, fh: int) -> None:
-        open_file = self._files[fh].open_file
-        if open_file is not None:
-            await self._commit(open_file)
+        handle = self._files[fh]
+        if handle.open_file is not None:
+            handle.flushed = True
+            await self._commit(handle.open_file)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
