@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 
+from cwfs.errors import NotFound
+
 ROOT_INODE = 1
 DETACHED = "\0detached"  # the path of an inode whose name was replaced: matches no key
 
@@ -23,10 +25,10 @@ class InodeTable:
         self._next = itertools.count(ROOT_INODE + 1)
 
     def path(self, inode: int) -> str:
-        """The path bound to ``inode``; KeyError if the kernel forgot it or its name was replaced."""
-        path = self._paths[inode]
+        """The path bound to ``inode``; NotFound if the kernel forgot it or its name was replaced."""
+        path = self._paths.get(inode, DETACHED)
         if path == DETACHED:
-            raise KeyError(inode)
+            raise NotFound(f"inode {inode} has no name (forgotten, or its name was replaced)")
         return path
 
     def ref(self, path: str) -> int:

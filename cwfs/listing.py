@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from cwfs.metacache import DIRECTORY, Attrs
+from cwfs.attrs import DIRECTORY, Attrs
 from cwfs.store import ListPage, ObjectInfo
 
 

@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 
 import trio
 
-from cwfs.store import ObjectStore, StoreError
+from cwfs.errors import StoreError
+from cwfs.store import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -7,74 +7,11 @@ clients become visible; our own changes update it at once.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
 from cachetools import TTLCache
 
-log = logging.getLogger(__name__)
+from cwfs.attrs import Attrs
 
-# User metadata (x-amz-meta-*) that keeps what legacy tools set: mtime as
-# "seconds.nanoseconds" (rclone's format, exact to the nanosecond) and mode as the
-# decimal st_mode (s3fs's format).
 RECENT_FACTOR = 30  # a directory counts as listed lately for 30 TTLs
-MTIME_KEY = "mtime"
-MODE_KEY = "mode"
-
-
-@dataclass(frozen=True)
-class Attrs:
-    """The attributes of one name: a directory, or a file with size, mtime, ETag, mode.
-
-    ``mode`` holds permission bits when the object carries them, else None (the
-    mount's --file-mode applies). ``mtime_ns`` is 0 for directories without one.
-    ``exact`` is False for a file seen only in a listing: its user metadata (the mtime
-    and mode tools stored) is unknown, so mtime is its Last-Modified time.
-    """
-
-    is_dir: bool
-    size: int = 0
-    mtime_ns: int = 0
-    etag: str | None = None
-    mode: int | None = None
-    exact: bool = True
-
-
-DIRECTORY = Attrs(is_dir=True)
-
-
-def format_mtime(mtime_ns: int) -> str:
-    return f"{mtime_ns // 1_000_000_000}.{mtime_ns % 1_000_000_000:09d}"
-
-
-def parse_mtime(text: str) -> int:
-    """Inverse of `format_mtime`; also accepts integer or float seconds from other tools."""
-    seconds, _, fraction = text.strip().partition(".")
-    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
-
-
-def file_attrs(size: int, last_modified_ns: int, etag: str | None, metadata: dict[str, str] | None) -> Attrs:
-    """A file's attributes, preferring the mtime and mode tools stored in its metadata
-    (None: not known, as in a listing)."""
-    if metadata is None:
-        return Attrs(is_dir=False, size=size, mtime_ns=last_modified_ns, etag=etag, exact=False)
-    mtime_ns, mode = last_modified_ns, None
-    try:
-        if MTIME_KEY in metadata:
-            mtime_ns = parse_mtime(metadata[MTIME_KEY])
-        if MODE_KEY in metadata:
-            mode = int(metadata[MODE_KEY]) & 0o7777
-    except ValueError:
-        log.warning("ignoring unparsable metadata %r", metadata)
-    return Attrs(is_dir=False, size=size, mtime_ns=mtime_ns, etag=etag, mode=mode)
-
-
-def object_metadata(mtime_ns: int, mode: int | None, file_type: int) -> dict[str, str]:
-    """The user metadata to store for ``mtime_ns`` and ``mode`` (None: not stored)."""
-    metadata = {MTIME_KEY: format_mtime(mtime_ns)}
-    if mode is not None:
-        metadata[MODE_KEY] = str(file_type | mode)
-    return metadata
 
 
 class MetadataCache:

@@ -13,7 +13,8 @@ import pyfuse3
 import trio
 
 from cwfs.config import Config
-from cwfs.fs import Filesystem
+from cwfs.fs import Filesystem, max_file_size
+from cwfs.fuse import FuseOperations
 from cwfs.metacache import MetadataCache
 from cwfs.namespace import Namespace
 from cwfs.lota import ReadEndpoint, lota_address, reachable
@@ -104,9 +105,13 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
         readers = functools.partial(
             Prefetcher, reads, budget=budget, nursery=background, part_size=config.read_part_size, max_window=config.max_read_ahead
         )
-        filesystem = Filesystem(config, Namespace(store, cache, config.prefix, config.exact_metadata), StagingArea(cache_dir, config.cache_limit), uploader, renamer, readers)
+        namespace = Namespace(store, cache, config.prefix, config.exact_metadata)
+        staging = StagingArea(cache_dir, config.cache_limit)
+        core = Filesystem(
+            namespace, staging, uploader, renamer, readers, config.read_only, max_file_size(config.is_coreweave)
+        )
         try:
-            pyfuse3.init(filesystem, str(config.mountpoint), fuse_options(config))
+            pyfuse3.init(FuseOperations(config, core), str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:
             message = f"cannot mount on {config.mountpoint}: {exc}"
             ready(message)

@@ -9,7 +9,6 @@ visible while the kernel holds it, as it would on a local disk.
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,8 +16,10 @@ import trio
 from cachetools import TTLCache
 
 from cwfs.listing import SubtreeListing
-from cwfs.metacache import DIRECTORY, Attrs, MetadataCache, file_attrs
-from cwfs.store import ObjectInfo, ObjectStore, StoreError, WriteCondition
+from cwfs.attrs import DIRECTORY, Attrs, file_attrs
+from cwfs.metacache import MetadataCache
+from cwfs.errors import NotEmpty
+from cwfs.store import ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ class Namespace:
         """Remove an empty directory (its marker, if any); ENOTEMPTY if anything is below."""
         prefix = self.dir_prefix(path)
         if not await self.is_empty_dir(path):
-            raise StoreError(errno.ENOTEMPTY, "rmdir", prefix, "DirectoryNotEmpty", "objects exist below it")
+            raise NotEmpty("objects exist below it", key=prefix)
         await self.store.delete_object(prefix)
         self._kept_dirs.discard(path)
         self.cache.drop_listing(path)

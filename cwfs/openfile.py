@@ -9,16 +9,16 @@ and does nothing for a file nobody changed.
 
 from __future__ import annotations
 
-import errno
 import logging
 import stat
 import time
 
 import trio
 
-from cwfs.metacache import Attrs, object_metadata
+from cwfs.attrs import Attrs, object_metadata
 from cwfs.staging import StagedFile, StagingArea
-from cwfs.store import ObjectStore, PreconditionFailed, StoreError, WriteCondition
+from cwfs.errors import Exists, FsError, PreconditionFailed, Stale, StoreError
+from cwfs.store import ObjectStore, WriteCondition
 from cwfs.upload import Uploader
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class OpenFile:
         self.mode = base.mode if base else mode
         self.handles = 0
         self.unlinked = False
-        self.failure: StoreError | None = None
+        self.failure: FsError | None = None
         self._lock = trio.Lock()
 
     @property
@@ -117,13 +117,13 @@ class OpenFile:
             self.dirty = self._metadata_dirty = False
             return self.attrs()
 
-    def _lost_race(self, exc: PreconditionFailed) -> StoreError:
+    def _lost_race(self, exc: PreconditionFailed) -> FsError:
         if self.etag is None:
-            reason, err = "another writer created it first", errno.EEXIST
+            reason, kind = "another writer created it first", Exists
         else:
-            reason, err = f"another writer replaced the version we opened (ETag {self.etag})", errno.ESTALE
+            reason, kind = f"another writer replaced the version we opened (ETag {self.etag})", Stale
         self._log_kept(f"{self.key!r} was not written: {reason}")
-        return StoreError(err, exc.op, self.key, exc.code, reason)
+        return kind(reason, op=exc.op, key=self.key, code=exc.code, request_id=exc.request_id)
 
     def _log_kept(self, reason: str) -> None:
         where = f"; the data is kept in {self.staged.path}" if self.dirty and self.staged else ""

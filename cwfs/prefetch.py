@@ -15,7 +15,6 @@ carries the ETag seen at open.
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Protocol
 import trio
 
 from cwfs.memory import MemoryBudget
-from cwfs.store import PreconditionFailed, StoreError
+from cwfs.errors import FsError, PreconditionFailed, Stale, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +237,7 @@ class Prefetcher:
                 for chunk in await self._get(segment.start, segment.end, on_chunk):
                     segment.arrived(position, chunk)  # whatever on_chunk's callbacks have not brought yet
                     position += len(chunk)
-            except StoreError as exc:
+            except FsError as exc:
                 segment.error = exc
             finally:
                 if segment.cancel.cancel_called:
@@ -251,7 +250,7 @@ class Prefetcher:
             if segment.end <= offset or segment.start >= end:
                 continue
             if not await segment.wait_for(min(end, segment.end)):
-                error = segment.error or StoreError(errno.EIO, "GetObject", self._key, "IncompleteBody", "read-ahead ended early")
+                error = segment.error or StoreError("read-ahead ended early", op="GetObject", key=self._key, code="IncompleteBody")
                 self._reset()
                 raise error
             pieces.extend(segment.views(max(offset, segment.start), min(end, segment.end)))
@@ -277,4 +276,4 @@ class Prefetcher:
             return await self._source.get_range(self._key, start, end - 1, self._etag, on_chunk)
         except PreconditionFailed:
             log.error("%r changed in the store while open for reading (ETag was %s): reopen the file", self._key, self._etag)
-            raise StoreError(errno.ESTALE, "GetObject", self._key, "PreconditionFailed", "object replaced while open") from None
+            raise Stale("object replaced while open", op="GetObject", key=self._key, code="PreconditionFailed") from None

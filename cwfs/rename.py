@@ -11,14 +11,14 @@ a whole, but each object is always under exactly one of its two names.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 import uuid
 
 import trio
 
-from cwfs.store import ObjectInfo, ObjectStore, RenameUnsupported, StoreError, WriteCondition
+from cwfs.errors import RenameUnsupported, StoreError, Unsupported
+from cwfs.store import ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 from cwfs.upload import Uploader
 
@@ -46,7 +46,7 @@ class Renamer:
         """Move one object; returns the destination's ETag when it changed (copies)."""
         if self._mode == "atomic" and not self._can_rename:
             log.error("cannot rename %r: the bucket has had versioning (no RenameObject) and --rename-mode is atomic", source)
-            raise StoreError(errno.ENOTSUP, "RenameObject", source, "VersionedBucket", "RenameObject is not allowed on this bucket")
+            raise Unsupported("RenameObject is not allowed on this bucket", op="RenameObject", key=source, code="VersionedBucket")
         if self.atomic:
             try:
                 await self._store.rename_object(source, dest, no_replace, uuid.uuid4().hex)
@@ -92,7 +92,7 @@ class Renamer:
                 "repeat the same rename to finish it",
                 source_prefix, dest_prefix, moved, len(objects), exc.code,
             )  # fmt: skip
-            raise StoreError(errno.EIO, "RenameObject", source_prefix, exc.code, exc.message) from None
+            raise StoreError(exc.message, op="RenameObject", key=source_prefix, code=exc.code, request_id=exc.request_id) from None
         if len(objects) > 100:
             log.info("renamed %r to %r: %d objects", source_prefix, dest_prefix, len(objects))
         return moved

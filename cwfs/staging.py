@@ -47,15 +47,29 @@ class StagedFile:
     async def resize(self, size: int) -> None:
         """Grow or shrink the file to ``size`` bytes, waiting for budget to grow."""
         await self._area.charge(self, size - self.size)
-        os.ftruncate(self.fd, size)
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError:
+            self._area.force_charge(self.size - size)
+            raise
         self.size = size
 
     async def write(self, offset: int, data: bytes) -> int:
-        end = offset + len(data)
-        if end > self.size:
-            await self._area.charge(self, end - self.size)
-            self.size = end
-        return os.pwrite(self.fd, data, offset)
+        """Write ``data`` at ``offset``; a full disk (ENOSPC) fails this write and no other.
+
+        What a short or failed write did not add is given back to the budget.
+        """
+        growth = max(0, offset + len(data) - self.size)
+        await self._area.charge(self, growth)
+        try:
+            written = os.pwrite(self.fd, data, offset)
+        except OSError:
+            self._area.force_charge(-growth)
+            raise
+        size = max(self.size, offset + written)
+        self._area.force_charge(size - self.size - growth)
+        self.size = size
+        return written
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)

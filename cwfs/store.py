@@ -2,14 +2,13 @@
 
 Every call runs in a worker thread through one bounded helper (`ObjectStore._call`), so
 the trio thread never blocks; botocore retries throttling, 5xx and connection errors
-with exponential back-off and jitter; whatever still fails is mapped here, in one place,
-to an errno (`StoreError`) and logged with the S3 error code.
+with exponential back-off and jitter; whatever still fails is typed here, in one place,
+by its S3 error code (`cwfs.errors.store_error`).
 """
 
 from __future__ import annotations
 
 import email.utils
-import errno
 import functools
 import logging
 import os
@@ -28,6 +27,7 @@ import trio
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, NoCredentialsError
 
 from cwfs.config import Config
+from cwfs.errors import ObjectMissing, ReadStopped, RenameUnsupported, StoreAccessDenied, StoreError, StoreUnavailable, store_error
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ DOWNLOAD_CHUNK = 1 << 20
 READ_CHUNK = 1 << 20
 EXPECT_CONTINUE_FROM = 1 << 20
 FIRST_READ_CHUNK = 64 << 10  # a reader waiting for a GET's first bytes gets them sooner
-QUOTA_MESSAGE = "The account is write suspended."
 
 
 def _chunk_size(position: int, first: bool) -> int:
@@ -44,48 +43,6 @@ def _chunk_size(position: int, first: bool) -> int:
     of the object, and no more than `FIRST_READ_CHUNK` for a body's first chunk."""
     size = READ_CHUNK - position % READ_CHUNK
     return min(size, FIRST_READ_CHUNK) if first else size
-
-
-_ERRNO_BY_CODE = {
-    "NoSuchKey": errno.ENOENT,
-    "NotFound": errno.ENOENT,
-    "404": errno.ENOENT,
-    "NoSuchBucket": errno.ENOENT,
-    "AccessDenied": errno.EACCES,
-    "403": errno.EACCES,
-    "InvalidAccessKeyId": errno.EACCES,
-    "SignatureDoesNotMatch": errno.EACCES,
-    "PreconditionFailed": errno.ESTALE,
-    "ConditionalRequestConflict": errno.EAGAIN,
-    "412": errno.ESTALE,
-    "InvalidRange": errno.EINVAL,
-    "EntityTooLarge": errno.EFBIG,
-    "KeyTooLongError": errno.ENAMETOOLONG,
-}
-
-
-class StoreError(OSError):
-    """An S3 request failed for good; ``errno`` is what the filesystem should return."""
-
-    def __init__(self, err: int, op: str, key: str, code: str, message: str) -> None:
-        super().__init__(err, f"{op} {key!r}: {code}: {message}")
-        self.op, self.key, self.code, self.message = op, key, code, message
-
-
-class PreconditionFailed(StoreError):
-    """A conditional request lost: the object is not what the caller expected."""
-
-
-class Conflict(StoreError):
-    """409 ConditionalRequestConflict: a concurrent write to the key was in flight; retry."""
-
-
-class ReadStopped(StoreError):
-    """A GET was stopped midway because nobody wanted the rest of its bytes."""
-
-
-class RenameUnsupported(StoreError):
-    """The store refused RenameObject as not supported (e.g. a versioned bucket)."""
 
 
 def _rename_unsupported(exc: StoreError) -> bool:
@@ -242,43 +199,24 @@ class ObjectStore:
         self._limiter = trio.CapacityLimiter(config.max_concurrency)
 
     async def _call(self, op: str, key: str, method: Callable[..., Any], **params: Any) -> Any:
-        """Run one boto3 call in a worker thread, bounded, and map its failure to errno."""
+        """Run one boto3 call in a worker thread, bounded, and type its failure."""
         try:
             return await trio.to_thread.run_sync(functools.partial(method, Bucket=self.bucket, **params), limiter=self._limiter)
         except ClientError as exc:
-            raise self._error(op, key, exc) from None
+            error, metadata = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+            code = str(error.get("Code") or metadata.get("HTTPStatusCode", "Unknown"))
+            raise store_error(op, key, code, str(error.get("Message") or ""), metadata.get("RequestId", "")) from None
         except NoCredentialsError:
-            log.error("%s %r: no credentials found", op, key)
-            raise StoreError(errno.EACCES, op, key, "NoCredentials", "no credentials found") from None
+            raise StoreAccessDenied("no credentials found", op=op, key=key, code="NoCredentials") from None
         except BotoCoreError as exc:
-            log.error("%s %r failed after retries: %s", op, key, exc)
-            raise StoreError(errno.EIO, op, key, type(exc).__name__, str(exc)) from None
-
-    @staticmethod
-    def _error(op: str, key: str, exc: ClientError) -> StoreError:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "Unknown"))
-        message = str(error.get("Message") or "")
-        if QUOTA_MESSAGE in message:
-            err = errno.EDQUOT
-        else:
-            err = _ERRNO_BY_CODE.get(code, errno.EIO)
-        if err == errno.ESTALE:
-            return PreconditionFailed(err, op, key, code, message)
-        if err == errno.EAGAIN:
-            return Conflict(err, op, key, code, message)
-        level = logging.DEBUG if err == errno.ENOENT else logging.WARNING
-        log.log(level, "%s %r: S3 error %s (%s) -> %s", op, key, code, message, errno.errorcode.get(err, err))
-        return StoreError(err, op, key, code, message)
+            raise StoreUnavailable(str(exc), op=op, key=key, code=type(exc).__name__) from None
 
     async def head_object(self, key: str) -> ObjectInfo | None:
         """The object's attributes, or None when there is no such key."""
         try:
             resp = await self._call("HeadObject", key, self._client.head_object, Key=key)
-        except StoreError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise
+        except ObjectMissing:
+            return None
         return ObjectInfo(key, resp["ContentLength"], timestamp_seconds(resp.get("LastModified")), resp.get("ETag"), resp.get("Metadata", {}))
 
     async def list_page(
@@ -325,7 +263,7 @@ class ObjectStore:
             while left > 0 and (chunk := body.read(min(_chunk_size(position, position == start), left))):
                 if on_chunk is not None and not on_chunk(position, chunk):
                     body.close()
-                    raise ReadStopped(errno.ECANCELED, "GetObject", key, "ReadStopped", f"stopped at byte {position} of {end + 1}")
+                    raise ReadStopped(f"stopped at byte {position} of {end + 1}", op="GetObject", key=key, code="ReadStopped")
                 chunks.append(chunk)
                 position += len(chunk)
                 left -= len(chunk)
@@ -424,16 +362,14 @@ class ObjectStore:
             await self._call("RenameObject", dest, self._client.rename_object, **params)
         except StoreError as exc:
             if _rename_unsupported(exc):
-                raise RenameUnsupported(errno.ENOTSUP, exc.op, exc.key, exc.code, exc.message) from None
+                raise RenameUnsupported(exc.message, op=exc.op, key=exc.key, code=exc.code, request_id=exc.request_id) from None
             raise
 
     async def versioning_status(self) -> str | None:
         """'Enabled' or 'Suspended' once a bucket has had versioning, else None."""
         try:
             resp = await self._call("GetBucketVersioning", "", self._client.get_bucket_versioning)
-        except StoreError as exc:
-            if exc.errno != errno.EACCES:
-                raise
+        except StoreAccessDenied as exc:
             log.warning("cannot read the bucket's versioning state (%s): assuming it never had versioning", exc.code)
             return None
         return resp.get("Status")

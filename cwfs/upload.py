@@ -11,7 +11,6 @@ object carries a CRC checksum computed here, and the server's echo is compared w
 from __future__ import annotations
 
 import base64
-import errno
 import functools
 import hashlib
 import logging
@@ -25,7 +24,8 @@ from typing import Any
 import trio
 from awscrt import checksums
 
-from cwfs.store import Checksum, Conflict, ObjectStore, PreconditionFailed, StoreError, WriteCondition
+from cwfs.errors import Conflict, PreconditionFailed, StoreError
+from cwfs.store import Checksum, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _b64(raw: bytes) -> str:
 def _read(fd: int, offset: int, length: int, algorithm: str | None) -> tuple[bytes, Digest]:
     data = os.pread(fd, length, offset)
     if len(data) != length:
-        raise StoreError(errno.EIO, "Upload", str(fd), "ShortRead", f"staged file has {len(data)} of {length} bytes at {offset}")
+        raise StoreError(f"staged file has {len(data)} of {length} bytes at {offset}", op="Upload", code="ShortRead")
     return data, _digest(data, algorithm)
 
 
@@ -221,4 +221,4 @@ class Uploader:
             log.debug("%r: the server returned no %s to compare", key, sent.algorithm)
         elif echoed != sent.value:
             log.error("%r: the server's %s %s differs from ours %s", key, sent.algorithm, echoed, sent.value)
-            raise StoreError(errno.EIO, "Upload", key, "BadDigest", f"{sent.algorithm} mismatch")
+            raise StoreError(f"{sent.algorithm} mismatch", op="Upload", key=key, code="BadDigest")

@@ -22,7 +22,8 @@ import trio
 
 from cwfs import mounts
 from cwfs.config import LOTA_ENDPOINT, Config, build_config
-from cwfs.store import ObjectInfo, ObjectStore, StoreError
+from cwfs.errors import StoreError
+from cwfs.store import ObjectInfo, ObjectStore
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)

@@ -100,17 +100,21 @@ def s3(server: EmbeddedServer):
 
 @pytest.fixture
 def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
-    """``mount(bucket, *args, env=None, name=None)`` mounts (on ``name`` in a temporary
-    directory) and returns a `Mount`; all are stopped after."""
+    """``mount(bucket, *args, env=None, name=None, patch=None)`` mounts (on ``name`` in a
+    temporary directory) and returns a `Mount`; all are stopped after. ``patch`` is
+    Python code run in the mount process before cwfs starts (to inject a fault)."""
     mounts: list[Mount] = []
 
-    def start(bucket: str, *args: str, env: dict[str, str] | None = None, name: str | None = None) -> Mount:
+    def start(bucket: str, *args: str, env: dict[str, str] | None = None, name: str | None = None, patch: str | None = None) -> Mount:
         path = tmp_path / (name or f"mnt{len(mounts)}")
         path.mkdir()
         log_file = tmp_path / f"cwfs{len(mounts)}.log"
         cache_dir = tmp_path / f"cache{len(mounts)}"
+        python = [sys.executable, "-m", "cwfs"]
+        if patch is not None:
+            python = [sys.executable, "-c", f"{patch}\nimport sys, cwfs.cli\nsys.exit(cwfs.cli.main(sys.argv[1:]))"]
         command = [
-            sys.executable, "-m", "cwfs", "mount", bucket, str(path),
+            *python, "mount", bucket, str(path),
             "--endpoint", server.url, "--addressing-style", "path", "--cache-dir", str(cache_dir),
             "--foreground", "--log-file", str(log_file), "--log-level", "DEBUG", *args,
         ]  # fmt: skip

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from cwfs.config import ConfigError, add_mount_arguments, build_config, parse_size
+from cwfs.errors import NotFound
 from cwfs.inodes import ROOT_INODE, InodeTable
-from cwfs.metacache import file_attrs, format_mtime, parse_mtime
+from cwfs.attrs import file_attrs, format_mtime, parse_mtime
 from cwfs.mounts import cwfs_mountpoints
 from cwfs.namespace import invalid_name_reason
 from cwfs.store import MountError, require_tls13, timestamp_seconds
@@ -82,7 +83,7 @@ def test_inodes_stay_bound_until_forgotten():
     table.forget(a, 1)
     assert table.path(a) == "a"
     table.forget(a, 1)
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFound):
         table.path(a)
     assert table.ref("a") != a  # numbers are never reused
     table.forget(ROOT_INODE, 10)

@@ -8,9 +8,10 @@ import trio
 
 from cwfs.listing import SubtreeListing
 from cwfs.memory import MemoryBudget
-from cwfs.metacache import DIRECTORY, Attrs
+from cwfs.attrs import DIRECTORY, Attrs
 from cwfs.prefetch import FIRST_SEGMENT, Prefetcher, Segment
-from cwfs.store import FIRST_READ_CHUNK, READ_CHUNK, ObjectInfo, PreconditionFailed, _chunk_size
+from cwfs.errors import FsError, PreconditionFailed
+from cwfs.store import FIRST_READ_CHUNK, READ_CHUNK, ObjectInfo, _chunk_size
 
 MiB = 1 << 20
 
@@ -51,7 +52,7 @@ class FakeStore:
         self.calls.append((start, end))
         await trio.sleep(0)
         if self.fail_after is not None and len(self.calls) > self.fail_after:
-            raise PreconditionFailed(errno.ESTALE, "GetObject", key, "PreconditionFailed", "changed")
+            raise PreconditionFailed("changed", op="GetObject", key=key, code="PreconditionFailed")
         data = self.body[start : end + 1]
         chunks = [data[i : i + MiB] for i in range(0, len(data), MiB)]
         for i, chunk in enumerate(chunks):
@@ -71,7 +72,7 @@ def run_prefetch(body: bytes, reads: list[tuple[int, int]], budget: int = 64 * M
             try:
                 for offset, size in reads:
                     results.append(await reader.read(offset, size))
-            except OSError as exc:
+            except FsError as exc:
                 results.append(exc)
             await reader.close()
 
@@ -139,8 +140,8 @@ def test_the_budget_limits_read_ahead():
 
 def test_a_replaced_object_fails_the_read_with_estale():
     results, _, memory = run_prefetch(bytes(64 * MiB), [(o, MiB) for o in range(0, 64 * MiB, MiB)], fail_after=3)
-    assert isinstance(results[-1], OSError) and results[-1].errno == errno.ESTALE
-    assert not any(isinstance(r, OSError) for r in results[:-1])
+    assert isinstance(results[-1], FsError) and results[-1].errno == errno.ESTALE
+    assert not any(isinstance(r, FsError) for r in results[:-1])
     assert memory.used == 0
 
 

@@ -1,0 +1,190 @@
+"""Typed failures: raised where the cause is known, turned into errno once, at the edge.
+
+Each class names a cause and carries the errno the caller gets; the FUSE binding
+(`cwfs.fuse`) is the only place that converts them, and logs each with the operation,
+the path, and for a failed S3 request its key, error code and request id. Failures of
+S3 requests are also `cwfs.store.StoreError`, so code that only cares that the store
+failed catches that, and code that cares why catches the cause (e.g. `NotFound`).
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import ClassVar
+
+
+class FsError(Exception):
+    """A failure with a known cause, reported to the caller as ``errno``."""
+
+    errno: ClassVar[int] = errno.EIO
+
+    def __init__(self, message: str, *, key: str = "", op: str = "", code: str = "", request_id: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+        self.op = op
+        self.code = code
+        self.request_id = request_id
+
+    def context(self) -> str:
+        """What to log beside the message: the S3 request, when one failed."""
+        parts = [f"{self.op} {self.key!r}" if self.op else "", self.code, f"request id {self.request_id}" if self.request_id else ""]
+        return ", ".join(part for part in parts if part)
+
+
+class NotFound(FsError):
+    errno = errno.ENOENT
+
+
+class Exists(FsError):
+    errno = errno.EEXIST
+
+
+class Stale(FsError):
+    """The object changed since it was opened or looked up: another writer won."""
+
+    errno = errno.ESTALE
+
+
+class NotEmpty(FsError):
+    errno = errno.ENOTEMPTY
+
+
+class IsADirectory(FsError):
+    errno = errno.EISDIR
+
+
+class NotADirectory(FsError):
+    errno = errno.ENOTDIR
+
+
+class Busy(FsError):
+    errno = errno.EBUSY
+
+
+class InvalidArgument(FsError):
+    errno = errno.EINVAL
+
+
+class ReadOnly(FsError):
+    errno = errno.EROFS
+
+
+class BadHandle(FsError):
+    errno = errno.EBADF
+
+
+class TooLarge(FsError):
+    """Larger than an object can be."""
+
+    errno = errno.EFBIG
+
+
+class NameTooLong(FsError):
+    errno = errno.ENAMETOOLONG
+
+
+class AccessDenied(FsError):
+    errno = errno.EACCES
+
+
+class QuotaExceeded(FsError):
+    errno = errno.EDQUOT
+
+
+class Unsupported(FsError):
+    errno = errno.ENOTSUP
+
+
+class Cancelled(FsError):
+    errno = errno.ECANCELED
+
+
+class TryAgain(FsError):
+    errno = errno.EAGAIN
+
+
+class StoreError(FsError):
+    """An S3 request failed for good (after botocore's retries).
+
+    It defines no errno of its own: the cause it is combined with (below) does, and
+    an S3 error of no known cause is EIO.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.key!r}: {self.code}: {self.message}"
+
+
+class ObjectMissing(StoreError, NotFound):
+    """NoSuchKey, NoSuchBucket, 404."""
+
+
+class StoreAccessDenied(StoreError, AccessDenied):
+    """AccessDenied, rejected or missing credentials."""
+
+
+class PreconditionFailed(StoreError, Stale):
+    """A conditional request lost: the object is not what the caller expected."""
+
+
+class Conflict(StoreError, TryAgain):
+    """409 ConditionalRequestConflict: a concurrent write to the key was in flight; retry."""
+
+
+class StoreQuotaExceeded(StoreError, QuotaExceeded):
+    """The account is write suspended (CoreWeave's quota answer)."""
+
+
+class StoreUnavailable(StoreError):
+    """No usable answer: connection refused or reset, timeouts, 5xx and throttling after retries."""
+
+
+class StoreTooLarge(StoreError, TooLarge):
+    """EntityTooLarge."""
+
+
+class KeyTooLong(StoreError, NameTooLong):
+    """KeyTooLongError."""
+
+
+class BadRange(StoreError, InvalidArgument):
+    """InvalidRange."""
+
+
+class ReadStopped(StoreError, Cancelled):
+    """A GET was stopped midway because nobody wanted the rest of its bytes."""
+
+
+class RenameUnsupported(StoreError, Unsupported):
+    """The store refused RenameObject as not supported (e.g. a versioned bucket)."""
+
+
+QUOTA_MESSAGE = "The account is write suspended."
+_UNAVAILABLE_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"})
+_ERROR_BY_CODE: dict[str, type[StoreError]] = {
+    "NoSuchKey": ObjectMissing,
+    "NotFound": ObjectMissing,
+    "404": ObjectMissing,
+    "NoSuchBucket": ObjectMissing,
+    "AccessDenied": StoreAccessDenied,
+    "403": StoreAccessDenied,
+    "InvalidAccessKeyId": StoreAccessDenied,
+    "SignatureDoesNotMatch": StoreAccessDenied,
+    "PreconditionFailed": PreconditionFailed,
+    "412": PreconditionFailed,
+    "ConditionalRequestConflict": Conflict,
+    "InvalidRange": BadRange,
+    "EntityTooLarge": StoreTooLarge,
+    "KeyTooLongError": KeyTooLong,
+}
+
+
+def store_error(op: str, key: str, code: str, message: str, request_id: str = "") -> StoreError:
+    """The typed error for an S3 error response: its cause decided by the code."""
+    if QUOTA_MESSAGE in message:
+        kind: type[StoreError] = StoreQuotaExceeded
+    elif code in _UNAVAILABLE_CODES or code.startswith("5"):
+        kind = StoreUnavailable
+    else:
+        kind = _ERROR_BY_CODE.get(code, StoreError)
+    return kind(message, op=op, key=key, code=code, request_id=request_id)
