@@ -72,7 +72,7 @@ def _mount(argv: list[str], args: argparse.Namespace) -> int:
         return _mount_in_background(argv, config)
 
     from cwfs.mount import serve
-    from cwfs.store import MountError
+    from cwfs.preflight import MountError
 
     setup_logging(config.log_level, config.log_file)
 

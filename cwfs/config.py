@@ -14,7 +14,7 @@ import argparse
 import configparser
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -439,14 +439,45 @@ class Config:
         "directory. Below Kubernetes' 30 s grace period, so the mount point is not left dead by "
         "SIGKILL.",
     )
-    credentials_file: Path | None = None  # from the profile (see `build_config`), no option
+    credentials_file: Path | None = None  # from the profile (see `_resolve`), no option
     config_file: Path | None = None
+
+    @property
+    def store_settings(self) -> StoreSettings:
+        """What the mount's object store needs of this configuration."""
+        return StoreSettings(**{f.name: getattr(self, f.name) for f in fields(StoreSettings)})
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What the store layer needs to reach a bucket: endpoints, credentials, limits.
+
+    A part of `Config`, so that a command that mounts nothing (``cwfs warm``) can make
+    one without a mount point.
+    """
+
+    bucket: str
+    endpoint: str
+    lota_endpoint: str
+    region: str | None
+    addressing_style: str
+    profile: str | None
+    credentials_file: Path | None
+    config_file: Path | None
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+    max_concurrency: int
 
     @property
     def is_coreweave(self) -> bool:
         """Whether the endpoint is one of CoreWeave's (TLS 1.3, virtual-hosted only)."""
         host = urlparse(self.endpoint).hostname or ""
         return any(host == d or host.endswith("." + d) for d in COREWEAVE_DOMAINS)
+
+    def via_lota(self, max_attempts: int) -> StoreSettings:
+        """The same bucket through the LOTA endpoint, giving up after ``max_attempts``."""
+        return replace(self, endpoint=self.lota_endpoint, max_attempts=max_attempts)
 
 
 def _options() -> tuple[Option, ...]:
@@ -463,14 +494,19 @@ _BY_NAME = {o.name: o for o in OPTIONS}
 
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare ``cwfs mount``'s arguments, one flag per `Option`.
-
-    Flags keep their text (None when absent), switches the text ``1``: `build_config`
-    parses them exactly as it parses the ``CWFS_`` variables.
-    """
+    """Declare ``cwfs mount``'s arguments: the bucket, the mount point, every option."""
     parser.add_argument("bucket", help="bucket to mount")
     parser.add_argument("mountpoint", type=Path, help="directory to mount it on")
-    for spec in OPTIONS:
+    add_options(parser, [spec.name for spec in OPTIONS])
+
+
+def add_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """Declare the flags of the options ``names``, one per `Option`.
+
+    Flags keep their text (None when absent), switches the text ``1``: `build_config`
+    and `store_settings` parse them exactly as they parse the ``CWFS_`` variables.
+    """
+    for spec in (_BY_NAME[name] for name in names):
         text = f"{spec.help} Default: {spec.default_doc}. Environment: {spec.env}."
         text = text.replace("`", "").replace("%", "%%")
         if spec.is_switch:
@@ -481,8 +517,13 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _given(spec: Option, args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
-    """The option's value from its flag, else from its variable, else None."""
-    text = getattr(args, spec.name, None)
+    """The option's value from its flag, else from its variable, else None.
+
+    Options without a flag in ``args`` (commands other than ``cwfs mount``) stay None.
+    """
+    if not hasattr(args, spec.name):
+        return None
+    text = getattr(args, spec.name)
     if text is not None:
         return spec.convert(text, spec.flags[0])
     text = environ.get(spec.env, "")
@@ -530,10 +571,10 @@ def _credential_files(
     return found
 
 
-def build_config(
-    args: argparse.Namespace, environ: Mapping[str, str] | None = None, home: Path | None = None
-) -> Config:
-    """Merge flags, ``CWFS_*`` environment and profile files into one validated Config."""
+def _resolve(
+    args: argparse.Namespace, environ: Mapping[str, str] | None, home: Path | None
+) -> dict[str, Any]:
+    """The options given by flags, ``CWFS_*`` environment and profile files, parsed."""
     environ = os.environ if environ is None else environ
     home = home or Path(environ.get("HOME", str(Path.home())))
     given = {spec.name: _given(spec, args, environ) for spec in OPTIONS}
@@ -543,11 +584,42 @@ def build_config(
     profile_file = values["config_file"] or standard_config
     for key, value in _profile_settings(profile_file, values["profile"]).items():
         values.setdefault(key, value)
+    return values
+
+
+def build_config(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, home: Path | None = None
+) -> Config:
+    """Merge flags, ``CWFS_*`` environment and profile files into one validated Config."""
+    values = _resolve(args, environ, home)
     values["prefix"] = _normalise_prefix(values.get("prefix", ""))
     mountpoint = Path(args.mountpoint).resolve()  # as the mount table shows it
     config = Config(bucket=args.bucket, mountpoint=mountpoint, **values)
-    _validate(config)
+    _check_addressing(config.store_settings)
+    if not config.mountpoint.is_dir():
+        raise ConfigError(f"mount point {config.mountpoint} is not a directory")
     return config
+
+
+def store_settings(
+    bucket: str,
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> StoreSettings:
+    """Settings to reach ``bucket`` for a command that mounts nothing (``cwfs warm``).
+
+    As for a mount: the flags ``args`` has, then the ``CWFS_`` variables, then the
+    profile files, then the defaults; other options' variables are not read.
+    """
+    names = [f.name for f in fields(StoreSettings) if f.name in _BY_NAME]
+    given = argparse.Namespace(**{n: getattr(args, n, None) for n in names})
+    values = _resolve(given, environ, home)
+    chosen = {n: values.get(n, _BY_NAME[n].default) for n in names}
+    files = {n: values[n] for n in ("credentials_file", "config_file")}
+    settings = StoreSettings(bucket, **chosen, **files)
+    _check_addressing(settings)
+    return settings
 
 
 def _has_env_keys(environ: Mapping[str, str]) -> bool:
@@ -567,12 +639,9 @@ def _normalise_prefix(prefix: str) -> str:
     return prefix + "/" if prefix else ""
 
 
-def _validate(config: Config) -> None:
-    """What no single option's parser can check."""
-    if config.is_coreweave and config.addressing_style != "virtual":
+def _check_addressing(settings: StoreSettings) -> None:
+    if settings.is_coreweave and settings.addressing_style != "virtual":
         raise ConfigError(
             "CoreWeave endpoints accept virtual-hosted addressing only: "
             "drop --addressing-style path"
         )
-    if not config.mountpoint.is_dir():
-        raise ConfigError(f"mount point {config.mountpoint} is not a directory")

@@ -17,6 +17,7 @@ from cwfs.config import (
     Option,
     add_mount_arguments,
     build_config,
+    store_settings,
 )
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -118,3 +119,23 @@ def test_the_docs_table_is_the_options_table():
     documented = {flag for row in rows for flag in re.findall(r"`(-[-\w]+)", row.split(" | ")[0])}
     flags = {flag for action in parser()._actions for flag in action.option_strings}
     assert documented == flags - {"-h", "--help"}
+
+
+def test_store_settings_without_a_mount_point(tmp_path):
+    """cwfs warm: its flags, then the store options' variables, then the defaults."""
+    args = argparse.Namespace(endpoint="http://s3.example:9000", region=None)
+    environ = {"CWFS_REGION": "RNO2A", "CWFS_READ_TIMEOUT": "5", "CWFS_LOG_LEVEL": "bogus"}
+    settings = store_settings("bkt", args, environ=environ, home=tmp_path)
+    assert (settings.endpoint, settings.region) == ("http://s3.example:9000", "RNO2A")
+    assert settings.read_timeout == 5.0 and settings.max_attempts == 10  # a default
+    lota = settings.via_lota(3)
+    assert (lota.endpoint, lota.max_attempts, lota.bucket) == ("http://cwlota.com", 3, "bkt")
+
+
+def test_the_store_settings_are_the_mounts(tmp_path):
+    args = parser().parse_args(["bkt", str(tmp_path), "--endpoint=http://s3.example:9000"])
+    config = build_config(args, environ={"CWFS_MAX_ATTEMPTS": "3"}, home=tmp_path)
+    settings = config.store_settings
+    assert (settings.endpoint, settings.max_attempts) == (config.endpoint, 3)
+    assert settings.bucket == config.bucket and not settings.is_coreweave
+
