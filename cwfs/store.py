@@ -17,6 +17,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import AsyncIterator
 from typing import Any, Callable
 from urllib.parse import quote
 
@@ -255,6 +256,16 @@ class ObjectStore:
         ]
         prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
         return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
+
+    async def list_all(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object below ``prefix``, at any depth, a ListObjectsV2 page at a time."""
+        token = None
+        while True:
+            page = await self.list_page(prefix, token, delimiter="")
+            for info in page.objects:
+                yield info
+            if (token := page.next_token) is None:
+                return
 
     async def get_range(
         self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], bool] | None = None

@@ -79,12 +79,7 @@ async def _objects(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
         if info is not None:
             return [info]
         prefix += "/"
-    objects, token = [], None
-    while True:
-        page = await store.list_page(prefix, token, delimiter="")
-        objects.extend(page.objects)
-        if (token := page.next_token) is None:
-            return objects
+    return [info async for info in store.list_all(prefix)]
 
 
 class Progress:
