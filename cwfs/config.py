@@ -209,13 +209,18 @@ class Option:
             raise ConfigError(f"{source}={text!r}: {exc}") from None
 
 
-def option(default: Any, help: str, parse: Callable[[str], Any] = str, **details: Any) -> Any:
-    """Declare a `Config` field as a mount option (``default`` may be a zero-argument
-    callable given as ``factory=``)."""
-    spec = Option(help, parse, **{k: v for k, v in details.items() if k != "factory"})
-    if "factory" in details:
-        return field(default_factory=details["factory"], metadata={"option": spec})
-    return field(default=default, metadata={"option": spec})
+def option(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    factory: Callable[[], Any] | None = None,
+    **details: Any,
+) -> Any:
+    """Declare a `Config` field as a mount option; ``factory()``, if given, is its default."""
+    metadata = {"option": Option(help, parse, **details)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def _show_octal(mode: int) -> str:
@@ -227,7 +232,7 @@ def _show_size(size: int) -> str:
 
 
 def _size(
-    default: int, help: str, low: int = 1 << 20, high: float = math.inf, **details: Any
+    default: int | None, help: str, low: int = 1 << 20, high: float = math.inf, **details: Any
 ) -> Any:
     parse = bounded(parse_size, low, high, format_size)
     return option(default, help, parse, metavar="SIZE", show=_show_size, **details)
@@ -369,7 +374,7 @@ class Config:
         "unchanged files; costs a request per file stat'd, as s3fs and rclone mount do."
     )
     max_memory: int = _size(
-        0,
+        None,
         "memory for all read-ahead buffers together; readers share it.",
         factory=default_max_memory,
         default_text="RAM/8, 256M..4G",
