@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from cwfs import warm
-from cwfs.config import ConfigError, add_mount_arguments, build_config, state_dir
+from cwfs.config import Config, ConfigError, add_mount_arguments, build_config, state_dir
 from cwfs.warm import add_warm_arguments
 
 log = logging.getLogger("cwfs")
@@ -42,9 +42,9 @@ def _default_log_file(bucket: str) -> Path:
     return state / f"{bucket}.log"
 
 
-def _mount_in_background(argv: list[str], args: argparse.Namespace) -> int:
+def _mount_in_background(argv: list[str], config: Config) -> int:
     """Start the mount in a new session and wait until it reports ready or failed."""
-    log_file = args.log_file or _default_log_file(args.bucket)
+    log_file = config.log_file or _default_log_file(config.bucket)
     read_fd, write_fd = os.pipe()
     command = [sys.executable, "-m", "cwfs", *argv, "--foreground", "--log-file", str(log_file), "--ready-fd", str(write_fd)]
     child = subprocess.Popen(
@@ -69,10 +69,10 @@ def _mount(argv: list[str], args: argparse.Namespace) -> int:
         print(f"cwfs: {exc}", file=sys.stderr)
         return 2
     if not config.foreground:
-        return _mount_in_background(argv, args)
+        return _mount_in_background(argv, config)
 
     from cwfs.mount import serve
-    from cwfs.store import MountError
+    from cwfs.preflight import MountError
 
     setup_logging(config.log_level, config.log_file)
 

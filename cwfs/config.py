@@ -1,8 +1,11 @@
 """One immutable configuration, built once from CLI flags, environment and profile files.
 
-Precedence for every option: command-line flag, then ``CWFS_<OPTION>`` in the
-environment, then the profile's config file (endpoint, region, addressing style), then
-the default.
+Every mount option is defined once, as a field of `Config` with its `Option` (help,
+parser, metavar): the ``--flag``, the ``CWFS_<OPTION>`` environment variable and the
+table in docs/configuration.md all come from that definition, and a flag's text and a
+variable's text go through the same parser. Precedence for every option: command-line
+flag, then the environment, then the profile's config file (endpoint, region,
+addressing style), then the default.
 """
 
 from __future__ import annotations
@@ -11,14 +14,21 @@ import argparse
 import configparser
 import math
 import os
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 PRIMARY_ENDPOINT = "https://cwobject.com"
 LOTA_ENDPOINT = "http://cwlota.com"
 COREWEAVE_DOMAINS = ("cwobject.com", "cwlota.com")
 COREWEAVE_PROFILE = "cw"
+MIN_PART_SIZE = 5 << 20
+MAX_PART_SIZE = 5 << 30
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def state_dir() -> Path:
@@ -36,114 +46,15 @@ class ConfigError(ValueError):
     """The options cannot describe a working mount; the message says why."""
 
 
-@dataclass(frozen=True)
-class Config:
-    bucket: str
-    mountpoint: Path
-    prefix: str = ""
-    endpoint: str = PRIMARY_ENDPOINT
-    region: str | None = None
-    addressing_style: str = "virtual"
-    profile: str | None = None
-    credentials_file: Path | None = None
-    config_file: Path | None = None
-    read_only: bool = False
-    uid: int = os.getuid()
-    gid: int = os.getgid()
-    file_mode: int = 0o644
-    dir_mode: int = 0o755
-    allow_other: bool = False
-    foreground: bool = False
-    log_level: str = "INFO"
-    log_file: Path | None = None
-    metadata_ttl: float = 1.0
-    negative_ttl: float = 1.0
-    metadata_cache_entries: int = 100_000
-    max_concurrency: int = 64
-    max_attempts: int = 10
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    unmount_timeout: float = 20.0
-    fuse_tasks: int = 32
-    cache_dir: Path | None = None
-    cache_limit: int = 16 << 30
-    part_size: int = 50 << 20
-    upload_concurrency: int = 4
-    checksum: str = "crc32c"
-    conflict_retries: int = 5
-    rename_mode: str = "auto"
-    lota: str = "auto"
-    lota_endpoint: str = LOTA_ENDPOINT
-    read_part_size: int = 16 << 20
-    max_read_ahead: int = 64 << 20
-    direct_io: bool = False
-    exact_metadata: bool = False
-    max_memory: int = field(default_factory=lambda: default_max_memory())
-
-    @property
-    def is_coreweave(self) -> bool:
-        """Whether the endpoint is one of CoreWeave's (TLS 1.3, virtual-hosted only)."""
-        host = urlparse(self.endpoint).hostname or ""
-        return any(host == d or host.endswith("." + d) for d in COREWEAVE_DOMAINS)
+# Parsers: text (a flag's or a variable's) to a value; ValueError says what is wrong.
 
 
-def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the ``cwfs mount`` options; defaults stay None so env/profile can fill them."""
-    parser.add_argument("bucket", help="bucket to mount")
-    parser.add_argument("mountpoint", type=Path, help="directory to mount it on")
-    parser.add_argument("--endpoint", help=f"S3 endpoint URL (default {PRIMARY_ENDPOINT})")
-    parser.add_argument("--region", help="availability zone, e.g. US-EAST-04A")
-    parser.add_argument(
-        "--profile",
-        help=f"credentials profile (default: '{COREWEAVE_PROFILE}' when ~/.coreweave/cw.credentials exists)",
-    )
-    parser.add_argument("--addressing-style", choices=("virtual", "path"))
-    parser.add_argument("--prefix", help="mount only keys below this prefix, e.g. data/train/")
-    parser.add_argument("--read-only", action="store_true", default=None)
-    parser.add_argument("--uid", type=int)
-    parser.add_argument("--gid", type=int)
-    parser.add_argument("--file-mode", type=_octal, help="permission bits of files (octal, default 0644)")
-    parser.add_argument("--dir-mode", type=_octal, help="permission bits of directories (octal, default 0755)")
-    parser.add_argument("--allow-other", action="store_true", default=None)
-    parser.add_argument("--foreground", "-f", action="store_true", default=None)
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
-    parser.add_argument("--log-file", type=Path, help="log here (default: stderr in the foreground)")
-    parser.add_argument("--metadata-ttl", type=parse_ttl, help="seconds metadata is cached, or 'indefinite' (default 1)")
-    parser.add_argument("--negative-ttl", type=parse_ttl, help="seconds a missing name is cached, or 'indefinite' (default 1)")
-    parser.add_argument("--metadata-cache-entries", type=int, help="entries the metadata cache holds at most (default 100000)")
-    parser.add_argument("--max-concurrency", type=int, help="parallel S3 requests (default 64)")
-    parser.add_argument("--max-attempts", type=int, help="attempts per S3 request on throttling/5xx (default 10)")
-    parser.add_argument(
-        "--unmount-timeout", type=float, help="seconds SIGTERM waits for requests in flight before unmounting without them (default 20)"
-    )
-    parser.add_argument("--cache-dir", type=Path, help="where files being written are staged (default: a private directory per mount)")
-    parser.add_argument("--cache-limit", type=parse_size, help="staged bytes before writers wait (default 16G)")
-    parser.add_argument("--part-size", type=parse_size, help="multipart upload part size (default 50M, 5M..5G)")
-    parser.add_argument("--upload-concurrency", type=int, help="parts uploaded in parallel per file (default 4)")
-    parser.add_argument(
-        "--rename-mode", choices=("auto", "atomic", "copy"), help="RenameObject, copy+delete, or auto (default: by the bucket's versioning)"
-    )
-    parser.add_argument("--lota", choices=("auto", "on", "off"), help="read data through LOTA (default auto: when it answers)")
-    parser.add_argument("--lota-endpoint", help=f"LOTA endpoint URL (default {LOTA_ENDPOINT})")
-    parser.add_argument("--read-part-size", type=parse_size, help="size of each read-ahead GET (default 16M)")
-    parser.add_argument("--max-read-ahead", type=parse_size, help="read-ahead window of one sequential reader (default 64M)")
-    parser.add_argument(
-        "--direct-io", action="store_true", default=None, help="bypass the kernel page cache: less CPU and memory for large streaming reads"
-    )
-    parser.add_argument(
-        "--exact-metadata",
-        action="store_true",
-        default=None,
-        help="stat a file seen in a listing with HeadObject, for the mtime and mode stored with it (a request per file)",
-    )
-    parser.add_argument("--max-memory", type=parse_size, help="memory for all read-ahead buffers together (default RAM/8, 256M..4G)")
-    parser.add_argument("--checksum", choices=CHECKSUMS, type=str.lower, help="checksum sent with uploads (default crc32c)")
-
-
-CHECKSUMS = ("crc32c", "crc64nvme", "off")
-MIN_PART_SIZE = 5 << 20
-MAX_PART_SIZE = 5 << 30
-_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+def parse_bool(text: str) -> bool:
+    """A switch given as text (environment): 1/true/yes/on or 0/false/no/off, any case."""
+    word = text.strip().lower()
+    if word in _TRUE + _FALSE:
+        return word in _TRUE
+    raise ValueError(f"not a boolean: use one of {'/'.join(_TRUE)} or {'/'.join(_FALSE)}")
 
 
 def parse_ttl(text: str) -> float:
@@ -153,63 +64,475 @@ def parse_ttl(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds or 'indefinite': {text!r}") from None
+        raise ValueError("not a number of seconds or 'indefinite'") from None
 
 
 def parse_size(text: str) -> int:
     """``1048576``, ``512K``, ``50M``, ``16G``, ``1T`` (binary units) as a byte count."""
     value = text.strip().upper().removesuffix("B").removesuffix("I")
-    number, suffix = (value[:-1], value[-1]) if value and value[-1] in _SIZE_SUFFIXES else (value, "")
+    last = value[-1:]
+    number, suffix = (value[:-1], last) if last and last in _SIZE_SUFFIXES else (value, "")
     try:
         return int(float(number) * _SIZE_SUFFIXES[suffix])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+        raise ValueError("not a size") from None
 
 
-_ENV_TYPES = {
-    "read_only": "bool",
-    "allow_other": "bool",
-    "foreground": "bool",
-    "uid": int,
-    "gid": int,
-    "file_mode": "octal",
-    "dir_mode": "octal",
-    "metadata_ttl": parse_ttl,
-    "negative_ttl": parse_ttl,
-    "metadata_cache_entries": int,
-    "max_concurrency": int,
-    "max_attempts": int,
-    "unmount_timeout": float,
-    "log_file": Path,
-    "cache_dir": Path,
-    "cache_limit": parse_size,
-    "part_size": parse_size,
-    "upload_concurrency": int,
-    "read_part_size": parse_size,
-    "max_read_ahead": parse_size,
-    "direct_io": "bool",
-    "exact_metadata": "bool",
-    "max_memory": parse_size,
-}
+def format_size(size: int) -> str:
+    """A byte count in the largest binary unit that divides it, as `parse_size` reads it."""
+    for suffix, unit in reversed(_SIZE_SUFFIXES.items()):
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    raise AssertionError("every size is a whole number of bytes")
 
 
-def _octal(text: str) -> int:
-    return int(text, 8)
-
-
-def _from_env(name: str, environ: dict[str, str]) -> object | None:
-    raw = environ.get("CWFS_" + name.upper())
-    if raw is None or raw == "":
-        return None
-    kind = _ENV_TYPES.get(name, str)
+def parse_int(text: str) -> int:
+    """A whole number in decimal."""
     try:
-        if kind == "bool":
-            return raw.lower() in ("1", "true", "yes", "on")
-        if kind == "octal":
-            return _octal(raw)
-        return kind(raw)  # type: ignore[operator]
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        raise ConfigError(f"CWFS_{name.upper()}={raw!r}: {exc}") from None
+        return int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+
+
+def parse_float(text: str) -> float:
+    """A number of seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
+def parse_octal(text: str) -> int:
+    """Permission bits in octal, as chmod takes them (``644``, ``0644``, ``0o644``)."""
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ValueError("not an octal number") from None
+
+
+def parse_url(text: str) -> str:
+    """An http(s) URL with a host: what botocore can send requests to."""
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("must be an http(s) URL")
+    return text
+
+
+def bounded(
+    parse: Callable[[str], Any],
+    low: float,
+    high: float = math.inf,
+    show: Callable[[Any], str] = str,
+) -> Callable[[str], Any]:
+    """``parse``, refusing values outside ``low..high`` (as ``show`` writes them)."""
+
+    def parse_bounded(text: str) -> Any:
+        value = parse(text)
+        if not low <= value <= high:
+            if high < math.inf:
+                raise ValueError(f"must be between {show(low)} and {show(high)}")
+            raise ValueError(f"must be at least {show(low)}" if low else "must not be negative")
+        return value
+
+    return parse_bounded
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few words, in any case; returns the word as ``values`` spells it."""
+
+    values: tuple[str, ...]
+
+    def __call__(self, text: str) -> str:
+        for value in self.values:
+            if text.strip().lower() == value.lower():
+                return value
+        raise ValueError(f"must be one of {', '.join(self.values)}")
+
+
+def _show(value: object) -> str:
+    """A default as the docs and ``--help`` show it."""
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``cwfs mount`` option: its flag, its ``CWFS_`` variable and its row in the docs.
+
+    ``name`` and ``default`` are those of the `Config` field the option is declared on.
+    ``help`` is the docs' text too (markdown). A `parse_bool` option is a switch flag.
+    """
+
+    help: str
+    parse: Callable[[str], Any] = str
+    metavar: str = ""
+    show: Callable[[Any], str] = _show
+    default_text: str = ""  # when the default is no constant, e.g. "the mounting user"
+    aliases: tuple[str, ...] = ()
+    name: str = ""
+    default: Any = None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return ("--" + self.name.replace("_", "-"), *self.aliases)
+
+    @property
+    def env(self) -> str:
+        return "CWFS_" + self.name.upper()
+
+    @property
+    def is_switch(self) -> bool:
+        return self.parse is parse_bool
+
+    @property
+    def value_name(self) -> str:
+        """What the flag takes, e.g. ``SIZE`` or ``auto|on|off``; empty for a switch."""
+        if self.metavar or self.is_switch:
+            return self.metavar
+        return "|".join(self.parse.values) if isinstance(self.parse, Choice) else "VALUE"
+
+    @property
+    def default_doc(self) -> str:
+        return self.default_text or self.show(self.default)
+
+    def convert(self, text: str, source: str) -> Any:
+        """The value of ``text`` given as ``source`` (a flag, a variable, a file)."""
+        try:
+            return self.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{source}={text!r}: {exc}") from None
+
+
+def option(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    factory: Callable[[], Any] | None = None,
+    **details: Any,
+) -> Any:
+    """Declare a `Config` field as a mount option; ``factory()``, if given, is its default."""
+    metadata = {"option": Option(help, parse, **details)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _show_octal(mode: int) -> str:
+    return f"`0{mode:o}`"
+
+
+def _show_size(size: int) -> str:
+    return f"`{format_size(size)}`"
+
+
+def _size(
+    default: int | None, help: str, low: int = 1 << 20, high: float = math.inf, **details: Any
+) -> Any:
+    parse = bounded(parse_size, low, high, format_size)
+    return option(default, help, parse, metavar="SIZE", show=_show_size, **details)
+
+
+def _count(default: int, help: str, low: int = 1) -> Any:
+    return option(default, help, bounded(parse_int, low), metavar="N")
+
+
+def _seconds(default: float, help: str, parse: Callable[[str], float] = parse_float) -> Any:
+    return option(default, help, bounded(parse, 0), metavar="SECONDS")
+
+
+def _switch(help: str, **details: Any) -> Any:
+    return option(False, help, parse_bool, **details)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one mount needs, validated; its option fields are the mount options."""
+
+    bucket: str
+    mountpoint: Path
+    endpoint: str = option(
+        PRIMARY_ENDPOINT,
+        "S3 endpoint. CoreWeave's primary endpoint requires TLS 1.3: checked at mount with a "
+        "handshake to `<bucket>.cwobject.com` that refuses anything older.",
+        parse_url,
+        metavar="URL",
+    )
+    region: str | None = option(
+        None,
+        "signing region; CoreWeave uses the availability zone name, e.g. `US-EAST-04A`.",
+        metavar="AZ",
+        default_text="from the profile, else `us-east-1`",
+    )
+    profile: str | None = option(
+        None,
+        "credentials/config profile, looked up in the CoreWeave files first, then `~/.aws/`.",
+        metavar="NAME",
+        default_text="`cw` when `~/.coreweave/cw.credentials` exists",
+    )
+    addressing_style: str = option(
+        "virtual",
+        "CoreWeave endpoints (`*.cwobject.com`, `*.cwlota.com`) accept virtual-hosted "
+        "addressing only; `path` is refused for them and meant for local test servers.",
+        Choice(("virtual", "path")),
+    )
+    prefix: str = option("", "mount only the keys below `P/`.", metavar="P/")
+    read_only: bool = _switch(
+        "mount read-only: every write fails with EROFS and no write request is made."
+    )
+    uid: int = option(
+        os.getuid(),
+        "owner shown for every file and directory.",
+        parse_int,
+        metavar="UID",
+        default_text="the mounting user",
+    )
+    gid: int = option(
+        os.getgid(),
+        "group shown for every file and directory.",
+        parse_int,
+        metavar="GID",
+        default_text="the mounting user's group",
+    )
+    file_mode: int = option(
+        0o644,
+        "permission bits shown for files (octal).",
+        parse_octal,
+        metavar="MODE",
+        show=_show_octal,
+    )
+    dir_mode: int = option(
+        0o755,
+        "permission bits shown for directories (octal).",
+        parse_octal,
+        metavar="MODE",
+        show=_show_octal,
+    )
+    allow_other: bool = _switch(
+        "let other users access the mount (needs `user_allow_other` in `/etc/fuse.conf` for "
+        "non-root)."
+    )
+    foreground: bool = _switch("stay attached; log to stderr unless `--log-file`.", aliases=("-f",))
+    log_level: str = option(
+        "INFO",
+        "how much to log. boto3/botocore never log below INFO (their debug output carries "
+        "request headers).",
+        Choice(("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+    log_file: Path | None = option(
+        None,
+        "where logs go.",
+        Path,
+        metavar="PATH",
+        default_text="stderr in the foreground, `~/.local/state/cwfs/<bucket>.log` in the "
+        "background",
+    )
+    metadata_ttl: float = _seconds(
+        1.0,
+        "seconds attributes and directory listings are trusted (also the kernel's entry and "
+        "attribute timeouts); `indefinite` for data nobody else changes.",
+        parse_ttl,
+    )
+    negative_ttl: float = _seconds(
+        1.0, "seconds a missing name is remembered; `indefinite` allowed.", parse_ttl
+    )
+    metadata_cache_entries: int = _count(
+        100_000,
+        "entries each metadata cache (attributes, missing names, listings) holds at most.",
+    )
+    lota: str = option(
+        "auto",
+        "read data through LOTA: when it answers at mount, always, or never.",
+        Choice(("auto", "on", "off")),
+    )
+    lota_endpoint: str = option(
+        LOTA_ENDPOINT,
+        "the LOTA endpoint (virtual-hosted: `<bucket>.cwlota.com`).",
+        parse_url,
+        metavar="URL",
+    )
+    read_part_size: int = _size(
+        16 << 20, "the largest read-ahead GET (LOTA wants 15 MB or more per request)."
+    )
+    max_read_ahead: int = _size(64 << 20, "the read-ahead window of one sequential reader at most.")
+    direct_io: bool = _switch(
+        "bypass the kernel page cache: a read goes to cwfs's read-ahead as the application "
+        "asked it, with no copy into the page cache. Less CPU and memory for large streaming "
+        "reads (training data read once, in blocks of 128 KiB or more), and one GET per random "
+        "read (two with the page cache, when the read is not page-aligned); but nothing is kept "
+        "for a second pass, small reads each cost a FUSE round trip, and shared `mmap` fails "
+        "with ENODEV. s3fs (`-o direct_io`) and rclone (`--direct-io`) offer the same."
+    )
+    exact_metadata: bool = _switch(
+        "`stat` of a file known only from a listing sends a HeadObject for the mtime and mode "
+        "stored with it (listings carry no user metadata). Makes `rsync -a` between mounts skip "
+        "unchanged files; costs a request per file stat'd, as s3fs and rclone mount do."
+    )
+    max_memory: int = _size(
+        None,
+        "memory for all read-ahead buffers together; readers share it.",
+        factory=default_max_memory,
+        default_text="RAM/8, 256M..4G",
+    )
+    max_concurrency: int = _count(
+        64, "parallel S3 requests (worker threads and HTTP connections)."
+    )
+    max_attempts: int = _count(
+        10,
+        "attempts per request on throttling (`SlowDown`/503), 5xx and connection errors, with "
+        "exponential back-off and jitter; then the call fails with EIO and the S3 code in the "
+        "log.",
+    )
+    connect_timeout: float = _seconds(
+        10.0, "seconds to wait for a connection to the endpoint before the attempt fails."
+    )
+    read_timeout: float = _seconds(
+        60.0, "seconds to wait for bytes of a response before the attempt fails."
+    )
+    fuse_tasks: int = _count(32, "FUSE requests served concurrently.")
+    cache_dir: Path | None = option(
+        None,
+        "where files being written are staged until uploaded; data that could not be uploaded "
+        "stays here.",
+        Path,
+        metavar="DIR",
+        default_text="a private 0700 directory per mount in `~/.cache/cwfs/`",
+    )
+    cache_limit: int = _size(
+        16 << 30,
+        "staged bytes before writers wait for uploads (`K`, `M`, `G`, `T`: binary units).",
+    )
+    part_size: int = _size(
+        50 << 20,
+        "multipart part size, and the largest file sent as one PutObject (5M..5G, S3's limits).",
+        MIN_PART_SIZE,
+        MAX_PART_SIZE,
+    )
+    upload_concurrency: int = _count(
+        4, "parts uploaded in parallel, over all files (each holds one part in memory)."
+    )
+    conflict_retries: int = _count(
+        5,
+        "retries of a conditional upload answered 409 ConditionalRequestConflict (another "
+        "write to the key was in flight).",
+        low=0,
+    )
+    rename_mode: str = option(
+        "auto",
+        "`auto`: RenameObject, or CopyObject + DeleteObject on a bucket that has had versioning "
+        "(read at mount) or once the store refuses RenameObject; `atomic`: RenameObject only, "
+        "renames fail with ENOTSUP where it is not allowed; `copy`: always copy + delete (not "
+        "atomic).",
+        Choice(("auto", "atomic", "copy")),
+    )
+    checksum: str = option(
+        "crc32c",
+        "the checksum cwfs computes and sends with every object and part. Use `off` for a store "
+        "that rejects checksum headers.",
+        Choice(("crc32c", "crc64nvme", "off")),
+    )
+    unmount_timeout: float = _seconds(
+        20.0,
+        "how long SIGINT/SIGTERM wait for requests in flight (uploads on close) before "
+        "unmounting without them; a second signal stops waiting. The process then exits with "
+        "status 3, the writers still waiting get an error, and their data stays in the cache "
+        "directory. Below Kubernetes' 30 s grace period, so the mount point is not left dead by "
+        "SIGKILL.",
+    )
+    credentials_file: Path | None = None  # from the profile (see `_resolve`), no option
+    config_file: Path | None = None
+
+    @property
+    def store_settings(self) -> StoreSettings:
+        """What the mount's object store needs of this configuration."""
+        return StoreSettings(**{f.name: getattr(self, f.name) for f in fields(StoreSettings)})
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What the store layer needs to reach a bucket: endpoints, credentials, limits.
+
+    A part of `Config`, so that a command that mounts nothing (``cwfs warm``) can make
+    one without a mount point.
+    """
+
+    bucket: str
+    endpoint: str
+    lota_endpoint: str
+    region: str | None
+    addressing_style: str
+    profile: str | None
+    credentials_file: Path | None
+    config_file: Path | None
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+    max_concurrency: int
+
+    @property
+    def is_coreweave(self) -> bool:
+        """Whether the endpoint is one of CoreWeave's (TLS 1.3, virtual-hosted only)."""
+        host = urlparse(self.endpoint).hostname or ""
+        return any(host == d or host.endswith("." + d) for d in COREWEAVE_DOMAINS)
+
+    def via_lota(self, max_attempts: int) -> StoreSettings:
+        """The same bucket through the LOTA endpoint, giving up after ``max_attempts``."""
+        return replace(self, endpoint=self.lota_endpoint, max_attempts=max_attempts)
+
+
+def _options() -> tuple[Option, ...]:
+    return tuple(
+        replace(spec, name=f.name, default=None if f.default is MISSING else f.default)
+        for f in fields(Config)
+        if (spec := f.metadata.get("option")) is not None
+    )
+
+
+OPTIONS = _options()
+"""Every mount option, in the order of `Config`, ``--help`` and the docs table."""
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``cwfs mount``'s arguments: the bucket, the mount point, every option."""
+    parser.add_argument("bucket", help="bucket to mount")
+    parser.add_argument("mountpoint", type=Path, help="directory to mount it on")
+    add_options(parser, [spec.name for spec in OPTIONS])
+
+
+def add_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """Declare the flags of the options ``names``, one per `Option`.
+
+    Flags keep their text (None when absent), switches the text ``1``: `build_config`
+    and `store_settings` parse them exactly as they parse the ``CWFS_`` variables.
+    """
+    for spec in (_BY_NAME[name] for name in names):
+        text = f"{spec.help} Default: {spec.default_doc}. Environment: {spec.env}."
+        text = text.replace("`", "").replace("%", "%%")
+        if spec.is_switch:
+            kind: dict[str, Any] = {"action": "store_const", "const": "1"}
+        else:
+            kind = {"metavar": spec.value_name}
+        parser.add_argument(*spec.flags, dest=spec.name, help=text, **kind)
+
+
+def _given(spec: Option, args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+    """The option's value from its flag, else from its variable, else None.
+
+    Options without a flag in ``args`` (commands other than ``cwfs mount``) stay None.
+    """
+    if not hasattr(args, spec.name):
+        return None
+    text = getattr(args, spec.name)
+    if text is not None:
+        return spec.convert(text, spec.flags[0])
+    text = environ.get(spec.env, "")
+    return spec.convert(text, spec.env) if text else None
 
 
 def _coreweave_files(home: Path) -> tuple[Path, Path]:
@@ -217,7 +540,7 @@ def _coreweave_files(home: Path) -> tuple[Path, Path]:
     return base / "cw.credentials", base / "cw.config"
 
 
-def _profile_settings(config_file: Path | None, profile: str | None) -> dict[str, str]:
+def _profile_settings(config_file: Path | None, profile: str | None) -> dict[str, Any]:
     """Endpoint, region and addressing style from an AWS-format config file, if any."""
     if config_file is None or not config_file.is_file():
         return {}
@@ -228,57 +551,89 @@ def _profile_settings(config_file: Path | None, profile: str | None) -> dict[str
     if not parser.has_section(section):
         return {}
     values = dict(parser[section])
-    settings = {}
-    if "endpoint_url" in values:
-        settings["endpoint"] = values["endpoint_url"]
-    if "region" in values:
-        settings["region"] = values["region"]
+    texts = {"endpoint": values.get("endpoint_url"), "region": values.get("region")}
     for line in values.get("s3", "").splitlines():
         key, _, value = line.partition("=")
-        if key.strip() == "addressing_style" and value.strip():
-            settings["addressing_style"] = value.strip()
-    return settings
+        if key.strip() == "addressing_style":
+            texts["addressing_style"] = value.strip()
+    source = f"{config_file} [{section}]"
+    return {
+        key: _BY_NAME[key].convert(text, f"{source} {key}") for key, text in texts.items() if text
+    }
 
 
-def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None, home: Path | None = None) -> Config:
-    """Merge flags, ``CWFS_*`` environment and profile files into one validated Config."""
-    environ = dict(os.environ if environ is None else environ)
-    home = home or Path(environ.get("HOME", str(Path.home())))
-    values: dict[str, object] = {}
-    for name in (f.name for f in fields(Config)):
-        value = getattr(args, name, None)
-        if value is None and name not in ("bucket", "mountpoint"):
-            value = _from_env(name, environ)
-        if value is not None:
-            values[name] = value
-
+def _credential_files(
+    values: dict[str, Any], environ: Mapping[str, str], home: Path
+) -> dict[str, Any]:
+    """The profile and the files to take it from: CoreWeave's when they define it."""
     cw_credentials, cw_config = _coreweave_files(home)
     profile = values.get("profile") or environ.get("AWS_PROFILE")
-    credentials_file = config_file = None
     if profile is None and cw_credentials.is_file() and not _has_env_keys(environ):
         profile = COREWEAVE_PROFILE
-    if profile is not None and cw_credentials.is_file() and _file_has_profile(cw_credentials, str(profile)):
-        credentials_file, config_file = cw_credentials, cw_config
-    if profile is not None:
-        values["profile"] = profile
-    values["credentials_file"] = credentials_file
-    values["config_file"] = config_file
-    standard_config = Path(environ.get("AWS_CONFIG_FILE", home / ".aws" / "config"))
-    for key, value in _profile_settings(config_file or standard_config, profile).items():
-        values.setdefault(key, value)
+    found = {"profile": profile, "credentials_file": None, "config_file": None}
+    if profile is not None and _file_has_profile(cw_credentials, profile):
+        found.update(credentials_file=cw_credentials, config_file=cw_config)
+    return found
 
-    values["mountpoint"] = Path(values["mountpoint"]).resolve()  # type: ignore[arg-type]  # as the mount table shows it
-    values["prefix"] = _normalise_prefix(str(values.get("prefix", "")))
-    config = Config(**values)  # type: ignore[arg-type]
-    _validate(config)
+
+def _resolve(
+    args: argparse.Namespace, environ: Mapping[str, str] | None, home: Path | None
+) -> dict[str, Any]:
+    """The options given by flags, ``CWFS_*`` environment and profile files, parsed."""
+    environ = os.environ if environ is None else environ
+    home = home or Path(environ.get("HOME", str(Path.home())))
+    given = {spec.name: _given(spec, args, environ) for spec in OPTIONS}
+    values = {name: value for name, value in given.items() if value is not None}
+    values.update(_credential_files(values, environ, home))
+    standard_config = Path(environ.get("AWS_CONFIG_FILE", home / ".aws" / "config"))
+    profile_file = values["config_file"] or standard_config
+    for key, value in _profile_settings(profile_file, values["profile"]).items():
+        values.setdefault(key, value)
+    return values
+
+
+def build_config(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, home: Path | None = None
+) -> Config:
+    """Merge flags, ``CWFS_*`` environment and profile files into one validated Config."""
+    values = _resolve(args, environ, home)
+    values["prefix"] = _normalise_prefix(values.get("prefix", ""))
+    mountpoint = Path(args.mountpoint).resolve()  # as the mount table shows it
+    config = Config(bucket=args.bucket, mountpoint=mountpoint, **values)
+    _check_addressing(config.store_settings)
+    if not config.mountpoint.is_dir():
+        raise ConfigError(f"mount point {config.mountpoint} is not a directory")
     return config
 
 
-def _has_env_keys(environ: dict[str, str]) -> bool:
+def store_settings(
+    bucket: str,
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> StoreSettings:
+    """Settings to reach ``bucket`` for a command that mounts nothing (``cwfs warm``).
+
+    As for a mount: the flags ``args`` has, then the ``CWFS_`` variables, then the
+    profile files, then the defaults; other options' variables are not read.
+    """
+    names = [f.name for f in fields(StoreSettings) if f.name in _BY_NAME]
+    given = argparse.Namespace(**{n: getattr(args, n, None) for n in names})
+    values = _resolve(given, environ, home)
+    chosen = {n: values.get(n, _BY_NAME[n].default) for n in names}
+    files = {n: values[n] for n in ("credentials_file", "config_file")}
+    settings = StoreSettings(bucket, **chosen, **files)
+    _check_addressing(settings)
+    return settings
+
+
+def _has_env_keys(environ: Mapping[str, str]) -> bool:
     return bool(environ.get("ACCESS_KEY_ID") and environ.get("SECRET_ACCESS_KEY"))
 
 
 def _file_has_profile(path: Path, profile: str) -> bool:
+    if not path.is_file():
+        return False
     parser = configparser.ConfigParser()
     parser.read(path)
     return parser.has_section(profile)
@@ -289,24 +644,9 @@ def _normalise_prefix(prefix: str) -> str:
     return prefix + "/" if prefix else ""
 
 
-def _validate(config: Config) -> None:
-    parsed = urlparse(config.endpoint)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"--endpoint must be an http(s) URL, got {config.endpoint!r}")
-    if config.addressing_style not in ("virtual", "path"):
-        raise ConfigError(f"addressing style must be virtual or path, got {config.addressing_style!r}")
-    if config.is_coreweave and config.addressing_style != "virtual":
-        raise ConfigError("CoreWeave endpoints accept virtual-hosted addressing only: drop --addressing-style path")
-    if not config.mountpoint.is_dir():
-        raise ConfigError(f"mount point {config.mountpoint} is not a directory")
-    for name in ("metadata_ttl", "negative_ttl", "unmount_timeout"):
-        if getattr(config, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
-    if min(config.max_concurrency, config.max_attempts, config.upload_concurrency) < 1:
-        raise ConfigError("--max-concurrency, --max-attempts and --upload-concurrency must be at least 1")
-    if not MIN_PART_SIZE <= config.part_size <= MAX_PART_SIZE:
-        raise ConfigError(f"--part-size must be between 5M and 5G (S3's limits), got {config.part_size}")
-    if min(config.read_part_size, config.max_read_ahead, config.max_memory) < 1 << 20:
-        raise ConfigError("--read-part-size, --max-read-ahead and --max-memory must be at least 1M")
-    if config.checksum not in CHECKSUMS:
-        raise ConfigError(f"--checksum must be one of {', '.join(CHECKSUMS)}")
+def _check_addressing(settings: StoreSettings) -> None:
+    if settings.is_coreweave and settings.addressing_style != "virtual":
+        raise ConfigError(
+            "CoreWeave endpoints accept virtual-hosted addressing only: "
+            "drop --addressing-style path"
+        )

@@ -21,9 +21,10 @@ from cwfs.lota import ReadEndpoint, lota_address, reachable
 from cwfs.memory import MemoryBudget, tune_malloc_for_read_buffers
 from cwfs.mounts import write_record
 from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher
+from cwfs.preflight import MountError, check_mountable
 from cwfs.rename import Renamer
 from cwfs.staging import StagingArea, create_cache_dir
-from cwfs.store import MountError, ObjectStore
+from cwfs.store import ObjectStore
 from cwfs.upload import Uploader
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ async def _read_endpoint(config: Config, primary: ObjectStore) -> ReadEndpoint:
     if config.lota != "off":
         address = lota_address(config.lota_endpoint, config.bucket, config.addressing_style)
         if config.lota == "on" or await trio.to_thread.run_sync(reachable, *address):
-            lota = ObjectStore(config, endpoint=config.lota_endpoint, max_attempts=LOTA_ATTEMPTS)
+            lota = ObjectStore(config.store_settings.via_lota(LOTA_ATTEMPTS))
             log.info("reading data through LOTA at %s (%s:%d)", config.lota_endpoint, *address)
         else:
             log.info("LOTA (%s:%d) is not reachable: reading from %s", *address, config.endpoint)
@@ -88,8 +89,8 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
     cannot be mounted.
     """
     try:
-        store = ObjectStore(config)
-        await trio.to_thread.run_sync(store.check_mountable)
+        store = ObjectStore(config.store_settings)
+        await trio.to_thread.run_sync(check_mountable, config.store_settings, config.prefix)
         versioned = not config.read_only and config.rename_mode != "copy" and await store.versioning_status() is not None
         reads = await _read_endpoint(config, store)
     except MountError as exc:

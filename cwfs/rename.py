@@ -68,7 +68,7 @@ class Renamer:
         Returns how many objects moved. Safe to repeat after a failure: what already
         moved is no longer below the source.
         """
-        objects = await self._list_all(source_prefix)
+        objects = [info async for info in self._store.list_all(source_prefix)]
         marker = next((o for o in objects if o.key == source_prefix), None)
         contents = [o for o in objects if o.key != source_prefix]
         moved = 0
@@ -96,13 +96,3 @@ class Renamer:
         if len(objects) > 100:
             log.info("renamed %r to %r: %d objects", source_prefix, dest_prefix, len(objects))
         return moved
-
-    async def _list_all(self, prefix: str) -> list[ObjectInfo]:
-        objects: list[ObjectInfo] = []
-        token = None
-        while True:
-            page = await self._store.list_page(prefix, token, delimiter="")
-            objects.extend(page.objects)
-            token = page.next_token
-            if token is None:
-                return objects

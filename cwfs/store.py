@@ -1,4 +1,7 @@
-"""The object-store client: the only module that talks to S3 (boto3).
+"""The object-store client: the only module that talks to S3 for the filesystem.
+
+Its neighbours in the store layer also import boto3: `cwfs.credentials` builds the
+session, `cwfs.preflight` probes the bucket once before a mount.
 
 Every call runs in a worker thread through one bounded helper (`ObjectStore._call`), so
 the trio thread never blocks; botocore retries throttling, 5xx and connection errors
@@ -11,22 +14,19 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
-import os
-import socket
-import ssl
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import AsyncIterator
 from typing import Any, Callable
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
-import boto3
 import botocore.config
-import botocore.session
 import botocore.utils
 import trio
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, NoCredentialsError
 
-from cwfs.config import Config
+from cwfs.config import StoreSettings
+from cwfs.credentials import build_session
 from cwfs.errors import ObjectMissing, ReadStopped, RenameUnsupported, StoreAccessDenied, StoreError, StoreUnavailable, store_error
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,6 @@ def _rename_unsupported(exc: StoreError) -> bool:
         return True
     text = exc.message.lower()
     return exc.code in ("InvalidRequest", "InvalidArgument", "NotSupported") and ("support" in text or "version" in text)
-
-
-class MountError(Exception):
-    """The bucket cannot be mounted; the message is meant for the user."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +105,8 @@ def _checksum_params(checksum: Checksum | None) -> dict[str, str]:
 def timestamp_seconds(value: str | None) -> float:
     """Seconds since the epoch of an S3 timestamp: ISO 8601 in bodies, RFC 7231 in headers.
 
-    botocore is told to leave timestamps as text (`_build_session`): its general parser
-    took half the CPU time of listing 10,000 keys.
+    botocore is told to leave timestamps as text (`cwfs.credentials.build_session`): its
+    general parser took half the CPU time of listing 10,000 keys.
     """
     if not value:
         return 0.0
@@ -133,29 +129,15 @@ def _no_expect_for_small_bodies(params: dict[str, Any], **_: Any) -> None:  # af
         del headers["Expect"]
 
 
-def _build_session(config: Config) -> boto3.Session:
-    """Credentials: CoreWeave's conventions first, then the standard AWS chain."""
-    core = botocore.session.Session()
-    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda text: text)
-    if config.credentials_file is not None:
-        core.set_config_variable("credentials_file", str(config.credentials_file))
-    if config.config_file is not None:
-        core.set_config_variable("config_file", str(config.config_file))
-    if config.profile is not None:
-        core.set_config_variable("profile", config.profile)
-    elif os.environ.get("ACCESS_KEY_ID") and os.environ.get("SECRET_ACCESS_KEY"):
-        core.set_credentials(os.environ["ACCESS_KEY_ID"], os.environ["SECRET_ACCESS_KEY"])
-    return boto3.Session(botocore_session=core)
-
-
-def _client_config(config: Config, max_attempts: int, connect_timeout: float) -> botocore.config.Config:
+def client_config(settings: StoreSettings) -> botocore.config.Config:
+    """botocore's settings for a client of ``settings``' endpoint: retries, pool, timeouts."""
     return botocore.config.Config(
-        region_name=config.region or DEFAULT_REGION,
-        s3={"addressing_style": config.addressing_style},
-        retries={"mode": "standard", "max_attempts": max_attempts},
-        max_pool_connections=config.max_concurrency,
-        connect_timeout=connect_timeout,
-        read_timeout=config.read_timeout,
+        region_name=settings.region or DEFAULT_REGION,
+        s3={"addressing_style": settings.addressing_style},
+        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        max_pool_connections=settings.max_concurrency,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
         tcp_keepalive=True,
         # cwfs computes and sends its own checksums (--checksum); botocore adds none.
         request_checksum_calculation="when_required",
@@ -163,40 +145,16 @@ def _client_config(config: Config, max_attempts: int, connect_timeout: float) ->
     )
 
 
-def require_tls13(host: str, port: int, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> None:
-    """Fail unless ``host:port`` completes a TLS 1.3 handshake.
-
-    OpenSSL negotiates the highest version both sides offer, so once this probe
-    succeeds every botocore connection to the endpoint uses TLS 1.3 as well.
-    """
-    if not ssl.HAS_TLSv1_3:
-        raise MountError(f"this Python's OpenSSL ({ssl.OPENSSL_VERSION}) cannot speak TLS 1.3, which {host} requires")
-    context = context or ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            with context.wrap_socket(sock, server_hostname=host):
-                pass
-    except ssl.SSLError as exc:
-        raise MountError(f"{host}:{port} did not complete a TLS 1.3 handshake ({exc.reason}); CoreWeave's endpoint requires TLS 1.3") from None
-    except OSError as exc:
-        raise MountError(f"cannot reach {host}:{port}: {exc}") from None
-
-
 class ObjectStore:
     """Async facade over one bucket (and an optional key prefix) of an S3 endpoint."""
 
-    def __init__(self, config: Config, endpoint: str | None = None, max_attempts: int | None = None) -> None:
-        self.bucket = config.bucket
-        self._config = config
-        self._session = _build_session(config)
-        self._client = self._session.client(
-            "s3",
-            endpoint_url=endpoint or config.endpoint,
-            config=_client_config(config, max_attempts or config.max_attempts, config.connect_timeout),
+    def __init__(self, settings: StoreSettings) -> None:
+        self.bucket = settings.bucket
+        self._client = build_session(settings).client(
+            "s3", endpoint_url=settings.endpoint, config=client_config(settings)
         )
         self._client.meta.events.register_last("before-call.s3", _no_expect_for_small_bodies)
-        self._limiter = trio.CapacityLimiter(config.max_concurrency)
+        self._limiter = trio.CapacityLimiter(settings.max_concurrency)
 
     async def _call(self, op: str, key: str, method: Callable[..., Any], **params: Any) -> Any:
         """Run one boto3 call in a worker thread, bounded, and type its failure."""
@@ -236,6 +194,16 @@ class ObjectStore:
         ]
         prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
         return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
+
+    async def list_all(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object below ``prefix``, at any depth, a ListObjectsV2 page at a time."""
+        token = None
+        while True:
+            page = await self.list_page(prefix, token, delimiter="")
+            for info in page.objects:
+                yield info
+            if (token := page.next_token) is None:
+                return
 
     async def get_range(
         self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], bool] | None = None
@@ -373,35 +341,3 @@ class ObjectStore:
             log.warning("cannot read the bucket's versioning state (%s): assuming it never had versioning", exc.code)
             return None
         return resp.get("Status")
-
-    def check_mountable(self) -> None:
-        """Fail fast, with a message for the user, if the bucket cannot be listed.
-
-        Blocking; called once before the filesystem starts, with few retries so a
-        wrong bucket, endpoint or key pair is reported in seconds.
-        """
-        config = self._config
-        endpoint = urlparse(config.endpoint)
-        if config.is_coreweave and endpoint.scheme == "https":
-            require_tls13(f"{config.bucket}.{endpoint.hostname}", endpoint.port or 443, config.connect_timeout)
-        probe = self._session.client("s3", endpoint_url=config.endpoint, config=_client_config(config, 2, min(config.connect_timeout, 5.0)))
-        where = f"bucket {config.bucket!r} at {config.endpoint}"
-        try:
-            probe.list_objects_v2(Bucket=config.bucket, Prefix=config.prefix, MaxKeys=1)
-        except NoCredentialsError:
-            raise MountError(
-                "no credentials found: set ACCESS_KEY_ID/SECRET_ACCESS_KEY, create the 'cw' profile in "
-                "~/.coreweave/cw.credentials, or use --profile"
-            ) from None
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "Unknown")
-            message = exc.response.get("Error", {}).get("Message", "")
-            if code == "NoSuchBucket":
-                raise MountError(f"{where} does not exist (NoSuchBucket)") from None
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise MountError(f"the credentials were rejected by {config.endpoint} ({code}): check the access key and secret") from None
-            if code in ("AccessDenied", "403"):
-                raise MountError(f"access denied listing {where} (needs s3:ListBucket)") from None
-            raise MountError(f"cannot list {where}: {code} {message}".rstrip()) from None
-        except BotoCoreError as exc:
-            raise MountError(f"cannot reach {config.endpoint}: {exc}") from None

@@ -21,7 +21,7 @@ from pathlib import Path
 import trio
 
 from cwfs import mounts
-from cwfs.config import LOTA_ENDPOINT, Config, build_config
+from cwfs.config import ConfigError, StoreSettings, add_options, store_settings
 from cwfs.errors import StoreError
 from cwfs.store import ObjectInfo, ObjectStore
 from cwfs.tasks import gather
@@ -29,6 +29,10 @@ from cwfs.tasks import gather
 log = logging.getLogger(__name__)
 
 LOTA_MIN_SIZE = 4_000_000  # LOTA caches objects of 4 MB or more
+LOTA_ATTEMPTS = 3
+# The mount options warm shares; given neither as flags nor by the mount, they come from
+# the environment, the profile files or the defaults, as for cwfs mount.
+OPTIONS = ("endpoint", "lota_endpoint", "profile", "region", "addressing_style")
 
 
 @dataclass
@@ -48,11 +52,7 @@ class Summary:
 
 def add_warm_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("targets", nargs="+", help="paths on a cwfs mount, or s3://bucket/prefix")
-    parser.add_argument("--endpoint", help="S3 endpoint for s3:// targets (default: the mount's, or https://cwobject.com)")
-    parser.add_argument("--lota-endpoint", help=f"LOTA endpoint (default: the mount's, or {LOTA_ENDPOINT})")
-    parser.add_argument("--profile", help="credentials profile (as for cwfs mount)")
-    parser.add_argument("--region")
-    parser.add_argument("--addressing-style", choices=("virtual", "path"))
+    add_options(parser, OPTIONS)  # for a path on a mount, the default is the mount's
     parser.add_argument("--concurrency", type=int, default=32, help="prestage requests in flight (default 32)")
 
 
@@ -68,11 +68,10 @@ def resolve(target: str) -> Target:
     return Target(record.bucket, key, record.settings)
 
 
-def _config(target: Target, args: argparse.Namespace) -> Config:
-    values = argparse.Namespace(bucket=target.bucket, mountpoint=Path("/"))
-    for name in ("endpoint", "region", "profile", "addressing_style", "lota_endpoint"):
-        setattr(values, name, getattr(args, name) or target.settings.get(name))
-    return build_config(values)
+def _settings(target: Target, args: argparse.Namespace) -> StoreSettings:
+    """The flags, else what the target's mount used, else as cwfs mount would choose."""
+    given = {name: getattr(args, name) or target.settings.get(name) for name in OPTIONS}
+    return store_settings(target.bucket, argparse.Namespace(**given))
 
 
 async def _objects(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
@@ -81,12 +80,7 @@ async def _objects(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
         if info is not None:
             return [info]
         prefix += "/"
-    objects, token = [], None
-    while True:
-        page = await store.list_page(prefix, token, delimiter="")
-        objects.extend(page.objects)
-        if (token := page.next_token) is None:
-            return objects
+    return [info async for info in store.list_all(prefix)]
 
 
 class Progress:
@@ -109,12 +103,11 @@ class Progress:
             print(("\r" if self._tty else "") + line, end="" if self._tty and self.done < self.total else "\n", file=sys.stderr, flush=True)
 
 
-async def warm(targets: list[Target], args: argparse.Namespace) -> Summary:
+async def warm(targets: list[tuple[Target, StoreSettings]], concurrency: int) -> Summary:
     summary = Summary()
-    for target in targets:
-        config = _config(target, args)
-        store = ObjectStore(config)
-        lota = ObjectStore(config, endpoint=config.lota_endpoint, max_attempts=3)
+    for target, settings in targets:
+        store = ObjectStore(settings)
+        lota = ObjectStore(settings.via_lota(LOTA_ATTEMPTS))
         objects = await _objects(store, target.prefix)
         large = [o for o in objects if o.size >= LOTA_MIN_SIZE]
         summary.skipped += len(objects) - len(large)
@@ -130,13 +123,19 @@ async def warm(targets: list[Target], args: argparse.Namespace) -> Summary:
                 log.error("could not pre-stage %r: %s", info.key, exc)
             progress.advance(info.size)
 
-        await gather([lambda info=info: prestage(info) for info in large], limiter=trio.CapacityLimiter(args.concurrency))
+        jobs = [lambda info=info: prestage(info) for info in large]
+        await gather(jobs, limiter=trio.CapacityLimiter(concurrency))
     return summary
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="cwfs warm: %(message)s")
-    summary = trio.run(warm, [resolve(t) for t in args.targets], args)
+    try:
+        targets = [(target, _settings(target, args)) for target in map(resolve, args.targets)]
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    summary = trio.run(warm, targets, args.concurrency)
     print(
         f"warmed {summary.warmed} objects ({summary.warmed_bytes / 2**30:.2f} GiB); "
         f"skipped {summary.skipped} smaller than 4 MB; {summary.errors} errors",

@@ -153,3 +153,29 @@ def test_coreweave_profile_files_supply_credentials(server, bucket, s3, tmp_path
     finally:
         unmount(mnt)
     _wait_unmounted_and_exited(mnt, f"cwfs mount {bucket} ")
+
+
+def test_options_from_the_environment_are_parsed_as_flags_are(server, bucket, tmp_path):
+    """Words in any case, numbers as numbers: the same parser as the flags'."""
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    env = cwfs_env(server, CWFS_LOG_LEVEL="debug", CWFS_CHECKSUM="CRC32C", CWFS_READ_TIMEOUT="30")
+    try:
+        result = cwfs(server, *mount_args(server, bucket, mnt), env=env)
+        assert result.returncode == 0, result.stderr
+        (mnt / "sum.txt").write_bytes(b"checked")
+        puts = [r for r in server.requests() if r["op"] == "PutObject" and r["key"] == "sum.txt"]
+        assert [r["checksum"]["algorithm"] for r in puts] == ["CRC32C"]
+        assert " DEBUG " in (tmp_path / "bg.log").read_text()
+    finally:
+        unmount(mnt)
+    _wait_unmounted_and_exited(mnt, f"cwfs mount {bucket} ")
+
+
+def test_a_bad_environment_value_stops_the_mount_naming_the_variable(server, bucket, tmp_path):
+    (tmp_path / "m").mkdir()
+    env = cwfs_env(server, CWFS_RENAME_MODE="bogus")
+    result = cwfs(server, *mount_args(server, bucket, tmp_path / "m"), env=env)
+    assert result.returncode == 2
+    assert "CWFS_RENAME_MODE='bogus': must be one of auto, atomic, copy" in result.stderr
+    assert not is_mounted(tmp_path / "m")

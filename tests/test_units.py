@@ -18,7 +18,8 @@ from cwfs.inodes import ROOT_INODE, InodeTable
 from cwfs.attrs import file_attrs, format_mtime, parse_mtime
 from cwfs.mounts import cwfs_mountpoints
 from cwfs.namespace import invalid_name_reason
-from cwfs.store import MountError, require_tls13, timestamp_seconds
+from cwfs.preflight import MountError, require_tls13
+from cwfs.store import timestamp_seconds
 from cwfs.upload import part_size_for
 
 
@@ -55,7 +56,7 @@ def test_env_keys_take_precedence_over_the_cw_profile(tmp_path):
 def test_defaults_target_coreweave_with_virtual_hosting(tmp_path):
     config = build_config(parse("bkt", str(tmp_path), "--prefix", "/a/b"), environ={}, home=tmp_path)
     assert config.endpoint == "https://cwobject.com" and config.addressing_style == "virtual"
-    assert config.is_coreweave and config.prefix == "a/b/"
+    assert config.store_settings.is_coreweave and config.prefix == "a/b/"
 
 
 @pytest.mark.parametrize(
