@@ -82,6 +82,45 @@ async def _read_endpoint(config: Config, primary: ObjectStore) -> ReadEndpoint:
     return ReadEndpoint(primary, lota)
 
 
+def build_filesystem(
+    config: Config,
+    store: ObjectStore,
+    reads: ReadEndpoint,
+    versioned: bool,
+    cache_dir: Path,
+    nursery: trio.Nursery,
+) -> tuple[Filesystem, MemoryBudget]:
+    """The filesystem core of one mount, and the memory budget of its read-ahead.
+
+    Its read-ahead runs in ``nursery``. The in-process tests build their core here too.
+    """
+    settings = config.store_settings
+    cache = MetadataCache(config.metadata_ttl, config.negative_ttl, config.metadata_cache_entries)
+    uploader = Uploader(
+        store, config.part_size, config.upload_concurrency, config.checksum, config.conflict_retries
+    )
+    renamer = Renamer(store, uploader, config.rename_mode, versioned, config.max_concurrency)
+    budget = MemoryBudget(config.max_memory)
+    readers = functools.partial(
+        Prefetcher,
+        reads,
+        budget=budget,
+        nursery=nursery,
+        part_size=config.read_part_size,
+        max_window=config.max_read_ahead,
+    )
+    core = Filesystem(
+        Namespace(store, cache, config.prefix, config.exact_metadata),
+        StagingArea(cache_dir, config.cache_limit),
+        uploader,
+        renamer,
+        readers,
+        config.read_only,
+        max_file_size(settings.is_coreweave),
+    )
+    return core, budget
+
+
 async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
     """Mount ``config.bucket`` and serve until unmounted; ``ready(None)`` once mounted.
 
@@ -96,21 +135,10 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
     except MountError as exc:
         ready(str(exc))
         raise
-    cache = MetadataCache(config.metadata_ttl, config.negative_ttl, config.metadata_cache_entries)
     cache_dir, private = create_cache_dir(config.cache_dir, config.bucket)
-    uploader = Uploader(store, config.part_size, config.upload_concurrency, config.checksum, config.conflict_retries)
-    renamer = Renamer(store, uploader, config.rename_mode, versioned, config.max_concurrency)
-    budget = MemoryBudget(config.max_memory)
     tune_malloc_for_read_buffers()
     async with trio.open_nursery() as background:
-        readers = functools.partial(
-            Prefetcher, reads, budget=budget, nursery=background, part_size=config.read_part_size, max_window=config.max_read_ahead
-        )
-        namespace = Namespace(store, cache, config.prefix, config.exact_metadata)
-        staging = StagingArea(cache_dir, config.cache_limit)
-        core = Filesystem(
-            namespace, staging, uploader, renamer, readers, config.read_only, max_file_size(config.is_coreweave)
-        )
+        core, budget = build_filesystem(config, store, reads, versioned, cache_dir, background)
         try:
             pyfuse3.init(FuseOperations(config, core), str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:
