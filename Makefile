@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config rsync
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench system-deps venv clean
+.PHONY: demo test test-fast bench system-deps venv clean
 
 # System packages pyfuse3 needs to build and to mount, and rsync for the tests (skipped when present).
 system-deps:
@@ -25,6 +25,11 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The in-process tier: the core against the embedded server on a mock clock, no mount.
+FAST_TESTS := tests/test_core.py tests/test_units.py tests/test_units_reads.py tests/test_config.py
+test-fast: venv
+	$(PY) -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) -m cwfs demo

@@ -39,20 +39,6 @@ def test_own_changes_are_visible_at_once(server, bucket, s3, mount):
     assert not (mnt / "d" / "old").exists() and (mnt / "d" / "renamed").read_bytes() == pattern("d/old", 1)
 
 
-def test_a_listing_renews_the_directorys_own_entry(server, bucket, mount):
-    """``ls -l`` of a large directory can outlive the lookup it began with: the listing,
-    being newer, answers the directory's next lookup."""
-    server.seed(bucket, [{"key": f"d/f{i:04d}", "size": 1} for i in range(1200)])
-    mnt = mount(bucket, "--metadata-ttl", "4").path
-    assert (mnt / "d").is_dir()  # looked up at t=0 with its first page; cached until t=4
-    time.sleep(3)
-    assert len(os.listdir(mnt / "d")) == 1200  # listing completed at t=3: fresh until t=7
-    time.sleep(2)
-    server.reset()
-    assert (mnt / "d").is_dir()  # the kernel asks again (t=5); the listing answers
-    assert server.counts() == {}
-
-
 def test_another_clients_change_is_visible_after_the_ttl(server, bucket, s3, mount):
     server.seed(bucket, [{"key": "d/a", "size": 1}])
     mnt = mount(bucket, "--metadata-ttl", "1", "--negative-ttl", "1").path
@@ -131,31 +117,6 @@ def test_creating_files_in_a_new_directory_costs_one_put_each(server, bucket, mo
     assert server.counts() == {"PutObject": 20}  # lookups answered by the (empty) listing
     assert ls_l(mnt / "fresh") == sorted(f"f{i}" for i in range(20))
     assert server.counts() == {"PutObject": 20}
-
-
-def test_lookups_in_a_directory_listed_lately_relist_it_once(server, bucket, mount):
-    server.seed(bucket, [{"key": f"busy/f{i:03d}", "size": i} for i in range(200)])
-    mnt = mount(bucket, "--metadata-ttl", "1").path
-    assert os.listdir(mnt) == ["busy"]
-    ls_l(mnt / "busy")
-    time.sleep(1.5)  # the listings and every entry have expired
-    server.reset()
-    assert [os.stat(mnt / "busy" / f"f{i:03d}").st_size for i in range(200)] == list(range(200))
-    assert not (mnt / "busy" / "absent").exists()
-    counts = server.counts()  # one relisting (two if the loop outlived the TTL), not two requests per name
-    assert counts.get("HeadObject", 0) == 0 and counts["ListObjectsV2"] <= 2, counts
-
-
-def test_creating_files_past_the_ttl_relists_instead_of_looking_up_each(server, bucket, mount):
-    mnt = mount(bucket, "--metadata-ttl", "1").path
-    os.mkdir(mnt / "out")
-    time.sleep(1.5)  # the new directory's (empty) listing has expired
-    server.reset()
-    for i in range(30):
-        (mnt / "out" / f"f{i}").write_bytes(b"x")
-    counts = server.counts()  # at most: revalidating "out" itself, and relisting it
-    assert counts["PutObject"] == 30 and counts.get("HeadObject", 0) <= 1, counts
-    assert counts["ListObjectsV2"] <= 3, counts
 
 
 def test_creating_many_files_in_an_existing_directory_lists_it_once(server, bucket, mount):

@@ -208,3 +208,93 @@ def test_writing_through_a_read_only_handle_is_ebadf(server, bucket, s3, run_cor
 
     s3.put_object(Bucket=bucket, Key="ro", Body=b"x")
     run_core(bucket, scenario)
+
+
+async def ls_l(core: Filesystem, path: str) -> list[str]:
+    """What ``ls -l`` asks of the core: the directory's lookup, then its entries (the
+    kernel's readdirplus carries their attributes, so no lookup per entry)."""
+    await core.stat(path)
+    listing = core.list_dir(path)
+    names, index = [], 0
+    while (entry := await listing.entry(index)) is not None:
+        names.append(entry[0])
+        index += 1
+    await listing.close()
+    return sorted(names)
+
+
+def test_a_listing_renews_the_directorys_own_entry(server, bucket, run_core):
+    """``ls -l`` of a large directory can outlive the lookup it began with: the listing,
+    being newer, answers the directory's next lookup."""
+
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        assert (await core.stat("d")).is_dir  # at t=0, with its first page: cached until t=4
+        clock.jump(3)
+        assert len(await ls_l(core, "d")) == 1200  # completed at t=3: fresh until t=7
+        clock.jump(2)
+        server.reset()
+        assert (await core.stat("d")).is_dir  # t=5: the listing answers
+        assert server.counts() == {}
+
+    server.seed(bucket, [{"key": f"d/f{i:04d}", "size": 1} for i in range(1200)])
+    run_core(bucket, scenario, "--metadata-ttl", "4")
+
+
+def test_another_clients_changes_show_in_listings_after_the_ttl(server, bucket, s3, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        assert await ls_l(core, "d") == ["a"]
+        assert await core.find("d/b") is None
+        s3.put_object(Bucket=bucket, Key="d/b", Body=b"from elsewhere")
+        s3.put_object(Bucket=bucket, Key="d/a", Body=b"changed elsewhere")
+        clock.jump(0.9)
+        assert await ls_l(core, "d") == ["a"]
+        clock.jump(0.2)
+        assert await ls_l(core, "d") == ["a", "b"]
+        assert (await core.stat("d/a")).size == len(b"changed elsewhere")
+
+    server.seed(bucket, [{"key": "d/a", "size": 1}])
+    run_core(bucket, scenario, "--metadata-ttl", "1", "--negative-ttl", "1")
+
+
+def test_lookups_in_a_directory_listed_lately_relist_it_once(server, bucket, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        assert await ls_l(core, "") == ["busy"]
+        await ls_l(core, "busy")
+        clock.jump(1.5)  # the listings and every entry have expired
+        server.reset()
+        sizes = [(await core.stat(f"busy/f{i:03d}")).size for i in range(200)]
+        assert sizes == list(range(200))
+        assert await core.find("busy/absent") is None
+        assert server.counts() == {"ListObjectsV2": 1}, "one relisting, not two requests per name"
+
+    server.seed(bucket, [{"key": f"busy/f{i:03d}", "size": i} for i in range(200)])
+    run_core(bucket, scenario, "--metadata-ttl", "1")
+
+
+def test_creating_files_past_the_ttl_relists_instead_of_looking_up_each(server, bucket, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        await core.make_dir("out")
+        clock.jump(1.5)  # the new directory's (empty) listing has expired
+        server.reset()
+        for i in range(30):
+            assert await core.find(f"out/f{i}") is None  # the kernel's lookup before create
+            await write_file(core, f"out/f{i}", b"x")
+        assert server.counts() == {"ListObjectsV2": 1, "PutObject": 30}
+
+    run_core(bucket, scenario, "--metadata-ttl", "1")
+
+
+def test_a_large_directory_is_looked_up_again_with_one_key(server, bucket, run_core):
+    """The kernel looks a directory up again every TTL: a large one needs no new first page."""
+
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        assert (await core.stat("big")).is_dir
+        clock.jump(1.5)
+        server.reset()
+        assert (await core.stat("big")).is_dir
+        listed = [r for r in server.requests() if r["bucket"] == bucket]
+        assert [r["op"] for r in listed] == ["ListObjectsV2"], listed
+        assert listed[0]["body_bytes"] < 4096, "a one-key listing, not a page of 1,000"
+
+    server.seed(bucket, [{"key": f"big/f{i:04d}", "size": 1} for i in range(1200)])
+    run_core(bucket, scenario, "--metadata-ttl", "1")
