@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cwfs.mounts import current_cwfs_mountpoints
+from cwfs.mountrecords import current_cwfs_mountpoints
 from cwfs.server.control import EmbeddedServer
 
 MOUNT_TIMEOUT = 30.0
