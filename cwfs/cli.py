@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,12 +16,10 @@ import trio
 
 from cwfs import warm
 from cwfs.config import Config, ConfigError, add_mount_arguments, build_config, state_dir
+from cwfs.launch import READY, MountStartError, start_mount
 from cwfs.warm import add_warm_arguments
 
 log = logging.getLogger("cwfs")
-
-READY = "ready"
-MOUNT_TIMEOUT = 120.0
 
 
 def setup_logging(level: str, log_file: Path | None) -> None:
@@ -45,21 +42,12 @@ def _default_log_file(bucket: str) -> Path:
 def _mount_in_background(argv: list[str], config: Config) -> int:
     """Start the mount in a new session and wait until it reports ready or failed."""
     log_file = config.log_file or _default_log_file(config.bucket)
-    read_fd, write_fd = os.pipe()
-    command = [sys.executable, "-m", "cwfs", *argv, "--foreground", "--log-file", str(log_file), "--ready-fd", str(write_fd)]
-    child = subprocess.Popen(
-        command, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        message = pipe.readline().strip()
-    if message == READY:
-        return 0
-    if not message:
-        child.wait(timeout=MOUNT_TIMEOUT)
-        message = f"the mount process exited with status {child.returncode}; see {log_file}"
-    print(f"cwfs: {message}", file=sys.stderr)
-    return 1
+    try:
+        start_mount(argv[1:], log_file=log_file, detach=True)  # argv[0] is "mount"
+    except MountStartError as exc:
+        print(f"cwfs: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _mount(argv: list[str], args: argparse.Namespace) -> int:

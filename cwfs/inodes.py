@@ -74,6 +74,3 @@ class InodeTable:
             moved = new + path[len(old) :]
             self._inodes[moved] = inode
             self._paths[inode] = moved
-
-    def __len__(self) -> int:
-        return len(self._paths)

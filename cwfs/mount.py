@@ -19,7 +19,7 @@ from cwfs.metacache import MetadataCache
 from cwfs.namespace import Namespace
 from cwfs.lota import ReadEndpoint, lota_address, reachable
 from cwfs.memory import MemoryBudget, tune_malloc_for_read_buffers
-from cwfs.mounts import write_record
+from cwfs.mountrecords import write_record
 from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher
 from cwfs.preflight import MountError, check_mountable
 from cwfs.rename import Renamer

@@ -5,7 +5,7 @@ HeadObject with ``Range: bytes=0-0``, without sending the body back. Warming a
 dataset before the first epoch makes that epoch read from the cache. LOTA only
 caches objects of 4 MB or more, so smaller ones are skipped.
 
-Targets are paths on a cwfs mount (its record, `cwfs.mounts`, tells which bucket,
+Targets are paths on a cwfs mount (its record, `cwfs.mountrecords`, tells which bucket,
 key and endpoints they are) or ``s3://bucket/prefix`` URLs.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from cwfs import mounts
+from cwfs import mountrecords
 from cwfs.config import ConfigError, StoreSettings, add_options, store_settings
 from cwfs.errors import StoreError
 from cwfs.store import ObjectInfo, ObjectStore
@@ -61,7 +61,7 @@ def resolve(target: str) -> Target:
     if target.startswith("s3://"):
         bucket, _, prefix = target[len("s3://") :].partition("/")
         return Target(bucket, prefix, {})
-    found = mounts.find(Path(target))
+    found = mountrecords.find(Path(target))
     if found is None:
         raise SystemExit(f"cwfs warm: {target} is not on a cwfs mount of this user (nor an s3:// URL)")
     record, key = found

@@ -43,6 +43,7 @@ import boto3  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
+from cwfs.launch import start_mount  # noqa: E402
 from cwfs.server.seed import pattern  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -322,16 +323,15 @@ class Tool:
     note: str
     argv: Callable[[MountSpec], list[str]] | None = None    # None: raw boto3
     env: Callable[[MountSpec], dict[str, str]] = lambda spec: {}
-    # Whether the mount, once in the mount table, has finished starting up.
-    ready: Callable[[MountSpec], bool] = lambda spec: True
+    # cwfs: argv is `cwfs mount`'s arguments, and cwfs.launch waits until it is ready;
+    # the others run argv and are ready once in the mount table.
+    cwfs: bool = False
     cases: tuple[str, ...] | None = None  # the cases it takes part in (None: all)
 
 
 def cwfs_argv(spec: MountSpec) -> list[str]:
-    argv = [sys.executable, "-m", "cwfs", "mount", BUCKET, str(spec.mountpoint),
-            "--endpoint", spec.server.url, "--addressing-style", "path", "--foreground",
-            "--log-file", str(spec.workdir / "mount.log"),
-            "--cache-dir", str(spec.workdir / "cache")]
+    argv = [BUCKET, str(spec.mountpoint), "--endpoint", spec.server.url,
+            "--addressing-style", "path", "--cache-dir", str(spec.workdir / "cache")]
     if spec.server.kind == "rclone":  # ignores conditional headers, has no RenameObject
         argv += ["--checksum", "off", "--rename-mode", "copy"]
     return argv
@@ -339,12 +339,6 @@ def cwfs_argv(spec: MountSpec) -> list[str]:
 
 def cwfs_direct_io_argv(spec: MountSpec) -> list[str]:
     return cwfs_argv(spec) + ["--direct-io"]
-
-
-def cwfs_ready(spec: MountSpec) -> bool:
-    """cwfs logs "mounted" once the kernel handshake is done and read-ahead is tuned."""
-    log_file = spec.workdir / "mount.log"
-    return log_file.exists() and "mounted bucket" in log_file.read_text(errors="replace")
 
 
 def cwfs_env(spec: MountSpec) -> dict[str, str]:
@@ -380,9 +374,9 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("raw", f"boto3, {RAW_WORKERS} threads: parallel {RAW_PART // MiB} MiB ranged GETs, "
                 "parallel PUTs / multipart upload"),
     Tool("cwfs", "python -m cwfs mount --foreground, default options (on rclone serve s3: "
-                 "--checksum off --rename-mode copy)", cwfs_argv, cwfs_env, cwfs_ready),
+                 "--checksum off --rename-mode copy)", cwfs_argv, cwfs_env, cwfs=True),
     Tool("cwfs-dio", "cwfs with --direct-io (no kernel page cache), read cases only",
-         cwfs_direct_io_argv, cwfs_env, cwfs_ready, cases=READ_CASES),
+         cwfs_direct_io_argv, cwfs_env, cwfs=True, cases=READ_CASES),
     Tool("s3fs", "s3fs -f -o use_path_request_style,sigv4, otherwise defaults", s3fs_argv),
     Tool("rclone", "rclone mount --vfs-cache-mode off (the default), s3 remote, provider Other",
          rclone_argv, rclone_env),
@@ -405,6 +399,10 @@ class Mount:
     def start(self) -> None:
         assert self.tool.argv is not None
         env = dict(os.environ, **self.tool.env(self.spec))
+        if self.tool.cwfs:
+            self._proc = start_mount(self.tool.argv(self.spec), log_file=self.workdir / "mount.log",
+                                     env=env, timeout=MOUNT_TIMEOUT)
+            return
         with open(self._out, "wb") as out:
             self._proc = subprocess.Popen(self.tool.argv(self.spec), env=env,
                                           stdin=subprocess.DEVNULL, stdout=out,
@@ -414,7 +412,7 @@ class Mount:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"{self.tool.name} exited with {self._proc.returncode}: "
                                    f"{self.logs()}")
-            return is_mounted(self.root) and self.tool.ready(self.spec)
+            return is_mounted(self.root)
         wait_until(mounted, MOUNT_TIMEOUT, f"{self.tool.name} to mount")
 
     @property

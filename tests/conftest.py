@@ -1,7 +1,8 @@
 """Fixtures: one embedded S3 server per session, and real cwfs mounts on temp dirs.
 
-Every mount runs ``python -m cwfs mount ... --foreground`` in its own process; the
-fixture unmounts it and stops the process by PID, whatever the test did.
+Every mount runs ``python -m cwfs mount ... --foreground`` in its own process, started
+by `cwfs.launch` (which waits until it is ready); the fixture unmounts it and stops the
+process by PID, whatever the test did.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cwfs.mounts import current_cwfs_mountpoints
+from cwfs.launch import MountStartError, start_mount
+from cwfs.mountrecords import current_cwfs_mountpoints
 from cwfs.server.control import EmbeddedServer
 
 MOUNT_TIMEOUT = 30.0
@@ -110,25 +111,20 @@ def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
         path.mkdir()
         log_file = tmp_path / f"cwfs{len(mounts)}.log"
         cache_dir = tmp_path / f"cache{len(mounts)}"
-        python = [sys.executable, "-m", "cwfs"]
-        if patch is not None:
-            python = [sys.executable, "-c", f"{patch}\nimport sys, cwfs.cli\nsys.exit(cwfs.cli.main(sys.argv[1:]))"]
-        command = [
-            *python, "mount", bucket, str(path),
-            "--endpoint", server.url, "--addressing-style", "path", "--cache-dir", str(cache_dir),
-            "--foreground", "--log-file", str(log_file), "--log-level", "DEBUG", *args,
-        ]  # fmt: skip
-        proc = subprocess.Popen(command, env=env or cwfs_env(server), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        mounted = Mount(path, proc, log_file, cache_dir)
-        mounts.append(mounted)
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while not (is_mounted(path) and "mounted bucket" in mounted.log()):  # ready, tuned
-            if proc.poll() is not None:
-                raise AssertionError(f"cwfs exited with {proc.returncode}: {proc.stderr.read().decode()}\n{mounted.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"cwfs did not mount within {MOUNT_TIMEOUT}s\n{mounted.log()}")
-            time.sleep(0.05)
-        return mounted
+        options = ["--endpoint", server.url, "--addressing-style", "path"]
+        options += ["--cache-dir", str(cache_dir), "--log-level", "DEBUG", *args]
+        env = env or cwfs_env(server)
+        try:
+            proc = start_mount(
+                [bucket, str(path), *options], log_file=log_file, env=env, prelude=patch,
+                timeout=MOUNT_TIMEOUT,
+            )
+        except MountStartError as exc:
+            unmount(path)  # in case it mounted but was not ready in time
+            log = log_file.read_text(errors="replace") if log_file.exists() else ""
+            raise AssertionError(f"cwfs did not mount: {exc}\n{log}") from None
+        mounts.append(Mount(path, proc, log_file, cache_dir))
+        return mounts[-1]
 
     yield start
     for mounted in mounts:

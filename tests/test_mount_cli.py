@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import cwfs_env, is_mounted, unmount
+
+from cwfs.launch import MountStartError, start_mount
 
 FAIL_FAST = 30  # seconds: generous for a loaded machine; a hang would be minutes
 
@@ -124,6 +127,19 @@ def test_unreachable_endpoint_fails_fast(server, bucket, tmp_path):
     result = cwfs(server, *args)
     assert result.returncode != 0
     assert "cannot reach http://127.0.0.1:9" in result.stderr
+
+
+def test_a_mount_not_ready_in_time_is_stopped(server, bucket, tmp_path):
+    """start_mount gives up at its timeout and stops the process it started."""
+    (tmp_path / "m").mkdir()
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        args = [bucket, str(tmp_path / "m"), "--endpoint", endpoint, "--addressing-style", "path"]
+        with pytest.raises(MountStartError, match="not ready within 1 s"):
+            start_mount(args, env=cwfs_env(server), timeout=1)
+    assert not is_mounted(tmp_path / "m")
 
 
 def test_path_style_is_refused_for_coreweave_endpoints(server, tmp_path):

@@ -16,7 +16,7 @@ from cwfs.config import ConfigError, add_mount_arguments, build_config, parse_si
 from cwfs.errors import NotFound
 from cwfs.inodes import ROOT_INODE, InodeTable
 from cwfs.attrs import file_attrs, format_mtime, parse_mtime
-from cwfs.mounts import cwfs_mountpoints
+from cwfs.mountrecords import cwfs_mountpoints
 from cwfs.namespace import invalid_name_reason
 from cwfs.preflight import MountError, require_tls13
 from cwfs.store import timestamp_seconds

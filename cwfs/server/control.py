@@ -122,13 +122,6 @@ class EmbeddedServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def stderr_tail(self, limit: int = 4000) -> str:
-        """The end of the server's log (useful in assertion messages)."""
-        try:
-            return Path(self._stderr_path).read_text(errors="replace")[-limit:]
-        except OSError:
-            return ""
-
     # -- control API ----------------------------------------------------------------
     def _call(self, method: str, name: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()

@@ -6,15 +6,16 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from cwfs.launch import MountStartError, start_mount
 from cwfs.server.control import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
 DEMO_BUCKET = "demo"
+UNMOUNT_TIMEOUT = 30.0  # seconds for the mount process to exit once unmounted
 
 
 def _wait_for_interrupt() -> None:
@@ -24,6 +25,18 @@ def _wait_for_interrupt() -> None:
     signal.sigwait(signals)
 
 
+def _unmount(mountpoint: Path, process: subprocess.Popen[bytes]) -> None:
+    """Unmount; the mount process then exits once the uploads in flight are done."""
+    subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, check=False)
+    try:
+        process.wait(UNMOUNT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        log.warning("the mount process %d did not exit: killing it", process.pid)
+        process.kill()
+        process.wait()
+    log.info("unmounted %s", mountpoint)
+
+
 def run_demo() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     mountpoint = Path(tempfile.mkdtemp(prefix="cwfs-demo-"))
@@ -31,9 +44,12 @@ def run_demo() -> int:
     with EmbeddedServer.start(demo=True) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CWFS_"))}
         env.update(ACCESS_KEY_ID=server.access_key, SECRET_ACCESS_KEY=server.secret_key)
-        command = [sys.executable, "-m", "cwfs", "mount", DEMO_BUCKET, str(mountpoint), "--endpoint", server.url,
-                   "--addressing-style", "path", "--log-file", str(log_file)]  # fmt: skip
-        if subprocess.run(command, env=env).returncode != 0:
+        args = [DEMO_BUCKET, str(mountpoint), "--endpoint", server.url]
+        args += ["--addressing-style", "path"]
+        try:
+            process = start_mount(args, log_file=log_file, env=env)
+        except MountStartError as exc:
+            log.error("cwfs: %s", exc)
             mountpoint.rmdir()
             return 1
         try:
@@ -42,7 +58,6 @@ def run_demo() -> int:
             log.info("Log: %s. Press Ctrl-C to unmount and stop.", log_file)
             _wait_for_interrupt()
         finally:
-            subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False)
-            log.info("unmounted %s", mountpoint)
+            _unmount(mountpoint, process)
     mountpoint.rmdir()
     return 0

@@ -53,13 +53,6 @@ def store(key: FakeKey, checksum: Checksum) -> None:
     key.checksum_type, key.checksum_parts = checksum.type, checksum.parts
 
 
-def copy_checksum(source: FakeKey, dest: FakeKey) -> None:
-    """Carry the data checksum of ``source`` over to ``dest`` (copies, renames)."""
-    checksum = stored_checksum(source)
-    if checksum is not None:
-        store(dest, checksum)
-
-
 def checksum_headers(key: FakeKey, headers: Mapping[str, str | None],
                      ranged: bool) -> list[tuple[str, str]]:
     """Checksum response headers for a GET/HEAD: only with checksum mode, never for ranges."""
