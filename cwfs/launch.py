@@ -65,7 +65,7 @@ def start_mount(
         os.close(read_fd)
     if message == READY:
         return process
-    _stop(process)
+    stop(process)
     see = f"; see {log_file}" if log_file else ""
     if message is None:
         message = f"the mount was not ready within {timeout:.0f} s{see}"
@@ -88,12 +88,12 @@ def _first_line(fd: int, deadline: float) -> str | None:
     return data.decode(errors="replace").partition("\n")[0].strip()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (a mounted child unmounts), then SIGKILL if it lingers."""
+def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """SIGTERM (a mounted child unmounts), then SIGKILL if it lingers past ``grace`` seconds."""
     if process.poll() is None:
         process.terminate()
     try:
-        process.wait(STOP_GRACE)
+        process.wait(grace)
     except subprocess.TimeoutExpired:
         log.warning("the mount process %d did not exit on SIGTERM: killing it", process.pid)
         process.kill()

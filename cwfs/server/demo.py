@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from cwfs.launch import MountStartError, start_mount
+from cwfs.launch import MountStartError, start_mount, stop
 from cwfs.server.control import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,7 @@ def _unmount(mountpoint: Path, process: subprocess.Popen[bytes]) -> None:
     try:
         process.wait(UNMOUNT_TIMEOUT)
     except subprocess.TimeoutExpired:
-        log.warning("the mount process %d did not exit: killing it", process.pid)
-        process.kill()
-        process.wait()
+        stop(process)
     log.info("unmounted %s", mountpoint)
 
 
