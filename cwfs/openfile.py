@@ -16,8 +16,8 @@ import time
 import trio
 
 from cwfs.attrs import Attrs, object_metadata
-from cwfs.staging import StagedFile, StagingArea
 from cwfs.errors import Exists, FsError, PreconditionFailed, Stale, StoreError
+from cwfs.staging import StagedFile, StagingArea
 from cwfs.store import ObjectStore, WriteCondition
 from cwfs.upload import Uploader
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import AsyncIterator
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import botocore.config
@@ -27,7 +27,15 @@ from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError,
 
 from cwfs.config import StoreSettings
 from cwfs.credentials import build_session
-from cwfs.errors import ObjectMissing, ReadStopped, RenameUnsupported, StoreAccessDenied, StoreError, StoreUnavailable, store_error
+from cwfs.errors import (
+    ObjectMissing,
+    ReadStopped,
+    RenameUnsupported,
+    StoreAccessDenied,
+    StoreError,
+    StoreUnavailable,
+    store_error,
+)
 
 log = logging.getLogger(__name__)
 

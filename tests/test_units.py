@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from cwfs.attrs import file_attrs, format_mtime, parse_mtime
 from cwfs.config import ConfigError, add_mount_arguments, build_config, parse_size
 from cwfs.errors import NotFound
 from cwfs.inodes import ROOT_INODE, InodeTable
-from cwfs.attrs import file_attrs, format_mtime, parse_mtime
 from cwfs.mounts import cwfs_mountpoints
 from cwfs.namespace import invalid_name_reason
 from cwfs.preflight import MountError, require_tls13
