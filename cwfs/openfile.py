@@ -118,6 +118,7 @@ class OpenFile:
             return self.attrs()
 
     def _lost_race(self, exc: PreconditionFailed) -> FsError:
+        kind: type[FsError]
         if self.etag is None:
             reason, kind = "another writer created it first", Exists
         else:
