@@ -258,21 +258,32 @@ class Filesystem:
             raise IsADirectory("the destination is a directory", key=new_key)
         open_file = self._open.get(old)
         if open_file is not None:
-            attrs = await self._commit(open_file) or open_file.attrs()  # its data first, under the old name
+            open_file.handles += 1  # its last descriptor may be released meanwhile: not closed under us
         try:
-            new_etag = await self._renamer.rename(self._ns.object_key(old), new_key, attrs.size, attrs.etag, no_replace)
+            if open_file is not None:
+                attrs = await self._commit(open_file) or open_file.attrs()  # its data first, under the old name
+            new_etag = await self._move(old, new, attrs, no_replace)
+            attrs = dataclasses.replace(attrs, etag=new_etag or attrs.etag)
+            replaced = self._open.pop(new, None)
+            if replaced is not None:
+                replaced.unlinked = True  # its writers now write to a file with no name
+            if open_file is not None and self._open.get(old) is open_file:
+                del self._open[old]
+                open_file.moved(new, new_key, attrs.etag)
+                self._open[new] = open_file
+            self._ns.renamed(old, new, attrs)
+        finally:
+            if open_file is not None:
+                self._close_for_write(open_file)
+
+    async def _move(self, old: str, new: str, attrs: Attrs, no_replace: bool) -> str | None:
+        new_key = self._ns.object_key(new)
+        try:
+            return await self._renamer.rename(self._ns.object_key(old), new_key, attrs.size, attrs.etag, no_replace)
         except PreconditionFailed as exc:
             kind = Exists if no_replace else Stale
-            raise kind("the destination was created, or the source replaced, meanwhile", op=exc.op, key=new_key, code=exc.code) from None
-        attrs = dataclasses.replace(attrs, etag=new_etag or attrs.etag)
-        replaced = self._open.pop(new, None)
-        if replaced is not None:
-            replaced.unlinked = True  # its writers now write to a file with no name
-        if open_file is not None:
-            del self._open[old]
-            open_file.moved(new, new_key, attrs.etag)
-            self._open[new] = open_file
-        self._ns.renamed(old, new, attrs)
+            reason = "the destination was created, or the source replaced, meanwhile"
+            raise kind(reason, op=exc.op, key=new_key, code=exc.code, request_id=exc.request_id) from None
 
     async def _rename_dir(self, old: str, new: str, target: Attrs | None) -> None:
         if target is not None and not target.is_dir:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import trio
 from cachetools import TTLCache
 
 from cwfs.attrs import Attrs
@@ -20,20 +21,23 @@ class MetadataCache:
     """Attributes, missing names and complete directory listings, bounded and expiring.
 
     ``maxsize`` bounds each of the three caches in entries (a listing counts as many
-    entries as it has names), so memory stays proportional to it.
+    entries as it has names), so memory stays proportional to it. Time is trio's
+    clock, so that tests can run expiry on a `trio.testing.MockClock`.
     """
+
+    timer = staticmethod(trio.current_time)
 
     def __init__(self, ttl: float, negative_ttl: float, maxsize: int) -> None:
         self.maxsize = maxsize
         self.ttl = ttl
         self.recent_window = max(ttl * RECENT_FACTOR, 1.0)  # what "lately" means: 30 TTLs
-        self._attrs: TTLCache[str, Attrs] | None = TTLCache(maxsize, ttl) if ttl > 0 else None
-        self._missing: TTLCache[str, bool] | None = TTLCache(maxsize, negative_ttl) if negative_ttl > 0 else None
+        self._attrs: TTLCache[str, Attrs] | None = TTLCache(maxsize, ttl, self.timer) if ttl > 0 else None
+        self._missing: TTLCache[str, bool] | None = TTLCache(maxsize, negative_ttl, self.timer) if negative_ttl > 0 else None
         self._listings: TTLCache[str, dict[str, Attrs]] | None = (
-            TTLCache(maxsize, ttl, getsizeof=lambda entries: max(1, len(entries))) if ttl > 0 else None
+            TTLCache(maxsize, ttl, self.timer, getsizeof=lambda entries: max(1, len(entries))) if ttl > 0 else None
         )
         # How many entries directories had when listed lately, kept well past the TTL.
-        self._listed: TTLCache[str, int] | None = TTLCache(maxsize, self.recent_window) if ttl > 0 else None
+        self._listed: TTLCache[str, int] | None = TTLCache(maxsize, self.recent_window, self.timer) if ttl > 0 else None
 
     @property
     def keeps_listings(self) -> bool:

@@ -60,12 +60,12 @@ class Namespace:
         self._kept_dirs: set[str] = set()
         self._listing: dict[str, trio.Event] = {}
         # Lookups that missed the cache lately, and directories too large to list, by directory.
-        self._misses: TTLCache[str, int] = TTLCache(cache.maxsize, cache.recent_window)
-        self._too_large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window)
+        self._misses: TTLCache[str, int] = TTLCache(cache.maxsize, cache.recent_window, cache.timer)
+        self._too_large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window, cache.timer)
         # Directories whose subtree spans more than one listing page, lately.
-        self._large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window)
+        self._large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window, cache.timer)
         # First pages fetched by lookups, for the listing that usually follows (``ls -l``).
-        self._started: TTLCache[str, SubtreeListing] = TTLCache(STARTED_LISTINGS, cache.ttl)
+        self._started: TTLCache[str, SubtreeListing] = TTLCache(STARTED_LISTINGS, cache.ttl, cache.timer)
 
     def object_key(self, path: str) -> str:
         return self.prefix + path

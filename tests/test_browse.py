@@ -97,7 +97,10 @@ def test_a_lookup_among_many_files_is_one_round_trip(server, bucket, mount):
     mnt = mount(bucket, "--metadata-ttl", "60").path
     assert (mnt / "many").is_dir()
     server.reset()
-    server.add_fault(op="ListObjectsV2", bucket=bucket, delay=1)  # held 1 s, then retried
+    # Each held 1 s (then retried): sent one after the other, in either order, the
+    # second would arrive a second after the first.
+    server.add_fault(op="ListObjectsV2", bucket=bucket, delay=1)
+    server.add_fault(op="HeadObject", bucket=bucket, delay=1)
     assert os.stat(mnt / "many" / "f1100").st_size == 1
     first = {}
     for request in server.requests():

@@ -1,0 +1,210 @@
+"""The fast tier: the filesystem core driven in-process, with no kernel mount.
+
+Each test builds a mount's core exactly as ``cwfs mount`` does (`build_filesystem`),
+against the embedded S3 server, inside ``trio.run`` on a `trio.testing.MockClock`:
+TTLs expire when a test jumps the clock, not after a sleep, and races are played out
+in the order a test chooses. What only the kernel shows (readdir, page cache,
+read-ahead, signals) stays with the real-mount tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from cwfs.attrs import Attrs
+from cwfs.cli import build_parser
+from cwfs.config import build_config
+from cwfs.errors import BadHandle, Exists, FsError, NotEmpty, NotFound, Stale, TooLarge
+from cwfs.fs import AttrChanges, Filesystem
+from cwfs.lota import ReadEndpoint
+from cwfs.mount import build_filesystem
+from cwfs.store import ObjectStore
+
+Scenario = Callable[[Filesystem, trio.testing.MockClock], Awaitable[None]]
+
+
+@pytest.fixture
+def run_core(server, tmp_path, monkeypatch):
+    """``run_core(bucket, scenario, *flags)`` runs ``scenario(core, clock)`` in trio."""
+    monkeypatch.setenv("ACCESS_KEY_ID", server.access_key)
+    monkeypatch.setenv("SECRET_ACCESS_KEY", server.secret_key)
+    (tmp_path / "mnt").mkdir()
+
+    def run(bucket: str, scenario: Scenario, *flags: str) -> None:
+        argv = ["mount", bucket, str(tmp_path / "mnt"), "--endpoint", server.url,
+                "--addressing-style", "path", "--cache-dir", str(tmp_path / "cache"), *flags]  # fmt: skip
+        config = build_config(build_parser().parse_args(argv), environ={}, home=tmp_path)
+        clock = trio.testing.MockClock(autojump_threshold=0)
+
+        async def main() -> None:
+            store = ObjectStore(config.store_settings)
+            async with trio.open_nursery() as nursery:
+                core, _ = build_filesystem(config, store, ReadEndpoint(store, None), False, tmp_path / "cache", nursery)
+                await scenario(core, clock)
+                nursery.cancel_scope.cancel()
+
+        (tmp_path / "cache").mkdir(exist_ok=True)
+        trio.run(main, clock=clock)
+
+    return run
+
+
+def body_of(s3, bucket, key) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+async def write_file(core: Filesystem, path: str, data: bytes) -> Attrs:
+    """create, write, flush, release: what ``open(p, "wb").write(data)`` asks of the core."""
+    handle, _ = await core.create(path, 0o644)
+    await core.write(handle, 0, data)
+    await core.flush(handle)
+    await core.release(handle)
+    return await core.stat(path)
+
+
+def test_a_truncate_racing_the_release_of_a_closed_file_reaches_s3(server, bucket, s3, run_core):
+    """The kernel's RELEASE comes after close() returned: the truncate may start at any
+    point of it. Each round lets the release run ``steps`` scheduling steps first."""
+
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        for steps in range(12):
+            path = f"f{steps}"
+            await write_file(core, path, b"hello world")
+            handle, _ = await core.open(path, os.O_RDWR)
+            await core.write(handle, 0, b"J")
+            await core.flush(handle)  # close() returns here
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(core.release, handle)
+                for _ in range(steps):
+                    await trio.lowlevel.checkpoint()
+                await core.setattr(path, AttrChanges(size=8), None)
+                assert body_of(s3, bucket, path) == b"Jello wo", f"after {steps} steps"
+
+    run_core(bucket, scenario)
+
+
+def test_changes_by_path_to_a_file_being_written_wait_for_its_close(server, bucket, s3, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        handle, _ = await core.create("w", 0o600)
+        await core.write(handle, 0, b"0123456789")
+        server.reset()
+        attrs = await core.setattr("w", AttrChanges(size=4, mode=0o640), None)
+        assert (attrs.size, attrs.mode) == (4, 0o640)
+        assert server.counts() == {}, "deferred to the writer's close"
+        await core.flush(handle)
+        await core.release(handle)
+        head = s3.head_object(Bucket=bucket, Key="w")
+        assert head["ContentLength"] == 4 and int(head["Metadata"]["mode"]) & 0o7777 == 0o640
+
+    run_core(bucket, scenario)
+
+
+def test_sizes_past_the_largest_object_are_refused_before_any_request(server, bucket, s3, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        await write_file(core, "f", b"data")
+        server.reset()
+        with pytest.raises(TooLarge) as info:
+            await core.setattr("f", AttrChanges(size=(5 << 40) + 1), None)
+        assert info.value.errno == errno.EFBIG
+        handle, _ = await core.open("f", os.O_WRONLY)
+        with pytest.raises(TooLarge):
+            await core.write(handle, 5 << 40, b"x")
+        await core.release(handle)
+        assert server.counts() == {}
+
+    run_core(bucket, scenario)
+
+
+def test_another_clients_change_shows_once_the_ttl_has_passed(server, bucket, s3, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        assert (await core.stat("a")).size == 1
+        assert await core.find("b") is None
+        s3.put_object(Bucket=bucket, Key="a", Body=b"changed")
+        s3.put_object(Bucket=bucket, Key="b", Body=b"new")
+        server.reset()
+        clock.jump(4.9)
+        assert (await core.stat("a")).size == 1 and await core.find("b") is None
+        assert server.counts() == {}, "answered from the cache within the TTL"
+        clock.jump(0.2)
+        assert (await core.stat("a")).size == 7 and (await core.stat("b")).size == 3
+
+    s3.put_object(Bucket=bucket, Key="a", Body=b"x")
+    run_core(bucket, scenario, "--metadata-ttl", "5", "--negative-ttl", "5")
+
+
+def test_a_read_of_a_replaced_object_is_stale(server, bucket, s3, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        handle, _ = await core.open("r", os.O_RDONLY)
+        s3.put_object(Bucket=bucket, Key="r", Body=b"second version")
+        with pytest.raises(Stale):
+            await core.read(handle, 0, 5)
+        await core.release(handle)
+
+    s3.put_object(Bucket=bucket, Key="r", Body=b"first")
+    run_core(bucket, scenario)
+
+
+def test_the_loser_of_a_create_race_gets_exists_and_keeps_its_data(server, bucket, s3, run_core, tmp_path):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        handle, _ = await core.create("race", 0o644)
+        await core.write(handle, 0, b"ours")
+        s3.put_object(Bucket=bucket, Key="race", Body=b"theirs")
+        with pytest.raises(Exists):
+            await core.flush(handle)
+        await core.release(handle)
+        assert body_of(s3, bucket, "race") == b"theirs"
+        assert [p.read_bytes() for p in (tmp_path / "cache").iterdir()] == [b"ours"]
+
+    run_core(bucket, scenario)
+
+
+def test_rename_is_one_request_and_noreplace_keeps_the_target(server, bucket, s3, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        await write_file(core, "a", b"A")
+        await write_file(core, "b", b"B")
+        assert await core.find("c") is None  # the kernel looks the target up first
+        server.reset()
+        await core.rename("a", "c")
+        assert server.counts() == {"RenameObject": 1}
+        with pytest.raises(Exists):
+            await core.rename("c", "b", no_replace=True)
+        assert body_of(s3, bucket, "b") == b"B" and body_of(s3, bucket, "c") == b"A"
+        with pytest.raises(NotFound):
+            await core.stat("a")
+
+    run_core(bucket, scenario)
+
+
+def test_directory_rules(server, bucket, s3, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        assert (await core.make_dir("d")).is_dir
+        with pytest.raises(Exists):
+            await core.make_dir("d")
+        handle, _ = await core.create("d/open", 0o644)
+        with pytest.raises(NotEmpty):
+            await core.remove_dir("d")  # a file being written below it
+        await core.release(handle)
+        await core.unlink("d/open")
+        await core.remove_dir("d")
+        assert await core.find("d") is None
+
+    run_core(bucket, scenario)
+
+
+def test_writing_through_a_read_only_handle_is_ebadf(server, bucket, s3, run_core):
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        handle, _ = await core.open("ro", os.O_RDONLY)
+        with pytest.raises(BadHandle) as info:
+            await core.write(handle, 0, b"x")
+        assert isinstance(info.value, FsError) and info.value.errno == errno.EBADF
+        await core.release(handle)
+
+    s3.put_object(Bucket=bucket, Key="ro", Body=b"x")
+    run_core(bucket, scenario)
