@@ -1,11 +1,12 @@
 # Two commands a new user needs: `make demo` and `make test`. Both install what they need.
+# `make lint` runs the linter, the format check and the type checker alone (`make test` runs it first).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config rsync
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-fast bench system-deps venv clean
+.PHONY: demo test test-fast lint bench system-deps venv clean
 
 # System packages pyfuse3 needs to build and to mount, and rsync for the tests (skipped when present).
 system-deps:
@@ -23,8 +24,17 @@ $(VENV)/.installed: pyproject.toml | system-deps
 
 venv: $(VENV)/.installed
 
-test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Every check runs, so that one report shows all findings; any finding fails.
+lint: venv
+	@status=0; \
+	echo "ruff check"; $(VENV)/bin/ruff check . || status=1; \
+	echo "ruff format --check"; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "mypy"; $(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+# Coverage of the cwfs package, mounts in their subprocesses included ([tool.coverage.run]).
+test: lint
+	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 # The in-process tier: the core against the embedded server on a mock clock, no mount.
 FAST_TESTS := tests/test_core.py tests/test_units.py tests/test_units_reads.py tests/test_config.py \

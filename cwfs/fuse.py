@@ -15,8 +15,8 @@ import itertools
 import logging
 import stat
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 from cachetools import LRUCache
@@ -31,19 +31,23 @@ from cwfs.namespace import join
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 BLOCK_SIZE = 1 << 20
 KERNEL_TIMEOUT_MAX = 365 * 24 * 3600.0  # what "indefinite" tells the kernel
 STATFS_BLOCKS = 1 << 40  # an object store has no meaningful capacity; report plenty
 HANDLE_REQUESTS = frozenset({"read", "write", "flush", "fsync", "release", "readdir", "releasedir"})
 
 
-def edge(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+Handler = Callable[Concatenate["FuseOperations", P], Coroutine[Any, Any, T]]
+
+
+def edge(handler: Handler[P, T]) -> Handler[P, T]:
     """Answer the kernel with an errno for any failure of ``handler``, logged once."""
 
     @functools.wraps(handler)
-    async def wrapper(self: FuseOperations, *args: Any) -> T:
+    async def wrapper(self: FuseOperations, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return await handler(self, *args)
+            return await handler(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
         except FsError as exc:
@@ -167,7 +171,7 @@ class FuseOperations(pyfuse3.Operations):
         handle = None if fh is None else self._file(fh)
         return self._attributes(inode, await self._core.setattr(self.inodes.path(inode), changes, handle))
 
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
             path = self.inodes.forget(inode, count)
             if path is not None:
@@ -245,8 +249,10 @@ class FuseOperations(pyfuse3.Operations):
         handle, attrs = await self._core.create(path, stat.S_IMODE(mode) & ~ctx.umask)
         return self._file_info(handle, attrs), self._attributes(self.inodes.ref(path), attrs)
 
+    # pyfuse3 declares bytes but takes any contiguous buffer (PyObject_GetBuffer): a
+    # memoryview of a read-ahead chunk goes to the kernel without a copy.
     @edge
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         return await self._core.read(self._file(fh), off, size)
 
     @edge

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import logging
 
-
 log = logging.getLogger(__name__)
 
 # mallopt(3) parameters, and what cwfs sets them to.

@@ -7,6 +7,8 @@ clients become visible; our own changes update it at once.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import trio
 from cachetools import TTLCache
 
@@ -74,7 +76,7 @@ class MetadataCache:
         if self._listings is not None:
             self._listings.pop(directory, None)
 
-    def get(self, path: str) -> Attrs | None | bool:
+    def get(self, path: str) -> Attrs | Literal[False] | None:
         """Cached attributes, False if the name is known to be missing, None if unknown."""
         if self._attrs is not None and (attrs := self._attrs.get(path)) is not None:
             return attrs

@@ -6,8 +6,8 @@ import functools
 import logging
 import os
 import signal
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import pyfuse3
 import trio
@@ -15,11 +15,11 @@ import trio
 from cwfs.config import Config
 from cwfs.fs import Filesystem, max_file_size
 from cwfs.fuse import FuseOperations
-from cwfs.metacache import MetadataCache
-from cwfs.namespace import Namespace
 from cwfs.lota import ReadEndpoint, lota_address, reachable
 from cwfs.memory import MemoryBudget, tune_malloc_for_read_buffers
+from cwfs.metacache import MetadataCache
 from cwfs.mountrecords import write_record
+from cwfs.namespace import Namespace
 from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher
 from cwfs.preflight import MountError, check_mountable
 from cwfs.rename import Renamer

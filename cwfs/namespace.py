@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 import trio
 from cachetools import TTLCache
 
-from cwfs.listing import SubtreeListing
 from cwfs.attrs import DIRECTORY, Attrs, file_attrs
-from cwfs.metacache import MetadataCache
 from cwfs.errors import NotEmpty
+from cwfs.listing import SubtreeListing
+from cwfs.metacache import MetadataCache
 from cwfs.store import ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 

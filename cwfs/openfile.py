@@ -16,8 +16,8 @@ import time
 import trio
 
 from cwfs.attrs import Attrs, object_metadata
-from cwfs.staging import StagedFile, StagingArea
 from cwfs.errors import Exists, FsError, PreconditionFailed, Stale, StoreError
+from cwfs.staging import StagedFile, StagingArea
 from cwfs.store import ObjectStore, WriteCondition
 from cwfs.upload import Uploader
 
@@ -118,6 +118,7 @@ class OpenFile:
             return self.attrs()
 
     def _lost_race(self, exc: PreconditionFailed) -> FsError:
+        kind: type[FsError]
         if self.etag is None:
             reason, kind = "another writer created it first", Exists
         else:

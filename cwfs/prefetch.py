@@ -22,8 +22,8 @@ from typing import Protocol
 
 import trio
 
-from cwfs.memory import MemoryBudget
 from cwfs.errors import FsError, PreconditionFailed, Stale, StoreError
+from cwfs.memory import MemoryBudget
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ a whole, but each object is always under exactly one of its two names.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -83,7 +84,7 @@ class Renamer:
                 log.info("renaming %r to %r: %d of %d objects moved", source_prefix, dest_prefix, moved, len(objects))
 
         try:
-            await gather([lambda info=info: move(info) for info in contents], limiter=self._limiter)
+            await gather([functools.partial(move, info) for info in contents], limiter=self._limiter)
             if marker is not None:
                 await move(marker)
         except StoreError as exc:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import AsyncIterator
-from typing import Any, Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import botocore.config
@@ -27,9 +27,21 @@ from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError,
 
 from cwfs.config import StoreSettings
 from cwfs.credentials import build_session
-from cwfs.errors import ObjectMissing, ReadStopped, RenameUnsupported, StoreAccessDenied, StoreError, StoreUnavailable, store_error
+from cwfs.errors import (
+    ObjectMissing,
+    ReadStopped,
+    RenameUnsupported,
+    StoreAccessDenied,
+    StoreError,
+    StoreUnavailable,
+    store_error,
+)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Response = Mapping[str, Any]
+"""A boto3 response (or a part of one), as the store's callers read it."""
 
 DEFAULT_REGION = "us-east-1"
 DOWNLOAD_CHUNK = 1 << 20
@@ -102,7 +114,7 @@ def _checksum_params(checksum: Checksum | None) -> dict[str, str]:
     return {checksum.response_field: checksum.value} if checksum else {}
 
 
-def timestamp_seconds(value: str | None) -> float:
+def timestamp_seconds(value: str | datetime | None) -> float:
     """Seconds since the epoch of an S3 timestamp: ISO 8601 in bodies, RFC 7231 in headers.
 
     botocore is told to leave timestamps as text (`cwfs.credentials.build_session`): its
@@ -110,6 +122,8 @@ def timestamp_seconds(value: str | None) -> float:
     """
     if not value:
         return 0.0
+    if isinstance(value, datetime):  # what botocore returns when left to parse it
+        return value.timestamp()
     try:
         if value[:4].isdigit():
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
@@ -133,7 +147,7 @@ def client_config(settings: StoreSettings) -> botocore.config.Config:
     """botocore's settings for a client of ``settings``' endpoint: retries, pool, timeouts."""
     return botocore.config.Config(
         region_name=settings.region or DEFAULT_REGION,
-        s3={"addressing_style": settings.addressing_style},
+        s3={"addressing_style": "path" if settings.addressing_style == "path" else "virtual"},
         retries={"mode": "standard", "max_attempts": settings.max_attempts},
         max_pool_connections=settings.max_concurrency,
         connect_timeout=settings.connect_timeout,
@@ -156,7 +170,7 @@ class ObjectStore:
         self._client.meta.events.register_last("before-call.s3", _no_expect_for_small_bodies)
         self._limiter = trio.CapacityLimiter(settings.max_concurrency)
 
-    async def _call(self, op: str, key: str, method: Callable[..., Any], **params: Any) -> Any:
+    async def _call(self, op: str, key: str, method: Callable[..., T], **params: Any) -> T:
         """Run one boto3 call in a worker thread, bounded, and type its failure."""
         try:
             return await trio.to_thread.run_sync(functools.partial(method, Bucket=self.bucket, **params), limiter=self._limiter)
@@ -259,7 +273,7 @@ class ObjectStore:
 
         await self._call("GetObject", key, fetch, **params)
 
-    async def put_object(self, key: str, body: bytes, condition: WriteCondition, metadata: dict[str, str], checksum: Checksum | None) -> dict[str, Any]:
+    async def put_object(self, key: str, body: bytes, condition: WriteCondition, metadata: dict[str, str], checksum: Checksum | None) -> Response:
         """PutObject, conditional on what the key holds now (see `WriteCondition`)."""
         params = {"Key": key, "Body": body, "Metadata": metadata, **condition.params(), **_checksum_params(checksum)}
         return await self._call("PutObject", key, self._client.put_object, **params)
@@ -270,13 +284,13 @@ class ObjectStore:
             params["ChecksumAlgorithm"] = algorithm.upper()
         return (await self._call("CreateMultipartUpload", key, self._client.create_multipart_upload, **params))["UploadId"]
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes, checksum: Checksum | None) -> dict[str, Any]:
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes, checksum: Checksum | None) -> Response:
         params = {"Key": key, "UploadId": upload_id, "PartNumber": number, "Body": body, **_checksum_params(checksum)}
         return await self._call("UploadPart", key, self._client.upload_part, **params)
 
     async def complete_multipart_upload(
         self, key: str, upload_id: str, parts: list[dict[str, Any]], condition: WriteCondition | None
-    ) -> dict[str, Any]:
+    ) -> Response:
         params = {"Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": parts}, **(condition.params() if condition else {})}
         return await self._call("CompleteMultipartUpload", key, self._client.complete_multipart_upload, **params)
 
@@ -288,7 +302,7 @@ class ObjectStore:
 
     async def copy_object(
         self, source: str, dest: str, source_etag: str | None, metadata: dict[str, str] | None, condition: WriteCondition | None
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Server-side CopyObject (up to 5 GiB); ``metadata`` None keeps the source's."""
         params: dict[str, Any] = {"Key": dest, "CopySource": {"Bucket": self.bucket, "Key": source}}
         if source_etag:
@@ -301,7 +315,7 @@ class ObjectStore:
 
     async def upload_part_copy(
         self, dest: str, upload_id: str, number: int, source: str, first: int, last: int, source_etag: str | None
-    ) -> dict[str, Any]:
+    ) -> Response:
         params: dict[str, Any] = {
             "Key": dest,
             "UploadId": upload_id,

@@ -25,7 +25,7 @@ import trio
 from awscrt import checksums
 
 from cwfs.errors import Conflict, PreconditionFailed, StoreError
-from cwfs.store import Checksum, ObjectStore, WriteCondition
+from cwfs.store import Checksum, ObjectStore, Response, WriteCondition
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,9 @@ class Uploader:
         async with self._limiter:
             data, digest = await trio.to_thread.run_sync(_read, fd, 0, size, self._algorithm)
             checksum = self._checksum(digest)
-            response = await self._settle(
+            return await self._settle(
                 key, f'"{digest.md5.hex()}"', checksum, lambda: self._store.put_object(key, data, condition, metadata, checksum)
             )
-        return response["ETag"]
 
     async def _multipart(self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]) -> str:
         async def part(upload_id: str, number: int, offset: int, length: int) -> tuple[dict[str, Any], Digest]:
@@ -115,8 +114,7 @@ class Uploader:
         it is read from the source first). ``condition`` None replaces any destination.
         """
         if size <= MAX_COPY_SIZE:
-            response = await self._settle(dest, None, None, lambda: self._store.copy_object(source, dest, source_etag, metadata, condition))
-            return response["ETag"]
+            return await self._settle(dest, None, None, lambda: self._store.copy_object(source, dest, source_etag, metadata, condition))
         if metadata is None:
             head = await self._store.head_object(source)
             metadata = (head.metadata or {}) if head else {}
@@ -153,7 +151,7 @@ class Uploader:
                 combined = _digest(b"".join(d.crc or b"" for _, d in parts), algorithm)
                 checksum = Checksum(algorithm, f"{_b64(combined.crc or b'')}-{len(parts)}")
             part_list = [entry for entry, _ in parts]
-            response = await self._settle(
+            new_etag = await self._settle(
                 key,
                 f'"{etag}-{len(parts)}"',
                 checksum,
@@ -163,7 +161,7 @@ class Uploader:
             with trio.CancelScope(shield=True):
                 await self._abort(key, upload_id)
             raise
-        return response["ETag"]
+        return new_etag
 
     async def _part(self, key: str, upload_id: str, fd: int, number: int, offset: int, length: int) -> tuple[dict[str, Any], Digest]:
         data, digest = await trio.to_thread.run_sync(_read, fd, offset, length, self._algorithm)
@@ -183,9 +181,10 @@ class Uploader:
             log.warning("could not abort the multipart upload %s of %r: %s", upload_id, key, exc)
 
     async def _settle(
-        self, key: str, etag: str | None, checksum: Checksum | None, call: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> dict[str, Any]:
-        """Make the committing request, retrying 409s and recognising our own earlier success.
+        self, key: str, etag: str | None, checksum: Checksum | None, call: Callable[[], Awaitable[Response]]
+    ) -> str:
+        """Make the committing request, retrying 409s and recognising our own earlier success;
+        returns the new ETag.
 
         ``etag`` is what the key holds if our request took effect (None: unknown).
         """
@@ -206,14 +205,15 @@ class Uploader:
                     current = await self._store.head_object(key)
                     if current is not None and current.etag == etag:
                         log.info("%r: a retried request found its own earlier attempt committed (ETag %s)", key, etag)
-                        return {"ETag": etag}
+                        return etag
                 raise
             self._verify(key, checksum, response)
-            return response
+            new_etag: str = response["ETag"]
+            return new_etag
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _verify(key: str, sent: Checksum | None, response: dict[str, Any]) -> None:
+    def _verify(key: str, sent: Checksum | None, response: Response) -> None:
         if sent is None:
             return
         echoed = response.get(sent.response_field)

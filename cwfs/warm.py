@@ -12,6 +12,7 @@ key and endpoints they are) or ``s3://bucket/prefix`` URLs.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -106,26 +107,30 @@ class Progress:
 async def warm(targets: list[tuple[Target, StoreSettings]], concurrency: int) -> Summary:
     summary = Summary()
     for target, settings in targets:
-        store = ObjectStore(settings)
-        lota = ObjectStore(settings.via_lota(LOTA_ATTEMPTS))
-        objects = await _objects(store, target.prefix)
-        large = [o for o in objects if o.size >= LOTA_MIN_SIZE]
-        summary.skipped += len(objects) - len(large)
-        progress = Progress(len(large), sum(o.size for o in large))
-
-        async def prestage(info: ObjectInfo) -> None:
-            try:
-                await lota.prestage(info.key)
-                summary.warmed += 1
-                summary.warmed_bytes += info.size
-            except StoreError as exc:
-                summary.errors += 1
-                log.error("could not pre-stage %r: %s", info.key, exc)
-            progress.advance(info.size)
-
-        jobs = [lambda info=info: prestage(info) for info in large]
-        await gather(jobs, limiter=trio.CapacityLimiter(concurrency))
+        await _warm_target(target, settings, concurrency, summary)
     return summary
+
+
+async def _warm_target(target: Target, settings: StoreSettings, concurrency: int, summary: Summary) -> None:
+    store = ObjectStore(settings)
+    lota = ObjectStore(settings.via_lota(LOTA_ATTEMPTS))
+    objects = await _objects(store, target.prefix)
+    large = [o for o in objects if o.size >= LOTA_MIN_SIZE]
+    summary.skipped += len(objects) - len(large)
+    progress = Progress(len(large), sum(o.size for o in large))
+
+    async def prestage(info: ObjectInfo) -> None:
+        try:
+            await lota.prestage(info.key)
+            summary.warmed += 1
+            summary.warmed_bytes += info.size
+        except StoreError as exc:
+            summary.errors += 1
+            log.error("could not pre-stage %r: %s", info.key, exc)
+        progress.advance(info.size)
+
+    jobs = [functools.partial(prestage, info) for info in large]
+    await gather(jobs, limiter=trio.CapacityLimiter(concurrency))
 
 
 def run(args: argparse.Namespace) -> int:

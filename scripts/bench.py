@@ -31,10 +31,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -1137,7 +1138,7 @@ def write_chart(path: Path, results: list[Result], servers: list[str], tools: li
     rows = (len(metrics) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
     width = 0.8 / max(len(tools), 1)
-    for ax, m in zip(axes.flat, metrics):
+    for ax, m in zip(axes.flat, metrics, strict=False):  # spare axes stay empty
         for i, tool in enumerate(tools):
             values = [(lookup(results, s, tool, m.key) or Result(s, tool, m.key, None)).value
                       for s in servers]

@@ -22,6 +22,7 @@ from cwfs.mountrecords import current_cwfs_mountpoints
 from cwfs.server.control import EmbeddedServer
 
 MOUNT_TIMEOUT = 30.0
+UNMOUNT_EXIT_TIMEOUT = 5.0
 _bucket_numbers = itertools.count()
 
 
@@ -60,13 +61,19 @@ class Mount:
 
     def stop(self) -> None:
         unmount(self.path)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        try:
+            # Unmounted, it exits by itself; a signal now could cut its exit short
+            # (and the coverage data it is saving).
+            self.proc.wait(timeout=UNMOUNT_EXIT_TIMEOUT)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def cwfs_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:

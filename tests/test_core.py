@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 import trio

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import mmap
 import os
 import random
@@ -10,7 +11,6 @@ import re
 import threading
 
 import pytest
-
 from conftest import cwfs_env
 
 from cwfs.server.seed import pattern
@@ -52,7 +52,7 @@ def test_sequential_read_goes_to_lota_in_large_ranges(server, bucket, mount):
     sizes = [last - first + 1 for first, last in spans]
     assert sizes[0] == MiB, "the first request is small: time to first byte is one short GET"
     assert max(sizes) == 16 * MiB and sum(s for s in sizes if s == 16 * MiB) >= size // 2, sizes
-    assert sum(sizes) == size and all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:])), "each byte fetched once"
+    assert sum(sizes) == size and all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans)), "each byte fetched once"
 
 
 def test_random_reads_fetch_small_ranges(server, bucket, mount):

@@ -370,21 +370,21 @@ def test_conditional_write_during_inflight_write_gets_409(server, bucket, s3):
 def test_racing_conditional_creates(server, bucket):
     bodies = [pattern("a", 12 * MiB), pattern("b", 12 * MiB)]
     conflicts = 0
+
+    def worker(i, start, client, key, results):
+        start.wait()
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=bodies[i], IfNoneMatch="*")
+            results[i] = 200
+        except ClientError as exc:
+            results[i] = error_of(exc)
+
     for round_ in range(3):
         key = f"race-{round_}"
         results: list[object] = [None, None]
         start = threading.Barrier(2)
         clients = [server.client("path", **NO_RETRY) for _ in range(2)]
-
-        def worker(i):
-            start.wait()
-            try:
-                clients[i].put_object(Bucket=bucket, Key=key, Body=bodies[i], IfNoneMatch="*")
-                results[i] = 200
-            except ClientError as exc:
-                results[i] = error_of(exc)
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+        threads = [threading.Thread(target=worker, args=(i, start, clients[i], key, results)) for i in range(2)]
         for t in threads:
             t.start()
         for t in threads:

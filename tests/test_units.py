@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cwfs.attrs import file_attrs, format_mtime, parse_mtime
 from cwfs.config import ConfigError, add_mount_arguments, build_config, parse_size
 from cwfs.errors import NotFound
 from cwfs.inodes import ROOT_INODE, InodeTable

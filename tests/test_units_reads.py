@@ -6,11 +6,11 @@ import errno
 
 import trio
 
+from cwfs.attrs import DIRECTORY, Attrs
+from cwfs.errors import FsError, PreconditionFailed
 from cwfs.listing import SubtreeListing
 from cwfs.memory import MemoryBudget
-from cwfs.attrs import DIRECTORY, Attrs
 from cwfs.prefetch import FIRST_SEGMENT, Prefetcher, Segment
-from cwfs.errors import FsError, PreconditionFailed
 from cwfs.store import FIRST_READ_CHUNK, READ_CHUNK, ObjectInfo, _chunk_size
 
 MiB = 1 << 20
@@ -114,7 +114,7 @@ def test_reads_arriving_out_of_order_keep_the_stream():
     """Once reading is under way, the kernel's read-ahead comes as concurrent 1 MiB
     reads, in any order."""
     body = bytes(range(256)) * (64 * MiB // 256)
-    swapped = [o for pair in zip(range(2 * MiB, 64 * MiB, 2 * MiB), range(MiB, 64 * MiB, 2 * MiB)) for o in pair]
+    swapped = [o for pair in zip(range(2 * MiB, 64 * MiB, 2 * MiB), range(MiB, 64 * MiB, 2 * MiB), strict=False) for o in pair]
     offsets = [0, *swapped, 63 * MiB]
     results, calls, memory = run_prefetch(body, [(o, MiB) for o in offsets])
     assert [bytes(r) for r in results] == [body[o : o + MiB] for o in offsets]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .auth import verify_request
 from .conditional import check_destination, is_conditional
@@ -19,10 +20,10 @@ from .controlapi import PREFIX, handle_control
 from .faults import InjectedFault, SlowBody
 from .integrity import body_checksum, prepare
 from .motocall import WSGIApp, call_moto
-from .responses import S3Error, StartResponse, drain_body, read_body
 from .ops import EnvironHeaders, Target, operation_name, parse_query, parse_target
 from .ranges import DEFER_TO_MOTO, get_object
 from .rename import rename_object
+from .responses import S3Error, StartResponse, drain_body, read_body
 from .state import ServerState
 from .stats import CountedBody
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import parse_qsl, quote, unquote
 
-from .responses import S3Error
 from .ops import Target, environ_header
+from .responses import S3Error
 
 _AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)"
                    r"\s*,\s*Signature=([0-9a-fA-F]+)")

@@ -6,8 +6,9 @@ themselves instead of going through HTTP, so that they can be atomic and zero-co
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import FakeKey, S3Backend, s3_backends

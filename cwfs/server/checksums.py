@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from awscrt import checksums as crt
 
@@ -21,7 +21,7 @@ from .responses import S3Error
 #: CRC algorithms: (awscrt function, digest width in bytes). They can run incrementally.
 _CRCS: dict[str, tuple[Callable[[bytes, int], int], int]] = {
     "CRC32": (crt.crc32, 4), "CRC32C": (crt.crc32c, 4), "CRC64NVME": (crt.crc64nvme, 8)}
-_HASHES: dict[str, Callable[[bytes], "hashlib._Hash"]] = {
+_HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "SHA1": hashlib.sha1, "SHA256": hashlib.sha256}
 ALGORITHMS: tuple[str, ...] = (*_CRCS, *_HASHES)
 

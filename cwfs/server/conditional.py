@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 from moto.s3.models import S3Backend
 
 from .backend import current_key, etag_of, same_etag
 from .responses import S3Error, precondition_failed
+
 
 def is_conditional(headers: Mapping[str, str | None]) -> bool:
     """Whether a write carries a destination condition."""

@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class EmbeddedServer:
     def start(cls, buckets: Iterable[str] = (), lota: bool = False, demo: bool = False,
               extra_args: Iterable[str] = (), timeout: float = 60.0,
               access_key: str = DEFAULT_ACCESS_KEY,
-              secret_key: str = DEFAULT_SECRET_KEY) -> "EmbeddedServer":
+              secret_key: str = DEFAULT_SECRET_KEY) -> EmbeddedServer:
         """Spawn ``python -m cwfs.server`` and wait for its JSON ready line."""
         argv = [sys.executable, "-m", "cwfs.server", "--port", "0", "--exit-with-parent",
                 "--access-key", access_key, "--secret-key", secret_key]
@@ -116,7 +117,7 @@ class EmbeddedServer:
         except OSError:
             pass
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> EmbeddedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .responses import Response, json_response, read_body
 from .ops import parse_query
+from .responses import Response, json_response, read_body
 from .seed import seed_objects
 from .state import ServerState
 

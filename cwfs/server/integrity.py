@@ -16,16 +16,32 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ElementTree
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from moto.s3.exceptions import S3ClientError
 from moto.s3.models import FakeKey, FakeMultipart, S3Backend
 
 from .backend import current_key, etag_of, same_etag
-from .checksums import (ALGORITHMS, COMPOSITE, FULL_OBJECT, Checksum, bad_digest, composite,
-                        crc_digest, crc_update, decode_aws_chunked, decode_value, digest, encode,
-                        header_name, known_algorithm, supports_full_object, verified)
+from .checksums import (
+    ALGORITHMS,
+    COMPOSITE,
+    FULL_OBJECT,
+    Checksum,
+    bad_digest,
+    composite,
+    crc_digest,
+    crc_update,
+    decode_aws_chunked,
+    decode_value,
+    digest,
+    encode,
+    header_name,
+    known_algorithm,
+    supports_full_object,
+    verified,
+)
 from .motocall import MotoReply
 from .ops import EnvironHeaders, Target
 from .responses import S3Error

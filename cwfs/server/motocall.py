@@ -8,8 +8,9 @@ and lets a "lost response" fault throw the answer away after the effect happened
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 from xml.sax.saxutils import escape
 
 from .responses import Response, StartResponse

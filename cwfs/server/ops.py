@@ -6,8 +6,8 @@ operation name, so it is derived once per request here, from the method, the tar
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 #: Host suffixes that mean "virtual-hosted": ``<bucket>.localhost:PORT``.

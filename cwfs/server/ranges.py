@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timezone
 from email.utils import format_datetime
-from typing import Callable, Iterator, Mapping
 
 from moto.s3.models import FakeKey, S3Backend
 

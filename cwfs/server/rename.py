@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Mapping
 from urllib.parse import unquote
 
 from moto.s3.models import FakeKey, S3Backend

@@ -8,11 +8,12 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from xml.sax.saxutils import escape
 
 StartResponse = Callable[..., Any]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import base64
 import random
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # moto is only needed server-side; tests import pattern() cheaply
     from moto.s3.models import S3Backend
@@ -37,7 +38,7 @@ def object_body(spec: dict[str, Any]) -> bytes:
     return pattern(spec["key"], int(spec.get("size", 0)))
 
 
-def seed_objects(backend: "S3Backend", bucket: str, objects: Iterable[dict[str, Any]],
+def seed_objects(backend: S3Backend, bucket: str, objects: Iterable[dict[str, Any]],
                  create_bucket: bool = True) -> list[dict[str, Any]]:
     """Create objects directly in the backend; returns key, size and ETag of each.
 

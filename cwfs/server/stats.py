@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from .checksums import ALGORITHMS
 from .ops import Target, environ_header
