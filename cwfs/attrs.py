@@ -47,7 +47,9 @@ def parse_mtime(text: str) -> int:
     return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
 
 
-def file_attrs(size: int, last_modified_ns: int, etag: str | None, metadata: dict[str, str] | None) -> Attrs:
+def file_attrs(
+    size: int, last_modified_ns: int, etag: str | None, metadata: dict[str, str] | None
+) -> Attrs:
     """A file's attributes, preferring the mtime and mode tools stored in its metadata
     (None: not known, as in a listing)."""
     if metadata is None:

@@ -23,7 +23,9 @@ log = logging.getLogger("cwfs")
 
 
 def setup_logging(level: str, log_file: Path | None) -> None:
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -79,19 +81,27 @@ def _mount(argv: list[str], args: argparse.Namespace) -> int:
             print(f"cwfs: {exc}", file=sys.stderr)
         return 1
     except Exception:
-        log.critical("cwfs stopped on an unexpected error, unmounting %s", config.mountpoint, exc_info=True)
+        log.critical(
+            "cwfs stopped on an unexpected error, unmounting %s", config.mountpoint, exc_info=True
+        )
         return 70  # EX_SOFTWARE: a bug, with its traceback in the log
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cwfs", description="Mount a CoreWeave AI Object Storage bucket as a directory.")
+    parser = argparse.ArgumentParser(
+        prog="cwfs", description="Mount a CoreWeave AI Object Storage bucket as a directory."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     mount = commands.add_parser("mount", help="mount a bucket")
     add_mount_arguments(mount)
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
-    commands.add_parser("server", help="run the embedded S3 server (for trying cwfs and for tests)", add_help=False)
-    commands.add_parser("demo", help="mount a sample bucket from the embedded S3 server until Ctrl-C")
+    commands.add_parser(
+        "server", help="run the embedded S3 server (for trying cwfs and for tests)", add_help=False
+    )
+    commands.add_parser(
+        "demo", help="mount a sample bucket from the embedded S3 server until Ctrl-C"
+    )
     add_warm_arguments(commands.add_parser("warm", help="pre-stage objects into the LOTA cache"))
     return parser
 

@@ -379,9 +379,7 @@ class Config:
         factory=default_max_memory,
         default_text="RAM/8, 256M..4G",
     )
-    max_concurrency: int = _count(
-        64, "parallel S3 requests (worker threads and HTTP connections)."
-    )
+    max_concurrency: int = _count(64, "parallel S3 requests (worker threads and HTTP connections).")
     max_attempts: int = _count(
         10,
         "attempts per request on throttling (`SlowDown`/503), 5xx and connection errors, with "

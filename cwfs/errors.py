@@ -18,7 +18,9 @@ class FsError(Exception):
 
     errno: ClassVar[int] = errno.EIO
 
-    def __init__(self, message: str, *, key: str = "", op: str = "", code: str = "", request_id: str = "") -> None:
+    def __init__(
+        self, message: str, *, key: str = "", op: str = "", code: str = "", request_id: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.key = key
@@ -28,7 +30,11 @@ class FsError(Exception):
 
     def context(self) -> str:
         """What to log beside the message: the S3 request, when one failed."""
-        parts = [f"{self.op} {self.key!r}" if self.op else "", self.code, f"request id {self.request_id}" if self.request_id else ""]
+        parts = [
+            f"{self.op} {self.key!r}" if self.op else "",
+            self.code,
+            f"request id {self.request_id}" if self.request_id else "",
+        ]
         return ", ".join(part for part in parts if part)
 
 
@@ -160,7 +166,9 @@ class RenameUnsupported(StoreError, Unsupported):
 
 
 QUOTA_MESSAGE = "The account is write suspended."
-_UNAVAILABLE_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"})
+_UNAVAILABLE_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"}
+)
 _ERROR_BY_CODE: dict[str, type[StoreError]] = {
     "NoSuchKey": ObjectMissing,
     "NotFound": ObjectMissing,

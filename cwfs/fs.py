@@ -188,12 +188,20 @@ class Filesystem:
 
     def _check_size(self, path: str, size: int) -> None:
         if size > self._max_size:
-            raise TooLarge(f"{size} bytes is more than an object can hold ({self._max_size})", key=self._ns.object_key(path))
+            raise TooLarge(
+                f"{size} bytes is more than an object can hold ({self._max_size})",
+                key=self._ns.object_key(path),
+            )
 
     # -- directories -------------------------------------------------------------------
 
     def list_dir(self, path: str) -> DirListing:
-        return DirListing(path, self._ns.list_dir(path), lambda: self._local_entries(path), self._interrupted.__contains__)
+        return DirListing(
+            path,
+            self._ns.list_dir(path),
+            lambda: self._local_entries(path),
+            self._interrupted.__contains__,
+        )
 
     def _local_entries(self, directory: str) -> dict[str, Attrs]:
         prefix = directory + "/" if directory else ""
@@ -212,7 +220,9 @@ class Filesystem:
         try:
             await self._ns.make_dir(path)
         except PreconditionFailed:
-            raise Exists("a directory marker already exists", key=self._ns.dir_prefix(path)) from None
+            raise Exists(
+                "a directory marker already exists", key=self._ns.dir_prefix(path)
+            ) from None
         return DIRECTORY
 
     async def remove_dir(self, path: str) -> None:
@@ -237,10 +247,14 @@ class Filesystem:
 
     # -- rename ------------------------------------------------------------------------
 
-    async def rename(self, old: str, new: str, no_replace: bool = False, exchange: bool = False) -> None:
+    async def rename(
+        self, old: str, new: str, no_replace: bool = False, exchange: bool = False
+    ) -> None:
         """Move ``old`` to ``new``: one RenameObject for a file, every object below for a directory."""
         if exchange:
-            log.warning("rename with RENAME_EXCHANGE is not supported: S3 cannot swap two keys atomically")
+            log.warning(
+                "rename with RENAME_EXCHANGE is not supported: S3 cannot swap two keys atomically"
+            )
             raise InvalidArgument("RENAME_EXCHANGE is not supported", key=self._ns.object_key(old))
         self._check_writable(old)
         attrs = await self.stat(old)
@@ -252,16 +266,22 @@ class Filesystem:
         else:
             await self._rename_file(old, new, attrs, target, no_replace)
 
-    async def _rename_file(self, old: str, new: str, attrs: Attrs, target: Attrs | None, no_replace: bool) -> None:
+    async def _rename_file(
+        self, old: str, new: str, attrs: Attrs, target: Attrs | None, no_replace: bool
+    ) -> None:
         new_key = self._ns.object_key(new)
         if target is not None and target.is_dir:
             raise IsADirectory("the destination is a directory", key=new_key)
         open_file = self._open.get(old)
         if open_file is not None:
-            open_file.handles += 1  # its last descriptor may be released meanwhile: not closed under us
+            open_file.handles += (
+                1  # its last descriptor may be released meanwhile: not closed under us
+            )
         try:
             if open_file is not None:
-                attrs = await self._commit(open_file) or open_file.attrs()  # its data first, under the old name
+                attrs = (
+                    await self._commit(open_file) or open_file.attrs()
+                )  # its data first, under the old name
             new_etag = await self._move(old, new, attrs, no_replace)
             attrs = dataclasses.replace(attrs, etag=new_etag or attrs.etag)
             replaced = self._open.pop(new, None)
@@ -279,11 +299,15 @@ class Filesystem:
     async def _move(self, old: str, new: str, attrs: Attrs, no_replace: bool) -> str | None:
         new_key = self._ns.object_key(new)
         try:
-            return await self._renamer.rename(self._ns.object_key(old), new_key, attrs.size, attrs.etag, no_replace)
+            return await self._renamer.rename(
+                self._ns.object_key(old), new_key, attrs.size, attrs.etag, no_replace
+            )
         except PreconditionFailed as exc:
             kind = Exists if no_replace else Stale
             reason = "the destination was created, or the source replaced, meanwhile"
-            raise kind(reason, op=exc.op, key=new_key, code=exc.code, request_id=exc.request_id) from None
+            raise kind(
+                reason, op=exc.op, key=new_key, code=exc.code, request_id=exc.request_id
+            ) from None
 
     async def _rename_dir(self, old: str, new: str, target: Attrs | None) -> None:
         if target is not None and not target.is_dir:
@@ -321,7 +345,9 @@ class Filesystem:
             open_file.close()
 
     def _new_handle(self, path: str, attrs: Attrs, open_file: OpenFile | None) -> FileHandle:
-        handle = FileHandle(path, self._readers(self._ns.object_key(path), attrs.size, attrs.etag), open_file)
+        handle = FileHandle(
+            path, self._readers(self._ns.object_key(path), attrs.size, attrs.etag), open_file
+        )
         self._handles.add(handle)
         return handle
 

@@ -51,7 +51,13 @@ def edge(handler: Handler[P, T]) -> Handler[P, T]:
         except pyfuse3.FUSEError:
             raise
         except FsError as exc:
-            level = logging.DEBUG if isinstance(exc, NotFound) else logging.WARNING if isinstance(exc, StoreError) else logging.INFO
+            level = (
+                logging.DEBUG
+                if isinstance(exc, NotFound)
+                else logging.WARNING
+                if isinstance(exc, StoreError)
+                else logging.INFO
+            )
             context = exc.context()
             log.log(level, "%s %s: %s%s -> %s", handler.__name__, self.where(handler.__name__, args), exc.message,
                     f" ({context})" if context else "", errno.errorcode.get(exc.errno, exc.errno))  # fmt: skip
@@ -59,10 +65,20 @@ def edge(handler: Handler[P, T]) -> Handler[P, T]:
         except OSError as exc:
             err = exc.errno or errno.EIO
             where = self.where(handler.__name__, args)
-            log.error("%s %s: local I/O failed: %s -> %s", handler.__name__, where, exc, errno.errorcode.get(err, err))
+            log.error(
+                "%s %s: local I/O failed: %s -> %s",
+                handler.__name__,
+                where,
+                exc,
+                errno.errorcode.get(err, err),
+            )
             raise pyfuse3.FUSEError(err) from None
         except Exception:
-            log.exception("%s %s: unexpected error, answered EIO", handler.__name__, self.where(handler.__name__, args))
+            log.exception(
+                "%s %s: unexpected error, answered EIO",
+                handler.__name__,
+                self.where(handler.__name__, args),
+            )
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
@@ -139,7 +155,9 @@ class FuseOperations(pyfuse3.Operations):
         return handle
 
     @edge
-    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         parent = self.inodes.path(parent_inode)
         if name == b".":
             path = parent
@@ -161,7 +179,12 @@ class FuseOperations(pyfuse3.Operations):
 
     @edge
     async def setattr(
-        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None, ctx: pyfuse3.RequestContext
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         changes = AttrChanges(
             size=attr.st_size if fields.update_size else None,
@@ -169,7 +192,9 @@ class FuseOperations(pyfuse3.Operations):
             mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
         )
         handle = None if fh is None else self._file(fh)
-        return self._attributes(inode, await self._core.setattr(self.inodes.path(inode), changes, handle))
+        return self._attributes(
+            inode, await self._core.setattr(self.inodes.path(inode), changes, handle)
+        )
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
@@ -193,7 +218,9 @@ class FuseOperations(pyfuse3.Operations):
             while (item := await listing.entry(index)) is not None:
                 name, attrs = item
                 inode = self.inodes.ref(join(listing.path, name))
-                if not pyfuse3.readdir_reply(token, name.encode("utf-8"), self._attributes(inode, attrs), index + 1):
+                if not pyfuse3.readdir_reply(
+                    token, name.encode("utf-8"), self._attributes(inode, attrs), index + 1
+                ):
                     self.inodes.forget(inode, 1)
                     return
                 index += 1
@@ -205,7 +232,9 @@ class FuseOperations(pyfuse3.Operations):
             await listing.close()
 
     @edge
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         path = self._child(parent_inode, name)
         attrs = await self._core.make_dir(path)
         return self._attributes(self.inodes.ref(path), attrs)
@@ -220,18 +249,30 @@ class FuseOperations(pyfuse3.Operations):
 
     @edge
     async def rename(
-        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: pyfuse3.RequestContext
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
     ) -> None:
         old = self._child(parent_inode_old, name_old)
         new = self._child(parent_inode_new, name_new)
-        await self._core.rename(old, new, bool(flags & pyfuse3.RENAME_NOREPLACE), bool(flags & pyfuse3.RENAME_EXCHANGE))
+        await self._core.rename(
+            old, new, bool(flags & pyfuse3.RENAME_NOREPLACE), bool(flags & pyfuse3.RENAME_EXCHANGE)
+        )
         self.inodes.rename(old, new)
 
     def _file_info(self, handle: FileHandle, attrs: Attrs) -> pyfuse3.FileInfo:
         """A handle number for ``handle``; the page cache is kept when the object is unchanged."""
         fh = next(self._numbers)
         self._files[fh] = handle
-        unchanged = handle.open_file is None and attrs.etag is not None and self._opened_etags.get(handle.path) == attrs.etag
+        unchanged = (
+            handle.open_file is None
+            and attrs.etag is not None
+            and self._opened_etags.get(handle.path) == attrs.etag
+        )
         if attrs.etag is not None:
             self._opened_etags[handle.path] = attrs.etag
         return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged, direct_io=self._config.direct_io)

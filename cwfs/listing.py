@@ -19,7 +19,9 @@ from cwfs.store import ListPage, ObjectInfo
 class SubtreeListing:
     """Directory listings under ``prefix``, relative paths ("" is the top) to entries."""
 
-    def __init__(self, prefix: str, usable: Callable[[str, str], bool], attrs: Callable[[ObjectInfo], Attrs]) -> None:
+    def __init__(
+        self, prefix: str, usable: Callable[[str, str], bool], attrs: Callable[[ObjectInfo], Attrs]
+    ) -> None:
         self._prefix = prefix
         self._usable = usable
         self._attrs = attrs

@@ -57,7 +57,12 @@ class ReadEndpoint:
         return self._lota is not None and trio.current_time() >= self._lota_paused_until
 
     async def get_range(
-        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], bool] | None = None
+        self,
+        key: str,
+        start: int,
+        end: int,
+        etag: str | None,
+        on_chunk: Callable[[int, bytes], bool] | None = None,
     ) -> list[bytes]:
         """`ObjectStore.get_range` from LOTA, or the primary endpoint (which may then
         deliver chunks LOTA already did: positions tell)."""
@@ -68,5 +73,9 @@ class ReadEndpoint:
                 if exc.errno != errno.EIO:
                     raise  # a real answer about the object (missing, changed, denied)
                 self._lota_paused_until = trio.current_time() + RETRY_AFTER
-                log.warning("the LOTA endpoint failed (%s): reading from the primary endpoint, retrying LOTA in %.0fs", exc.code, RETRY_AFTER)
+                log.warning(
+                    "the LOTA endpoint failed (%s): reading from the primary endpoint, retrying LOTA in %.0fs",
+                    exc.code,
+                    RETRY_AFTER,
+                )
         return await self._primary.get_range(key, start, end, etag, on_chunk)

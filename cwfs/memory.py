@@ -36,7 +36,11 @@ def tune_malloc_for_read_buffers() -> None:
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
-        for parameter, value in ((M_ARENA_MAX, ARENA_MAX), (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        for parameter, value in (
+            (M_ARENA_MAX, ARENA_MAX),
+            (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        ):
             mallopt(parameter, value)
     except (OSError, AttributeError):
         log.debug("mallopt is not available: read buffers are allocated as the C library sees fit")

@@ -31,13 +31,21 @@ class MetadataCache:
         self.maxsize = maxsize
         self.ttl = ttl
         self.recent_window = max(ttl * RECENT_FACTOR, 1.0)  # what "lately" means: 30 TTLs
-        self._attrs: TTLCache[str, Attrs] | None = TTLCache(maxsize, ttl, self.timer) if ttl > 0 else None
-        self._missing: TTLCache[str, bool] | None = TTLCache(maxsize, negative_ttl, self.timer) if negative_ttl > 0 else None
+        self._attrs: TTLCache[str, Attrs] | None = (
+            TTLCache(maxsize, ttl, self.timer) if ttl > 0 else None
+        )
+        self._missing: TTLCache[str, bool] | None = (
+            TTLCache(maxsize, negative_ttl, self.timer) if negative_ttl > 0 else None
+        )
         self._listings: TTLCache[str, dict[str, Attrs]] | None = (
-            TTLCache(maxsize, ttl, self.timer, getsizeof=lambda entries: max(1, len(entries))) if ttl > 0 else None
+            TTLCache(maxsize, ttl, self.timer, getsizeof=lambda entries: max(1, len(entries)))
+            if ttl > 0
+            else None
         )
         # How many entries directories had when listed lately, kept well past the TTL.
-        self._listed: TTLCache[str, int] | None = TTLCache(maxsize, self.recent_window, self.timer) if ttl > 0 else None
+        self._listed: TTLCache[str, int] | None = (
+            TTLCache(maxsize, self.recent_window, self.timer) if ttl > 0 else None
+        )
 
     @property
     def keeps_listings(self) -> bool:

@@ -59,9 +59,15 @@ async def _terminate_on_signal(timeout: float, cache_dir: Path, record: Path | N
             break
         with trio.move_on_after(timeout):
             async for signum in signals:
-                log.warning("received %s again: not waiting for the requests in flight", signal.Signals(signum).name)
+                log.warning(
+                    "received %s again: not waiting for the requests in flight",
+                    signal.Signals(signum).name,
+                )
                 break
-    log.error("requests still in flight (uploads the server does not answer?): unmounting without them; data not uploaded stays in %s", cache_dir)
+    log.error(
+        "requests still in flight (uploads the server does not answer?): unmounting without them; data not uploaded stays in %s",
+        cache_dir,
+    )
     if record is not None:
         record.unlink(missing_ok=True)
     pyfuse3.close(unmount=True)
@@ -130,7 +136,11 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
     try:
         store = ObjectStore(config.store_settings)
         await trio.to_thread.run_sync(check_mountable, config.store_settings, config.prefix)
-        versioned = not config.read_only and config.rename_mode != "copy" and await store.versioning_status() is not None
+        versioned = (
+            not config.read_only
+            and config.rename_mode != "copy"
+            and await store.versioning_status() is not None
+        )
         reads = await _read_endpoint(config, store)
     except MountError as exc:
         ready(str(exc))
@@ -155,7 +165,11 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
             if record is not None:
                 record.unlink(missing_ok=True)
             pyfuse3.close(unmount=True)
-            log.info("unmounted %s (read-ahead memory peaked at %d bytes)", config.mountpoint, budget.peak)
+            log.info(
+                "unmounted %s (read-ahead memory peaked at %d bytes)",
+                config.mountpoint,
+                budget.peak,
+            )
             if private:
                 _remove_if_empty(cache_dir)
 
@@ -174,7 +188,13 @@ async def _finish_mount(config: Config, ready: Callable[[str | None], None]) -> 
         log.warning("stat of the mount point failed: %s", exc)
     else:
         _raise_kernel_read_ahead(root.st_dev)
-    log.info("mounted bucket %r%s from %s on %s", config.bucket, f" (prefix {config.prefix!r})" if config.prefix else "", config.endpoint, config.mountpoint)
+    log.info(
+        "mounted bucket %r%s from %s on %s",
+        config.bucket,
+        f" (prefix {config.prefix!r})" if config.prefix else "",
+        config.endpoint,
+        config.mountpoint,
+    )
     ready(None)
 
 
@@ -188,7 +208,9 @@ def _raise_kernel_read_ahead(device: int) -> None:
     kernel resets it when it completes the FUSE handshake, so it is set after that.
     """
     try:
-        Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb").write_text(str(KERNEL_READ_AHEAD_KB))
+        Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb").write_text(
+            str(KERNEL_READ_AHEAD_KB)
+        )
     except OSError as exc:
         log.debug("kernel read-ahead left at its default: %s", exc)
 

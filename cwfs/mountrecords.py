@@ -31,7 +31,9 @@ class MountRecord:
     mountpoint: str
     bucket: str
     prefix: str
-    settings: dict[str, str] = field(default_factory=dict)  # endpoint, lota_endpoint, ... as config names them
+    settings: dict[str, str] = field(
+        default_factory=dict
+    )  # endpoint, lota_endpoint, ... as config names them
 
 
 def _record_path(mountpoint: str) -> Path:
@@ -40,8 +42,18 @@ def _record_path(mountpoint: str) -> Path:
 
 def write_record(config: Config) -> Path | None:
     """Record what the mount at ``config.mountpoint`` serves; None if it cannot be written."""
-    settings = {"endpoint": config.endpoint, "lota_endpoint": config.lota_endpoint, "addressing_style": config.addressing_style}
-    settings.update({name: value for name, value in (("region", config.region), ("profile", config.profile)) if value})
+    settings = {
+        "endpoint": config.endpoint,
+        "lota_endpoint": config.lota_endpoint,
+        "addressing_style": config.addressing_style,
+    }
+    settings.update(
+        {
+            name: value
+            for name, value in (("region", config.region), ("profile", config.profile))
+            if value
+        }
+    )
     record = MountRecord(str(config.mountpoint), config.bucket, config.prefix, settings)
     path = _record_path(record.mountpoint)
     try:
@@ -78,14 +90,18 @@ def cwfs_mountpoints(mountinfo: bytes) -> list[str]:
         fields, _, rest = line.partition(b" - ")
         if rest.split(b" ", 1)[0] == FSTYPE.encode():
             escaped = fields.split(b" ")[4]
-            points.append(os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), escaped)))
+            points.append(
+                os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), escaped))
+            )
     return points
 
 
 def find(path: Path) -> tuple[MountRecord, str] | None:
     """The record of the cwfs mount ``path`` lies on, and the key (or prefix) it names."""
     real = os.path.realpath(path)
-    mountpoints = [p for p in current_cwfs_mountpoints() if real == p or real.startswith(p.rstrip("/") + "/")]
+    mountpoints = [
+        p for p in current_cwfs_mountpoints() if real == p or real.startswith(p.rstrip("/") + "/")
+    ]
     if not mountpoints:
         return None
     mountpoint = max(mountpoints, key=len)

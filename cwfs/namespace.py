@@ -51,21 +51,33 @@ def join(parent: str, name: str) -> str:
 class Namespace:
     """Resolves paths to attributes and lists directories, filling the metadata cache."""
 
-    def __init__(self, store: ObjectStore, cache: MetadataCache, prefix: str = "", exact_metadata: bool = False) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        cache: MetadataCache,
+        prefix: str = "",
+        exact_metadata: bool = False,
+    ) -> None:
         self.store = store
         self.cache = cache
         self.prefix = prefix
-        self.exact_metadata = exact_metadata  # a file seen only in a listing is looked up on its own
+        self.exact_metadata = (
+            exact_metadata  # a file seen only in a listing is looked up on its own
+        )
         self._reported: set[str] = set()
         self._kept_dirs: set[str] = set()
         self._listing: dict[str, trio.Event] = {}
         # Lookups that missed the cache lately, and directories too large to list, by directory.
         self._misses: TTLCache[str, int] = TTLCache(cache.maxsize, cache.recent_window, cache.timer)
-        self._too_large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window, cache.timer)
+        self._too_large: TTLCache[str, bool] = TTLCache(
+            cache.maxsize, cache.recent_window, cache.timer
+        )
         # Directories whose subtree spans more than one listing page, lately.
         self._large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window, cache.timer)
         # First pages fetched by lookups, for the listing that usually follows (``ls -l``).
-        self._started: TTLCache[str, SubtreeListing] = TTLCache(STARTED_LISTINGS, cache.ttl, cache.timer)
+        self._started: TTLCache[str, SubtreeListing] = TTLCache(
+            STARTED_LISTINGS, cache.ttl, cache.timer
+        )
 
     def object_key(self, path: str) -> str:
         return self.prefix + path
@@ -131,7 +143,10 @@ class Namespace:
             info = None if is_dir else await self.store.head_object(key)
         elif parent in self._large:
             info, page = await gather(
-                [lambda: self.store.head_object(key), lambda: self.store.list_page(key + "/", max_keys=1, delimiter="")]
+                [
+                    lambda: self.store.head_object(key),
+                    lambda: self.store.list_page(key + "/", max_keys=1, delimiter=""),
+                ]
             )
             is_dir = bool(page.objects)
         else:
@@ -145,7 +160,9 @@ class Namespace:
             info = None if is_dir else await self.store.head_object(key)
         if is_dir or (info is None and path in self._kept_dirs):
             if info is not None:
-                self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
+                self._report_once(
+                    key, "object %r is hidden by the directory %r of the same name", key, key + "/"
+                )
             return DIRECTORY
         return None if info is None else self._file_attrs(info)
 
@@ -239,18 +256,24 @@ class Namespace:
     def _remember_subtree(self, path: str, tree: SubtreeListing) -> None:
         """Cache the listing of every directory ``tree`` saw whole; note a large ``path``."""
         for key in tree.hidden:
-            self._report_once(key, "object %r is hidden by the directory %r of the same name", key, key + "/")
+            self._report_once(
+                key, "object %r is hidden by the directory %r of the same name", key, key + "/"
+            )
         complete = tree.dirs if tree.complete else {d: tree.dirs[d] for d in tree.complete_dirs()}
         for directory, entries in complete.items():
             self._remember_listing(join(path, directory) if directory else path, entries)
         if not tree.complete:
             self._large[path] = True
 
-    async def _list_delimited(self, path: str, prefix: str, start_after: str | None, seen: set[str]) -> AsyncIterator[list[tuple[str, Attrs]]]:
+    async def _list_delimited(
+        self, path: str, prefix: str, start_after: str | None, seen: set[str]
+    ) -> AsyncIterator[list[tuple[str, Attrs]]]:
         """The rest of ``path``'s entries, one ListObjectsV2 page (delimiter ``/``) at a time."""
         token: str | None = None
         while True:
-            page = await self.store.list_page(prefix, token, start_after=None if token else start_after)
+            page = await self.store.list_page(
+                prefix, token, start_after=None if token else start_after
+            )
             entries: list[tuple[str, Attrs]] = []
             for common in page.prefixes:
                 name = common[len(prefix) : -1]
@@ -261,7 +284,12 @@ class Namespace:
                 name = info.key[len(prefix) :]
                 if name == "" or name in seen:
                     if name:
-                        self._report_once(info.key, "object %r is hidden by the directory %r of the same name", info.key, info.key + "/")
+                        self._report_once(
+                            info.key,
+                            "object %r is hidden by the directory %r of the same name",
+                            info.key,
+                            info.key + "/",
+                        )
                 elif self._usable(info.key, name):
                     seen.add(name)
                     entries.append((name, self._file_attrs(info)))
@@ -335,7 +363,11 @@ class Namespace:
     def _drop_started(self, path: str) -> None:
         """Forget first pages that may not show our change at ``path``: list afresh."""
         for directory in list(self._started):
-            if directory in ("", path) or path.startswith(directory + "/") or directory.startswith(path + "/"):
+            if (
+                directory in ("", path)
+                or path.startswith(directory + "/")
+                or directory.startswith(path + "/")
+            ):
                 del self._started[directory]
 
     def renamed(self, old: str, new: str, attrs: Attrs) -> None:
@@ -344,7 +376,10 @@ class Namespace:
             self.forget_tree(old)
             self.forget_tree(new)
             below = old + "/"
-            self._kept_dirs = {new + p[len(old) :] if p == old or p.startswith(below) else p for p in self._kept_dirs}
+            self._kept_dirs = {
+                new + p[len(old) :] if p == old or p.startswith(below) else p
+                for p in self._kept_dirs
+            }
         self.removed(old)
         self.stored(new, attrs)
 

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class OpenFile:
-    def __init__(self, path: str, key: str, base: Attrs | None, mode: int | None, staging: StagingArea) -> None:
+    def __init__(
+        self, path: str, key: str, base: Attrs | None, mode: int | None, staging: StagingArea
+    ) -> None:
         self.path = path
         self.key = key
         self.etag = base.etag if base else None  # the version our next upload replaces
@@ -46,7 +48,9 @@ class OpenFile:
         return self.staged.size if self.staged else self._base_size
 
     def attrs(self) -> Attrs:
-        return Attrs(is_dir=False, size=self.size, mtime_ns=self.mtime_ns, etag=self.etag, mode=self.mode)
+        return Attrs(
+            is_dir=False, size=self.size, mtime_ns=self.mtime_ns, etag=self.etag, mode=self.mode
+        )
 
     async def _stage(self, store: ObjectStore, fetch: bool = True) -> StagedFile:
         if self.staged is None:
@@ -103,9 +107,13 @@ class OpenFile:
             try:
                 if self.dirty:
                     staged = await self._stage(store, fetch=False)
-                    self.etag = await uploader.upload(self.key, staged.fd, staged.size, WriteCondition(self.etag), metadata)
+                    self.etag = await uploader.upload(
+                        self.key, staged.fd, staged.size, WriteCondition(self.etag), metadata
+                    )
                 else:  # only times or mode changed: replace the metadata server-side
-                    self.etag = await uploader.copy(self.key, self.key, self.size, self.etag, metadata, None)
+                    self.etag = await uploader.copy(
+                        self.key, self.key, self.size, self.etag, metadata, None
+                    )
             except PreconditionFailed as exc:
                 self.failure = self._lost_race(exc)
                 raise self.failure from None
@@ -122,7 +130,10 @@ class OpenFile:
         if self.etag is None:
             reason, kind = "another writer created it first", Exists
         else:
-            reason, kind = f"another writer replaced the version we opened (ETag {self.etag})", Stale
+            reason, kind = (
+                f"another writer replaced the version we opened (ETag {self.etag})",
+                Stale,
+            )
         self._log_kept(f"{self.key!r} was not written: {reason}")
         return kind(reason, op=exc.op, key=self.key, code=exc.code, request_id=exc.request_id)
 

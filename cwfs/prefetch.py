@@ -40,7 +40,12 @@ class RangeSource(Protocol):
     """Where data comes from: the store, or the LOTA endpoint in front of it."""
 
     async def get_range(
-        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], bool] | None = None
+        self,
+        key: str,
+        start: int,
+        end: int,
+        etag: str | None,
+        on_chunk: Callable[[int, bytes], bool] | None = None,
     ) -> list[bytes]: ...
 
 
@@ -235,7 +240,9 @@ class Prefetcher:
             try:
                 position = segment.start
                 for chunk in await self._get(segment.start, segment.end, on_chunk):
-                    segment.arrived(position, chunk)  # whatever on_chunk's callbacks have not brought yet
+                    segment.arrived(
+                        position, chunk
+                    )  # whatever on_chunk's callbacks have not brought yet
                     position += len(chunk)
             except FsError as exc:
                 segment.error = exc
@@ -250,7 +257,9 @@ class Prefetcher:
             if segment.end <= offset or segment.start >= end:
                 continue
             if not await segment.wait_for(min(end, segment.end)):
-                error = segment.error or StoreError("read-ahead ended early", op="GetObject", key=self._key, code="IncompleteBody")
+                error = segment.error or StoreError(
+                    "read-ahead ended early", op="GetObject", key=self._key, code="IncompleteBody"
+                )
                 self._reset()
                 raise error
             pieces.extend(segment.views(max(offset, segment.start), min(end, segment.end)))
@@ -271,9 +280,20 @@ class Prefetcher:
             return memoryview(data)[: end - offset]
         return data
 
-    async def _get(self, start: int, end: int, on_chunk: Callable[[int, bytes], bool] | None = None) -> list[bytes]:
+    async def _get(
+        self, start: int, end: int, on_chunk: Callable[[int, bytes], bool] | None = None
+    ) -> list[bytes]:
         try:
             return await self._source.get_range(self._key, start, end - 1, self._etag, on_chunk)
         except PreconditionFailed:
-            log.error("%r changed in the store while open for reading (ETag was %s): reopen the file", self._key, self._etag)
-            raise Stale("object replaced while open", op="GetObject", key=self._key, code="PreconditionFailed") from None
+            log.error(
+                "%r changed in the store while open for reading (ETag was %s): reopen the file",
+                self._key,
+                self._etag,
+            )
+            raise Stale(
+                "object replaced while open",
+                op="GetObject",
+                key=self._key,
+                code="PreconditionFailed",
+            ) from None

@@ -29,35 +29,58 @@ PROGRESS_EVERY = 5.0  # seconds between progress lines of a large directory rena
 
 
 class Renamer:
-    def __init__(self, store: ObjectStore, uploader: Uploader, mode: str, versioned: bool, concurrency: int) -> None:
+    def __init__(
+        self, store: ObjectStore, uploader: Uploader, mode: str, versioned: bool, concurrency: int
+    ) -> None:
         self._store = store
         self._uploader = uploader
         self._mode = mode
         self._can_rename = not versioned  # False once the bucket is known to refuse RenameObject
         self._limiter = trio.CapacityLimiter(concurrency)
         if versioned and mode == "auto":
-            log.warning("the bucket has had versioning, so it cannot use RenameObject: renames are copy + delete, not atomic")
+            log.warning(
+                "the bucket has had versioning, so it cannot use RenameObject: renames are copy + delete, not atomic"
+            )
 
     @property
     def atomic(self) -> bool:
         """Whether renames use RenameObject (as far as we know now)."""
         return self._mode == "atomic" or (self._mode == "auto" and self._can_rename)
 
-    async def rename(self, source: str, dest: str, size: int, etag: str | None, no_replace: bool = False) -> str | None:
+    async def rename(
+        self, source: str, dest: str, size: int, etag: str | None, no_replace: bool = False
+    ) -> str | None:
         """Move one object; returns the destination's ETag when it changed (copies)."""
         if self._mode == "atomic" and not self._can_rename:
-            log.error("cannot rename %r: the bucket has had versioning (no RenameObject) and --rename-mode is atomic", source)
-            raise Unsupported("RenameObject is not allowed on this bucket", op="RenameObject", key=source, code="VersionedBucket")
+            log.error(
+                "cannot rename %r: the bucket has had versioning (no RenameObject) and --rename-mode is atomic",
+                source,
+            )
+            raise Unsupported(
+                "RenameObject is not allowed on this bucket",
+                op="RenameObject",
+                key=source,
+                code="VersionedBucket",
+            )
         if self.atomic:
             try:
                 await self._store.rename_object(source, dest, no_replace, uuid.uuid4().hex)
                 return None
             except RenameUnsupported as exc:
                 if self._mode == "atomic":
-                    log.error("cannot rename %r: the store refused RenameObject (%s: %s)", source, exc.code, exc.message)
+                    log.error(
+                        "cannot rename %r: the store refused RenameObject (%s: %s)",
+                        source,
+                        exc.code,
+                        exc.message,
+                    )
                     raise
                 self._can_rename = False
-                log.warning("the store refused RenameObject (%s: %s): renames are copy + delete from now on, not atomic", exc.code, exc.message)
+                log.warning(
+                    "the store refused RenameObject (%s: %s): renames are copy + delete from now on, not atomic",
+                    exc.code,
+                    exc.message,
+                )
         condition = WriteCondition(None) if no_replace else None
         new_etag = await self._uploader.copy(source, dest, size, etag, None, condition)
         await self._store.delete_object(source)
@@ -77,14 +100,24 @@ class Renamer:
 
         async def move(info: ObjectInfo) -> None:
             nonlocal moved, last_report
-            await self.rename(info.key, dest_prefix + info.key[len(source_prefix) :], info.size, info.etag)
+            await self.rename(
+                info.key, dest_prefix + info.key[len(source_prefix) :], info.size, info.etag
+            )
             moved += 1
             if time.monotonic() - last_report >= PROGRESS_EVERY:
                 last_report = time.monotonic()
-                log.info("renaming %r to %r: %d of %d objects moved", source_prefix, dest_prefix, moved, len(objects))
+                log.info(
+                    "renaming %r to %r: %d of %d objects moved",
+                    source_prefix,
+                    dest_prefix,
+                    moved,
+                    len(objects),
+                )
 
         try:
-            await gather([functools.partial(move, info) for info in contents], limiter=self._limiter)
+            await gather(
+                [functools.partial(move, info) for info in contents], limiter=self._limiter
+            )
             if marker is not None:
                 await move(marker)
         except StoreError as exc:
@@ -93,7 +126,13 @@ class Renamer:
                 "repeat the same rename to finish it",
                 source_prefix, dest_prefix, moved, len(objects), exc.code,
             )  # fmt: skip
-            raise StoreError(exc.message, op="RenameObject", key=source_prefix, code=exc.code, request_id=exc.request_id) from None
+            raise StoreError(
+                exc.message,
+                op="RenameObject",
+                key=source_prefix,
+                code=exc.code,
+                request_id=exc.request_id,
+            ) from None
         if len(objects) > 100:
             log.info("renamed %r to %r: %d objects", source_prefix, dest_prefix, len(objects))
         return moved

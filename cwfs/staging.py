@@ -123,7 +123,11 @@ class StagingArea:
     async def charge(self, staged: StagedFile, delta: int) -> None:
         """Add ``delta`` bytes for ``staged``, first waiting while other files fill the budget."""
         while delta > 0 and self.used + delta > self.limit and self.used > staged.size:
-            log.info("staging is at its limit (%d of %d bytes): waiting for uploads", self.used, self.limit)
+            log.info(
+                "staging is at its limit (%d of %d bytes): waiting for uploads",
+                self.used,
+                self.limit,
+            )
             await self._freed.wait()
         self.force_charge(delta)
 

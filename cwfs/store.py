@@ -61,7 +61,9 @@ def _rename_unsupported(exc: StoreError) -> bool:
     if exc.code in ("NotImplemented", "MethodNotAllowed", "501", "405"):
         return True
     text = exc.message.lower()
-    return exc.code in ("InvalidRequest", "InvalidArgument", "NotSupported") and ("support" in text or "version" in text)
+    return exc.code in ("InvalidRequest", "InvalidArgument", "NotSupported") and (
+        "support" in text or "version" in text
+    )
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,10 @@ def _no_expect_for_small_bodies(params: dict[str, Any], **_: Any) -> None:  # af
     a few KiB the server might refuse. Like curl, keep it only from 1 MiB up.
     """
     headers = params["headers"]
-    if "Expect" in headers and (botocore.utils.determine_content_length(params["body"]) or 0) < EXPECT_CONTINUE_FROM:
+    if (
+        "Expect" in headers
+        and (botocore.utils.determine_content_length(params["body"]) or 0) < EXPECT_CONTINUE_FROM
+    ):
         del headers["Expect"]
 
 
@@ -173,13 +178,22 @@ class ObjectStore:
     async def _call(self, op: str, key: str, method: Callable[..., T], **params: Any) -> T:
         """Run one boto3 call in a worker thread, bounded, and type its failure."""
         try:
-            return await trio.to_thread.run_sync(functools.partial(method, Bucket=self.bucket, **params), limiter=self._limiter)
+            return await trio.to_thread.run_sync(
+                functools.partial(method, Bucket=self.bucket, **params), limiter=self._limiter
+            )
         except ClientError as exc:
-            error, metadata = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+            error, metadata = (
+                exc.response.get("Error", {}),
+                exc.response.get("ResponseMetadata", {}),
+            )
             code = str(error.get("Code") or metadata.get("HTTPStatusCode", "Unknown"))
-            raise store_error(op, key, code, str(error.get("Message") or ""), metadata.get("RequestId", "")) from None
+            raise store_error(
+                op, key, code, str(error.get("Message") or ""), metadata.get("RequestId", "")
+            ) from None
         except NoCredentialsError:
-            raise StoreAccessDenied("no credentials found", op=op, key=key, code="NoCredentials") from None
+            raise StoreAccessDenied(
+                "no credentials found", op=op, key=key, code="NoCredentials"
+            ) from None
         except BotoCoreError as exc:
             raise StoreUnavailable(str(exc), op=op, key=key, code=type(exc).__name__) from None
 
@@ -189,10 +203,21 @@ class ObjectStore:
             resp = await self._call("HeadObject", key, self._client.head_object, Key=key)
         except ObjectMissing:
             return None
-        return ObjectInfo(key, resp["ContentLength"], timestamp_seconds(resp.get("LastModified")), resp.get("ETag"), resp.get("Metadata", {}))
+        return ObjectInfo(
+            key,
+            resp["ContentLength"],
+            timestamp_seconds(resp.get("LastModified")),
+            resp.get("ETag"),
+            resp.get("Metadata", {}),
+        )
 
     async def list_page(
-        self, prefix: str, token: str | None = None, delimiter: str = "/", max_keys: int = 1000, start_after: str | None = None
+        self,
+        prefix: str,
+        token: str | None = None,
+        delimiter: str = "/",
+        max_keys: int = 1000,
+        start_after: str | None = None,
     ) -> ListPage:
         """One page of ListObjectsV2 below ``prefix``."""
         params: dict[str, Any] = {"Prefix": prefix, "MaxKeys": max_keys}
@@ -204,10 +229,15 @@ class ObjectStore:
             params["ContinuationToken"] = token
         resp = await self._call("ListObjectsV2", prefix, self._client.list_objects_v2, **params)
         objects = [
-            ObjectInfo(o["Key"], o["Size"], timestamp_seconds(o.get("LastModified")), o.get("ETag")) for o in resp.get("Contents", [])
+            ObjectInfo(o["Key"], o["Size"], timestamp_seconds(o.get("LastModified")), o.get("ETag"))
+            for o in resp.get("Contents", [])
         ]
         prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
-        return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
+        return ListPage(
+            objects,
+            prefixes,
+            resp.get("NextContinuationToken") if resp.get("IsTruncated") else None,
+        )
 
     async def list_all(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Every object below ``prefix``, at any depth, a ListObjectsV2 page at a time."""
@@ -220,7 +250,12 @@ class ObjectStore:
                 return
 
     async def get_range(
-        self, key: str, start: int, end: int, etag: str | None, on_chunk: Callable[[int, bytes], bool] | None = None
+        self,
+        key: str,
+        start: int,
+        end: int,
+        etag: str | None,
+        on_chunk: Callable[[int, bytes], bool] | None = None,
     ) -> list[bytes]:
         """Bytes ``start..end`` (inclusive) of the object, only if it still has ``etag``.
 
@@ -242,15 +277,25 @@ class ObjectStore:
         def fetch(**kwargs: Any) -> list[bytes]:
             response = self._client.get_object(**kwargs)
             body, left, chunks, position = response["Body"], response["ContentLength"], [], start
-            while left > 0 and (chunk := body.read(min(_chunk_size(position, position == start), left))):
+            while left > 0 and (
+                chunk := body.read(min(_chunk_size(position, position == start), left))
+            ):
                 if on_chunk is not None and not on_chunk(position, chunk):
                     body.close()
-                    raise ReadStopped(f"stopped at byte {position} of {end + 1}", op="GetObject", key=key, code="ReadStopped")
+                    raise ReadStopped(
+                        f"stopped at byte {position} of {end + 1}",
+                        op="GetObject",
+                        key=key,
+                        code="ReadStopped",
+                    )
                 chunks.append(chunk)
                 position += len(chunk)
                 left -= len(chunk)
             if left:
-                raise IncompleteReadError(actual_bytes=response["ContentLength"] - left, expected_bytes=response["ContentLength"])
+                raise IncompleteReadError(
+                    actual_bytes=response["ContentLength"] - left,
+                    expected_bytes=response["ContentLength"],
+                )
             return chunks
 
         return await self._call("GetObject", key, fetch, **params)
@@ -273,35 +318,84 @@ class ObjectStore:
 
         await self._call("GetObject", key, fetch, **params)
 
-    async def put_object(self, key: str, body: bytes, condition: WriteCondition, metadata: dict[str, str], checksum: Checksum | None) -> Response:
+    async def put_object(
+        self,
+        key: str,
+        body: bytes,
+        condition: WriteCondition,
+        metadata: dict[str, str],
+        checksum: Checksum | None,
+    ) -> Response:
         """PutObject, conditional on what the key holds now (see `WriteCondition`)."""
-        params = {"Key": key, "Body": body, "Metadata": metadata, **condition.params(), **_checksum_params(checksum)}
+        params = {
+            "Key": key,
+            "Body": body,
+            "Metadata": metadata,
+            **condition.params(),
+            **_checksum_params(checksum),
+        }
         return await self._call("PutObject", key, self._client.put_object, **params)
 
-    async def create_multipart_upload(self, key: str, metadata: dict[str, str], algorithm: str | None) -> str:
+    async def create_multipart_upload(
+        self, key: str, metadata: dict[str, str], algorithm: str | None
+    ) -> str:
         params: dict[str, Any] = {"Key": key, "Metadata": metadata}
         if algorithm:
             params["ChecksumAlgorithm"] = algorithm.upper()
-        return (await self._call("CreateMultipartUpload", key, self._client.create_multipart_upload, **params))["UploadId"]
+        return (
+            await self._call(
+                "CreateMultipartUpload", key, self._client.create_multipart_upload, **params
+            )
+        )["UploadId"]
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes, checksum: Checksum | None) -> Response:
-        params = {"Key": key, "UploadId": upload_id, "PartNumber": number, "Body": body, **_checksum_params(checksum)}
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes, checksum: Checksum | None
+    ) -> Response:
+        params = {
+            "Key": key,
+            "UploadId": upload_id,
+            "PartNumber": number,
+            "Body": body,
+            **_checksum_params(checksum),
+        }
         return await self._call("UploadPart", key, self._client.upload_part, **params)
 
     async def complete_multipart_upload(
-        self, key: str, upload_id: str, parts: list[dict[str, Any]], condition: WriteCondition | None
+        self,
+        key: str,
+        upload_id: str,
+        parts: list[dict[str, Any]],
+        condition: WriteCondition | None,
     ) -> Response:
-        params = {"Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": parts}, **(condition.params() if condition else {})}
-        return await self._call("CompleteMultipartUpload", key, self._client.complete_multipart_upload, **params)
+        params = {
+            "Key": key,
+            "UploadId": upload_id,
+            "MultipartUpload": {"Parts": parts},
+            **(condition.params() if condition else {}),
+        }
+        return await self._call(
+            "CompleteMultipartUpload", key, self._client.complete_multipart_upload, **params
+        )
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
-        await self._call("AbortMultipartUpload", key, self._client.abort_multipart_upload, Key=key, UploadId=upload_id)
+        await self._call(
+            "AbortMultipartUpload",
+            key,
+            self._client.abort_multipart_upload,
+            Key=key,
+            UploadId=upload_id,
+        )
 
     async def delete_object(self, key: str) -> None:
         await self._call("DeleteObject", key, self._client.delete_object, Key=key)
 
     async def copy_object(
-        self, source: str, dest: str, source_etag: str | None, metadata: dict[str, str] | None, condition: WriteCondition | None
+        self,
+        source: str,
+        dest: str,
+        source_etag: str | None,
+        metadata: dict[str, str] | None,
+        condition: WriteCondition | None,
     ) -> Response:
         """Server-side CopyObject (up to 5 GiB); ``metadata`` None keeps the source's."""
         params: dict[str, Any] = {"Key": dest, "CopySource": {"Bucket": self.bucket, "Key": source}}
@@ -311,10 +405,19 @@ class ObjectStore:
             params.update(MetadataDirective="REPLACE", Metadata=metadata)
         if condition is not None:
             params.update(condition.params())
-        return (await self._call("CopyObject", dest, self._client.copy_object, **params))["CopyObjectResult"]
+        return (await self._call("CopyObject", dest, self._client.copy_object, **params))[
+            "CopyObjectResult"
+        ]
 
     async def upload_part_copy(
-        self, dest: str, upload_id: str, number: int, source: str, first: int, last: int, source_etag: str | None
+        self,
+        dest: str,
+        upload_id: str,
+        number: int,
+        source: str,
+        first: int,
+        last: int,
+        source_etag: str | None,
     ) -> Response:
         params: dict[str, Any] = {
             "Key": dest,
@@ -325,9 +428,13 @@ class ObjectStore:
         }
         if source_etag:
             params["CopySourceIfMatch"] = source_etag
-        return (await self._call("UploadPartCopy", dest, self._client.upload_part_copy, **params))["CopyPartResult"]
+        return (await self._call("UploadPartCopy", dest, self._client.upload_part_copy, **params))[
+            "CopyPartResult"
+        ]
 
-    async def rename_object(self, source: str, dest: str, no_replace: bool, client_token: str) -> None:
+    async def rename_object(
+        self, source: str, dest: str, no_replace: bool, client_token: str
+    ) -> None:
         """RenameObject: one atomic request; the token makes retries of it idempotent.
 
         Raises RenameUnsupported when the store answers that it cannot rename here.
@@ -344,7 +451,9 @@ class ObjectStore:
             await self._call("RenameObject", dest, self._client.rename_object, **params)
         except StoreError as exc:
             if _rename_unsupported(exc):
-                raise RenameUnsupported(exc.message, op=exc.op, key=exc.key, code=exc.code, request_id=exc.request_id) from None
+                raise RenameUnsupported(
+                    exc.message, op=exc.op, key=exc.key, code=exc.code, request_id=exc.request_id
+                ) from None
             raise
 
     async def versioning_status(self) -> str | None:
@@ -352,6 +461,9 @@ class ObjectStore:
         try:
             resp = await self._call("GetBucketVersioning", "", self._client.get_bucket_versioning)
         except StoreAccessDenied as exc:
-            log.warning("cannot read the bucket's versioning state (%s): assuming it never had versioning", exc.code)
+            log.warning(
+                "cannot read the bucket's versioning state (%s): assuming it never had versioning",
+                exc.code,
+            )
             return None
         return resp.get("Status")

@@ -60,7 +60,11 @@ def _b64(raw: bytes) -> str:
 def _read(fd: int, offset: int, length: int, algorithm: str | None) -> tuple[bytes, Digest]:
     data = os.pread(fd, length, offset)
     if len(data) != length:
-        raise StoreError(f"staged file has {len(data)} of {length} bytes at {offset}", op="Upload", code="ShortRead")
+        raise StoreError(
+            f"staged file has {len(data)} of {length} bytes at {offset}",
+            op="Upload",
+            code="ShortRead",
+        )
     return data, _digest(data, algorithm)
 
 
@@ -72,14 +76,23 @@ def part_size_for(size: int, preferred: int) -> int:
 class Uploader:
     """Uploads staged files; at most ``concurrency`` parts are in memory at once."""
 
-    def __init__(self, store: ObjectStore, part_size: int, concurrency: int, checksum: str, conflict_retries: int) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        part_size: int,
+        concurrency: int,
+        checksum: str,
+        conflict_retries: int,
+    ) -> None:
         self._store = store
         self._part_size = part_size
         self._algorithm = None if checksum == "off" else checksum
         self._conflict_retries = conflict_retries
         self._limiter = trio.CapacityLimiter(concurrency)
 
-    async def upload(self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]) -> str:
+    async def upload(
+        self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]
+    ) -> str:
         """Commit ``size`` bytes of ``fd`` to ``key`` under ``condition``; returns the new ETag.
 
         Raises PreconditionFailed when the key no longer matches ``condition``.
@@ -89,24 +102,43 @@ class Uploader:
         return await self._multipart(key, fd, size, condition, metadata)
 
     def _checksum(self, digest: Digest) -> Checksum | None:
-        return Checksum(self._algorithm, _b64(digest.crc)) if self._algorithm and digest.crc else None
+        return (
+            Checksum(self._algorithm, _b64(digest.crc)) if self._algorithm and digest.crc else None
+        )
 
-    async def _put(self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]) -> str:
+    async def _put(
+        self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]
+    ) -> str:
         async with self._limiter:
             data, digest = await trio.to_thread.run_sync(_read, fd, 0, size, self._algorithm)
             checksum = self._checksum(digest)
             return await self._settle(
-                key, f'"{digest.md5.hex()}"', checksum, lambda: self._store.put_object(key, data, condition, metadata, checksum)
+                key,
+                f'"{digest.md5.hex()}"',
+                checksum,
+                lambda: self._store.put_object(key, data, condition, metadata, checksum),
             )
 
-    async def _multipart(self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]) -> str:
-        async def part(upload_id: str, number: int, offset: int, length: int) -> tuple[dict[str, Any], Digest]:
+    async def _multipart(
+        self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]
+    ) -> str:
+        async def part(
+            upload_id: str, number: int, offset: int, length: int
+        ) -> tuple[dict[str, Any], Digest]:
             return await self._part(key, upload_id, fd, number, offset, length)
 
-        return await self._assemble(key, size, self._part_size, condition, metadata, self._algorithm, part)
+        return await self._assemble(
+            key, size, self._part_size, condition, metadata, self._algorithm, part
+        )
 
     async def copy(
-        self, source: str, dest: str, size: int, source_etag: str | None, metadata: dict[str, str] | None, condition: WriteCondition | None
+        self,
+        source: str,
+        dest: str,
+        size: int,
+        source_etag: str | None,
+        metadata: dict[str, str] | None,
+        condition: WriteCondition | None,
     ) -> str:
         """Server-side copy of ``source`` (still at ``source_etag``) to ``dest``; returns the new ETag.
 
@@ -114,14 +146,25 @@ class Uploader:
         it is read from the source first). ``condition`` None replaces any destination.
         """
         if size <= MAX_COPY_SIZE:
-            return await self._settle(dest, None, None, lambda: self._store.copy_object(source, dest, source_etag, metadata, condition))
+            return await self._settle(
+                dest,
+                None,
+                None,
+                lambda: self._store.copy_object(source, dest, source_etag, metadata, condition),
+            )
         if metadata is None:
             head = await self._store.head_object(source)
             metadata = (head.metadata or {}) if head else {}
 
-        async def part(upload_id: str, number: int, offset: int, length: int) -> tuple[dict[str, Any], Digest]:
-            result = await self._store.upload_part_copy(dest, upload_id, number, source, offset, offset + length - 1, source_etag)
-            return {"PartNumber": number, "ETag": result["ETag"]}, Digest(bytes.fromhex(result["ETag"].strip('"')), None)
+        async def part(
+            upload_id: str, number: int, offset: int, length: int
+        ) -> tuple[dict[str, Any], Digest]:
+            result = await self._store.upload_part_copy(
+                dest, upload_id, number, source, offset, offset + length - 1, source_etag
+            )
+            return {"PartNumber": number, "ETag": result["ETag"]}, Digest(
+                bytes.fromhex(result["ETag"].strip('"')), None
+            )
 
         return await self._assemble(dest, size, COPY_PART_SIZE, condition, metadata, None, part)
 
@@ -140,11 +183,16 @@ class Uploader:
         Completed under ``condition``; aborted if anything fails, so no parts linger.
         """
         part_size = part_size_for(size, preferred_part_size)
-        ranges = [(number, offset, min(part_size, size - offset)) for number, offset in enumerate(range(0, size, part_size), 1)]
+        ranges = [
+            (number, offset, min(part_size, size - offset))
+            for number, offset in enumerate(range(0, size, part_size), 1)
+        ]
         upload_id = await self._store.create_multipart_upload(key, metadata, algorithm)
         log.debug("multipart upload of %r: %d parts of %d bytes", key, len(ranges), part_size)
         try:
-            parts = await gather([functools.partial(part, upload_id, *r) for r in ranges], limiter=self._limiter)
+            parts = await gather(
+                [functools.partial(part, upload_id, *r) for r in ranges], limiter=self._limiter
+            )
             etag = hashlib.md5(b"".join(d.md5 for _, d in parts), usedforsecurity=False).hexdigest()
             checksum = None
             if algorithm:
@@ -163,7 +211,9 @@ class Uploader:
             raise
         return new_etag
 
-    async def _part(self, key: str, upload_id: str, fd: int, number: int, offset: int, length: int) -> tuple[dict[str, Any], Digest]:
+    async def _part(
+        self, key: str, upload_id: str, fd: int, number: int, offset: int, length: int
+    ) -> tuple[dict[str, Any], Digest]:
         data, digest = await trio.to_thread.run_sync(_read, fd, offset, length, self._algorithm)
         checksum = self._checksum(digest)
         response = await self._store.upload_part(key, upload_id, number, data, checksum)
@@ -181,7 +231,11 @@ class Uploader:
             log.warning("could not abort the multipart upload %s of %r: %s", upload_id, key, exc)
 
     async def _settle(
-        self, key: str, etag: str | None, checksum: Checksum | None, call: Callable[[], Awaitable[Response]]
+        self,
+        key: str,
+        etag: str | None,
+        checksum: Checksum | None,
+        call: Callable[[], Awaitable[Response]],
     ) -> str:
         """Make the committing request, retrying 409s and recognising our own earlier success;
         returns the new ETag.
@@ -204,7 +258,11 @@ class Uploader:
                 if etag and (isinstance(exc, PreconditionFailed) or exc.code == "NoSuchUpload"):
                     current = await self._store.head_object(key)
                     if current is not None and current.etag == etag:
-                        log.info("%r: a retried request found its own earlier attempt committed (ETag %s)", key, etag)
+                        log.info(
+                            "%r: a retried request found its own earlier attempt committed (ETag %s)",
+                            key,
+                            etag,
+                        )
                         return etag
                 raise
             self._verify(key, checksum, response)
@@ -220,5 +278,11 @@ class Uploader:
         if echoed is None:
             log.debug("%r: the server returned no %s to compare", key, sent.algorithm)
         elif echoed != sent.value:
-            log.error("%r: the server's %s %s differs from ours %s", key, sent.algorithm, echoed, sent.value)
+            log.error(
+                "%r: the server's %s %s differs from ours %s",
+                key,
+                sent.algorithm,
+                echoed,
+                sent.value,
+            )
             raise StoreError(f"{sent.algorithm} mismatch", op="Upload", key=key, code="BadDigest")

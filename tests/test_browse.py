@@ -26,7 +26,9 @@ TREE = {
 
 @pytest.fixture
 def tree(server, bucket):
-    server.seed(bucket, [{"key": k, "body_b64": base64.b64encode(v).decode()} for k, v in TREE.items()])
+    server.seed(
+        bucket, [{"key": k, "body_b64": base64.b64encode(v).decode()} for k, v in TREE.items()]
+    )
     return bucket
 
 
@@ -41,7 +43,9 @@ def test_listdir_stat_and_find_show_the_tree(tree, mount):
     assert stat.S_ISREG(st.st_mode) and st.st_size == 5
     assert (mnt / "docs/guide/deep/er/file.bin").read_bytes() == b"\x00\x01\x02"
 
-    found = subprocess.run(["find", str(mnt)], capture_output=True, text=True, check=True).stdout.split()
+    found = subprocess.run(
+        ["find", str(mnt)], capture_output=True, text=True, check=True
+    ).stdout.split()
     relative = sorted(os.path.relpath(p, mnt) for p in found)
     expected = {"."}
     for key in TREE:
@@ -49,7 +53,9 @@ def test_listdir_stat_and_find_show_the_tree(tree, mount):
         expected.update("/".join(parts[: i + 1]) for i in range(len(parts)))
     assert relative == sorted(expected)
 
-    listing = subprocess.run(["ls", "-l", str(mnt / "docs")], capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["ls", "-l", str(mnt / "docs")], capture_output=True, text=True, check=True
+    ).stdout
     assert "readme.md" in listing and listing.splitlines()[-1].startswith("-rw-r--r--")
 
 
@@ -68,7 +74,9 @@ def test_ls_l_of_2500_files_is_three_lists_and_no_head(server, bucket, mount):
     server.seed(bucket, [{"key": f"big/file-{i:05d}.dat", "size": i % 7} for i in range(2500)])
     mnt = mount(bucket, "--metadata-ttl", "60").path
     server.reset()
-    out = subprocess.run(["ls", "-l", str(mnt / "big")], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ls", "-l", str(mnt / "big")], capture_output=True, text=True, check=True
+    ).stdout
     lines = [line for line in out.splitlines() if line.startswith("-")]
     assert len(lines) == 2500
     assert lines[3].split()[4] == "3"  # sizes come from the listing
@@ -83,7 +91,9 @@ def test_a_cold_path_walk_through_a_small_tree_is_one_list(tree, server, mount):
     and listing below it is then answered from that one page."""
     mnt = mount(tree, "--metadata-ttl", "60").path
     server.reset()
-    assert (mnt / "docs" / "guide" / "deep" / "er" / "file.bin").read_bytes() == TREE["docs/guide/deep/er/file.bin"]
+    assert (mnt / "docs" / "guide" / "deep" / "er" / "file.bin").read_bytes() == TREE[
+        "docs/guide/deep/er/file.bin"
+    ]
     assert not (mnt / "docs" / "guide" / "absent").exists()
     assert sorted(os.listdir(mnt / "docs" / "guide")) == ["deep", "intro.md"]
     assert server.counts() == {"ListObjectsV2": 1, "GetObject": 1}
@@ -142,7 +152,13 @@ def test_extended_attributes_are_not_served(tree, mount):
 
 
 def test_odd_keys_are_skipped_not_fatal(server, bucket, mount):
-    odd = ["odd//empty-component", "odd/./dot", "odd/../dotdot", "odd/" + "x" * 256, "odd/nul\0byte"]
+    odd = [
+        "odd//empty-component",
+        "odd/./dot",
+        "odd/../dotdot",
+        "odd/" + "x" * 256,
+        "odd/nul\0byte",
+    ]
     good = ["odd/fine.txt", "odd/ünïcode ñame.txt", "odd/with space", "odd/percent%20and+plus"]
     server.seed(bucket, [{"key": k, "size": 1} for k in odd + good])
     m = mount(bucket)
@@ -172,7 +188,9 @@ def test_inode_numbers_are_stable_and_distinct(tree, mount):
 
 
 def test_ownership_and_modes_follow_options(tree, mount):
-    mnt = mount(tree, "--uid", "1234", "--gid", "4321", "--file-mode", "0600", "--dir-mode", "0750").path
+    mnt = mount(
+        tree, "--uid", "1234", "--gid", "4321", "--file-mode", "0600", "--dir-mode", "0750"
+    ).path
     f = os.stat(mnt / "top.txt")
     d = os.stat(mnt / "docs")
     assert (f.st_uid, f.st_gid, stat.S_IMODE(f.st_mode)) == (1234, 4321, 0o600)
@@ -196,7 +214,9 @@ def test_virtual_hosted_addressing(server, tree, mount):
 
     port = server.url.rsplit(":", 1)[1]
     env = cwfs_env(server, HTTP_PROXY=f"http://127.0.0.1:{port}", NO_PROXY="")
-    m = mount(tree, "--addressing-style", "virtual", "--endpoint", f"http://localhost:{port}", env=env)
+    m = mount(
+        tree, "--addressing-style", "virtual", "--endpoint", f"http://localhost:{port}", env=env
+    )
     server.reset()
     assert (m.path / "docs" / "readme.md").read_bytes() == TREE["docs/readme.md"]
     requests = server.requests()

@@ -36,7 +36,9 @@ def test_own_changes_are_visible_at_once(server, bucket, s3, mount):
     assert ls_l(mnt / "d") == ["renamed"]
     os.mkdir(mnt / "d" / "sub")
     assert ls_l(mnt / "d") == ["renamed", "sub"]
-    assert not (mnt / "d" / "old").exists() and (mnt / "d" / "renamed").read_bytes() == pattern("d/old", 1)
+    assert not (mnt / "d" / "old").exists() and (mnt / "d" / "renamed").read_bytes() == pattern(
+        "d/old", 1
+    )
 
 
 def test_another_clients_change_is_visible_after_the_ttl(server, bucket, s3, mount):
@@ -62,10 +64,15 @@ def test_negative_lookups_are_cached(server, bucket, mount):
 
 
 def test_find_over_a_tree_lists_it_flat(server, bucket, mount):
-    server.seed(bucket, [{"key": f"tree/dir{d:02d}/file{f:03d}", "size": 1} for d in range(30) for f in range(100)])
+    server.seed(
+        bucket,
+        [{"key": f"tree/dir{d:02d}/file{f:03d}", "size": 1} for d in range(30) for f in range(100)],
+    )
     mnt = mount(bucket, "--metadata-ttl", "60").path
     server.reset()
-    found = subprocess.run(["find", str(mnt / "tree"), "-type", "f"], capture_output=True, text=True, check=True).stdout.split()
+    found = subprocess.run(
+        ["find", str(mnt / "tree"), "-type", "f"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert len(found) == 3000
     counts = server.counts()
     assert counts.get("ListObjectsV2", 0) <= 5, counts
@@ -77,12 +84,16 @@ def test_find_over_a_tree_lists_it_flat(server, bucket, mount):
 
 def test_walk_of_a_tree_larger_than_one_flat_pass(server, bucket, mount):
     """Over 10,000 objects: the top falls back to a delimited listing, nothing is lost."""
-    server.seed(bucket, [{"key": f"big/d{d}/f{f:04d}", "size": 0} for d in range(12) for f in range(1000)])
+    server.seed(
+        bucket, [{"key": f"big/d{d}/f{f:04d}", "size": 0} for d in range(12) for f in range(1000)]
+    )
     mnt = mount(bucket, "--metadata-ttl", "60").path
     server.reset()
     total = sum(len(files) for _, _, files in os.walk(mnt / "big"))
     assert total == 12_000
-    assert server.counts().get("ListObjectsV2", 0) <= 12 + 10 + 2  # ~N/1000, plus the one bounded flat pass
+    assert (
+        server.counts().get("ListObjectsV2", 0) <= 12 + 10 + 2
+    )  # ~N/1000, plus the one bounded flat pass
 
 
 def test_unchanged_objects_keep_the_page_cache(server, bucket, mount):
@@ -91,7 +102,9 @@ def test_unchanged_objects_keep_the_page_cache(server, bucket, mount):
     digest = hashlib.sha256((mnt / "data.bin").read_bytes()).hexdigest()
     server.reset()
     assert hashlib.sha256((mnt / "data.bin").read_bytes()).hexdigest() == digest
-    assert server.counts().get("GetObject", 0) == 0, "the second pass should come from the page cache"
+    assert server.counts().get("GetObject", 0) == 0, (
+        "the second pass should come from the page cache"
+    )
 
 
 def test_direct_io_bypasses_the_page_cache(server, bucket, mount):
@@ -127,5 +140,11 @@ def test_creating_many_files_in_an_existing_directory_lists_it_once(server, buck
         (mnt / "out" / f"f{i:02d}").write_bytes(b"x")
     counts = server.counts()
     # The directory's own lookup and the first few misses go to the store, then one listing answers the rest.
-    assert counts["PutObject"] == 50 and counts.get("HeadObject", 0) <= 4 and counts["ListObjectsV2"] <= 5, counts
-    assert sorted(os.listdir(mnt / "out")) == sorted([".keep", "existing"] + [f"f{i:02d}" for i in range(50)])
+    assert (
+        counts["PutObject"] == 50
+        and counts.get("HeadObject", 0) <= 4
+        and counts["ListObjectsV2"] <= 5
+    ), counts
+    assert sorted(os.listdir(mnt / "out")) == sorted(
+        [".keep", "existing"] + [f"f{i:02d}" for i in range(50)]
+    )

@@ -138,4 +138,3 @@ def test_the_store_settings_are_the_mounts(tmp_path):
     settings = config.store_settings
     assert (settings.endpoint, settings.max_attempts) == (config.endpoint, 3)
     assert settings.bucket == config.bucket and not settings.is_coreweave
-

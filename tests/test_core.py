@@ -45,7 +45,9 @@ def run_core(server, tmp_path, monkeypatch):
         async def main() -> None:
             store = ObjectStore(config.store_settings)
             async with trio.open_nursery() as nursery:
-                core, _ = build_filesystem(config, store, ReadEndpoint(store, None), False, tmp_path / "cache", nursery)
+                core, _ = build_filesystem(
+                    config, store, ReadEndpoint(store, None), False, tmp_path / "cache", nursery
+                )
                 await scenario(core, clock)
                 nursery.cancel_scope.cancel()
 
@@ -150,7 +152,9 @@ def test_a_read_of_a_replaced_object_is_stale(server, bucket, s3, run_core):
     run_core(bucket, scenario)
 
 
-def test_the_loser_of_a_create_race_gets_exists_and_keeps_its_data(server, bucket, s3, run_core, tmp_path):
+def test_the_loser_of_a_create_race_gets_exists_and_keeps_its_data(
+    server, bucket, s3, run_core, tmp_path
+):
     async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
         handle, _ = await core.create("race", 0o644)
         await core.write(handle, 0, b"ours")

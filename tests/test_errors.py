@@ -21,7 +21,9 @@ def test_truncate_beyond_the_largest_object_is_efbig_and_the_mount_stays(server,
     m = mount(bucket)
     os.stat(m.path / "f")
     server.reset()
-    result = subprocess.run(["truncate", "-s", str(HUGE), str(m.path / "f")], capture_output=True, text=True)
+    result = subprocess.run(
+        ["truncate", "-s", str(HUGE), str(m.path / "f")], capture_output=True, text=True
+    )
     assert result.returncode != 0 and "File too large" in result.stderr, result
     with open(m.path / "f", "r+b") as f, pytest.raises(OSError) as info:
         os.ftruncate(f.fileno(), HUGE)
@@ -66,7 +68,9 @@ def test_a_full_cache_disk_fails_one_writer_not_the_mount(server, bucket, s3, mo
     with open(m.path / "other.bin", "wb") as meanwhile:
         meanwhile.write(other)
         result = subprocess.run(
-            ["dd", "if=/dev/urandom", f"of={m.path / 'big.bin'}", "bs=1M", "count=3"], capture_output=True, text=True
+            ["dd", "if=/dev/urandom", f"of={m.path / 'big.bin'}", "bs=1M", "count=3"],
+            capture_output=True,
+            text=True,
         )
         assert result.returncode != 0 and "No space left on device" in result.stderr, result
     assert body_of(s3, bucket, "other.bin") == other
@@ -78,7 +82,7 @@ def test_a_full_cache_disk_fails_one_writer_not_the_mount(server, bucket, s3, mo
     assert body_of(s3, bucket, "after.txt") == b"the mount still writes"
 
 
-BOOM = '''
+BOOM = """
 import cwfs.fs
 real_unlink = cwfs.fs.Filesystem.unlink
 async def unlink(self, path):
@@ -86,10 +90,12 @@ async def unlink(self, path):
         raise RuntimeError("injected bug")
     return await real_unlink(self, path)
 cwfs.fs.Filesystem.unlink = unlink
-'''
+"""
 
 
-def test_an_unexpected_exception_is_eio_with_a_traceback_and_the_mount_stays(server, bucket, s3, mount):
+def test_an_unexpected_exception_is_eio_with_a_traceback_and_the_mount_stays(
+    server, bucket, s3, mount
+):
     s3.put_object(Bucket=bucket, Key="boom.txt", Body=b"x")
     m = mount(bucket, patch=BOOM)
     with open(m.path / "open.txt", "wb") as writer:

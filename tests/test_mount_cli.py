@@ -20,12 +20,26 @@ FAIL_FAST = 30  # seconds: generous for a loaded machine; a hang would be minute
 
 def cwfs(server, *args, env=None, timeout=FAIL_FAST):
     return subprocess.run(
-        [sys.executable, "-m", "cwfs", *args], env=env or cwfs_env(server), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "cwfs", *args],
+        env=env or cwfs_env(server),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def mount_args(server, bucket, mnt):
-    return ["mount", bucket, str(mnt), "--endpoint", server.url, "--addressing-style", "path", "--log-file", str(mnt.parent / "bg.log")]
+    return [
+        "mount",
+        bucket,
+        str(mnt),
+        "--endpoint",
+        server.url,
+        "--addressing-style",
+        "path",
+        "--log-file",
+        str(mnt.parent / "bg.log"),
+    ]
 
 
 def _wait_unmounted_and_exited(mnt, pattern):
@@ -64,8 +78,12 @@ def test_sigterm_unmounts_cleanly(server, bucket, mount):
     assert "unmounted" in m.log()
 
 
-@pytest.mark.parametrize("timeout, signals", [("2", 1), ("60", 2)], ids=["timeout", "second-signal"])
-def test_sigterm_does_not_wait_forever_for_a_stalled_upload(server, bucket, mount, timeout, signals):
+@pytest.mark.parametrize(
+    "timeout, signals", [("2", 1), ("60", 2)], ids=["timeout", "second-signal"]
+)
+def test_sigterm_does_not_wait_forever_for_a_stalled_upload(
+    server, bucket, mount, timeout, signals
+):
     m = mount(bucket, "--unmount-timeout", timeout)
     server.reset()
     server.add_fault(op="PutObject", bucket=bucket, delay=30)  # then 503, long after this test
@@ -73,7 +91,9 @@ def test_sigterm_does_not_wait_forever_for_a_stalled_upload(server, bucket, moun
     write = f"with open({str(target)!r}, 'wb') as f: f.write(b'keep me')"
     writer = subprocess.Popen([sys.executable, "-c", write], stderr=subprocess.PIPE)
     deadline = time.monotonic() + FAIL_FAST
-    while not any(r["op"] == "PutObject" and r["key"] == "data.txt" for r in server.requests()):  # uploading
+    while not any(
+        r["op"] == "PutObject" and r["key"] == "data.txt" for r in server.requests()
+    ):  # uploading
         assert time.monotonic() < deadline and writer.poll() is None
         time.sleep(0.05)
     for _ in range(signals):
@@ -97,9 +117,14 @@ def test_missing_bucket_fails_fast_with_a_reason(server, tmp_path):
 
 @pytest.mark.parametrize(
     "key_id, secret, code",
-    [("WRONGKEY", "whatever", "InvalidAccessKeyId"), (None, "wrong-secret", "SignatureDoesNotMatch")],
+    [
+        ("WRONGKEY", "whatever", "InvalidAccessKeyId"),
+        (None, "wrong-secret", "SignatureDoesNotMatch"),
+    ],
 )
-def test_wrong_credentials_fail_fast_without_leaking_them(server, bucket, tmp_path, key_id, secret, code):
+def test_wrong_credentials_fail_fast_without_leaking_them(
+    server, bucket, tmp_path, key_id, secret, code
+):
     (tmp_path / "m").mkdir()
     env = cwfs_env(server, ACCESS_KEY_ID=key_id or server.access_key, SECRET_ACCESS_KEY=secret)
     result = cwfs(server, *mount_args(server, bucket, tmp_path / "m"), env=env)
@@ -113,7 +138,9 @@ def test_wrong_credentials_fail_fast_without_leaking_them(server, bucket, tmp_pa
 
 def test_no_credentials_at_all(server, bucket, tmp_path):
     (tmp_path / "m").mkdir()
-    env = {k: v for k, v in cwfs_env(server).items() if k not in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")}
+    env = {
+        k: v for k, v in cwfs_env(server).items() if k not in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")
+    }
     env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true")
     result = cwfs(server, *mount_args(server, bucket, tmp_path / "m"), env=env)
     assert result.returncode != 0
@@ -144,7 +171,16 @@ def test_a_mount_not_ready_in_time_is_stopped(server, bucket, tmp_path):
 
 def test_path_style_is_refused_for_coreweave_endpoints(server, tmp_path):
     (tmp_path / "m").mkdir()
-    result = cwfs(server, "mount", "b", str(tmp_path / "m"), "--endpoint", "https://cwobject.com", "--addressing-style", "path")
+    result = cwfs(
+        server,
+        "mount",
+        "b",
+        str(tmp_path / "m"),
+        "--endpoint",
+        "https://cwobject.com",
+        "--addressing-style",
+        "path",
+    )
     assert result.returncode == 2
     assert "virtual-hosted addressing only" in result.stderr
 
@@ -156,14 +192,20 @@ def test_coreweave_profile_files_supply_credentials(server, bucket, s3, tmp_path
     (home / ".coreweave" / "cw.credentials").write_text(
         f"[cw]\naws_access_key_id = {server.access_key}\naws_secret_access_key = {server.secret_key}\n"
     )
-    (home / ".coreweave" / "cw.config").write_text(f"[profile cw]\nendpoint_url = {server.url}\ns3 =\n    addressing_style = path\n")
+    (home / ".coreweave" / "cw.config").write_text(
+        f"[profile cw]\nendpoint_url = {server.url}\ns3 =\n    addressing_style = path\n"
+    )
     s3.put_object(Bucket=bucket, Key="from-profile.txt", Body=b"cw")
     mnt = tmp_path / "m"
     mnt.mkdir()
-    env = {k: v for k, v in cwfs_env(server).items() if k not in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")}
+    env = {
+        k: v for k, v in cwfs_env(server).items() if k not in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")
+    }
     env["HOME"] = str(home)
     try:
-        result = cwfs(server, "mount", bucket, str(mnt), "--log-file", str(tmp_path / "cw.log"), env=env)
+        result = cwfs(
+            server, "mount", bucket, str(mnt), "--log-file", str(tmp_path / "cw.log"), env=env
+        )
         assert result.returncode == 0, result.stderr
         assert (mnt / "from-profile.txt").read_bytes() == b"cw"
     finally:

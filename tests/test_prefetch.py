@@ -52,7 +52,9 @@ def test_sequential_read_goes_to_lota_in_large_ranges(server, bucket, mount):
     sizes = [last - first + 1 for first, last in spans]
     assert sizes[0] == MiB, "the first request is small: time to first byte is one short GET"
     assert max(sizes) == 16 * MiB and sum(s for s in sizes if s == 16 * MiB) >= size // 2, sizes
-    assert sum(sizes) == size and all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans)), "each byte fetched once"
+    assert sum(sizes) == size and all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans)), (
+        "each byte fetched once"
+    )
 
 
 def test_random_reads_fetch_small_ranges(server, bucket, mount):
@@ -141,7 +143,14 @@ def test_small_object_is_fetched_whole_at_first_read(server, bucket, mount):
 def test_failing_lota_falls_back_to_the_primary_endpoint(server, bucket, mount):
     server.seed(bucket, [{"key": "fb.bin", "size": 4 * MiB}])
     m = mount(bucket, *lota_args(server))
-    server.add_fault(op="GetObject", endpoint="lota", status=503, code="ServiceUnavailable", message="down", times=-1)
+    server.add_fault(
+        op="GetObject",
+        endpoint="lota",
+        status=503,
+        code="ServiceUnavailable",
+        message="down",
+        times=-1,
+    )
     try:
         assert read_all(m.path / "fb.bin") == pattern("fb.bin", 4 * MiB)
     finally:
@@ -197,7 +206,9 @@ def test_memory_budget_holds_with_16_parallel_readers(server, bucket, mount):
 
 def test_lota_is_off_when_asked(server, bucket, mount):
     server.seed(bucket, [{"key": "off.bin", "size": MiB}])
-    mnt = mount(bucket, "--lota-endpoint", server.lota_url, "--lota", "off", env=cwfs_env(server)).path
+    mnt = mount(
+        bucket, "--lota-endpoint", server.lota_url, "--lota", "off", env=cwfs_env(server)
+    ).path
     server.reset()
     read_all(mnt / "off.bin")
     assert server.all_counts()["lota"] == {}

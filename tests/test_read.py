@@ -45,7 +45,13 @@ def test_random_access_reads(server, bucket, s3, mount):
     s3.put_object(Bucket=bucket, Key="r.bin", Body=body)
     mnt = mount(bucket).path
     with open(mnt / "r.bin", "rb", buffering=0) as f:
-        for offset, size in [(0, 10), (1 << 20, 4096), ((3 << 20) - 5, 100), (123457, 1), (3 << 20, 10)]:
+        for offset, size in [
+            (0, 10),
+            (1 << 20, 4096),
+            ((3 << 20) - 5, 100),
+            (123457, 1),
+            (3 << 20, 10),
+        ]:
             f.seek(offset)
             assert f.read(size) == body[offset : offset + size]
 
@@ -68,7 +74,13 @@ def test_throttling_is_retried(server, bucket, s3, mount):
     mnt = mount(bucket).path
     os.stat(mnt / "t.txt")
     server.reset()
-    server.add_fault(op="GetObject", status=503, code="SlowDown", message="Please reduce your request rate.", times=2)
+    server.add_fault(
+        op="GetObject",
+        status=503,
+        code="SlowDown",
+        message="Please reduce your request rate.",
+        times=2,
+    )
     try:
         assert (mnt / "t.txt").read_bytes() == b"patience"
     finally:
@@ -80,7 +92,13 @@ def test_persistent_server_errors_become_eio_with_the_code_logged(server, bucket
     s3.put_object(Bucket=bucket, Key="e.txt", Body=b"never")
     m = mount(bucket, "--max-attempts", "2")
     os.stat(m.path / "e.txt")
-    server.add_fault(op="GetObject", status=500, code="InternalError", message="We encountered an internal error.", times=-1)
+    server.add_fault(
+        op="GetObject",
+        status=500,
+        code="InternalError",
+        message="We encountered an internal error.",
+        times=-1,
+    )
     try:
         with pytest.raises(OSError) as info:
             (m.path / "e.txt").read_bytes()
@@ -94,7 +112,9 @@ def test_access_denied_is_eacces(server, bucket, s3, mount):
     s3.put_object(Bucket=bucket, Key="secret.txt", Body=b"x")
     m = mount(bucket)
     os.stat(m.path / "secret.txt")
-    server.add_fault(op="GetObject", status=403, code="AccessDenied", message="Access Denied", times=-1)
+    server.add_fault(
+        op="GetObject", status=403, code="AccessDenied", message="Access Denied", times=-1
+    )
     try:
         with pytest.raises(PermissionError):
             (m.path / "secret.txt").read_bytes()
@@ -109,14 +129,18 @@ def test_closing_a_file_stops_its_get_midway(server, bucket, mount):
     size = 64 << 20
     server.seed(bucket, [{"key": "big.bin", "size": size}])
     mnt = mount(bucket, "--read-part-size", "64M").path
-    server.add_fault(op="GetObject", bucket=bucket, phase="slow", delay=0.25, times=-1)  # 4 s for all of it
+    server.add_fault(
+        op="GetObject", bucket=bucket, phase="slow", delay=0.25, times=-1
+    )  # 4 s for all of it
     try:
         with open(mnt / "big.bin", "rb", buffering=0) as f:
             assert f.read(4096) == pattern("big.bin", size)[:4096]
     finally:
         server.clear_faults()
     deadline = time.monotonic() + 30
-    while (gets := [r for r in server.requests() if r["op"] == "GetObject" and r["bucket"] == bucket])[-1]["body_complete"] is None:
+    while (
+        gets := [r for r in server.requests() if r["op"] == "GetObject" and r["bucket"] == bucket]
+    )[-1]["body_complete"] is None:
         assert time.monotonic() < deadline, gets
         time.sleep(0.05)
     assert len(gets) == 1 and gets[0]["headers"]["Range"] == f"bytes=0-{size - 1}", gets

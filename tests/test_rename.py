@@ -26,7 +26,9 @@ def renameat2(old, new, flags):
 
 
 def keys(s3, bucket, prefix=""):
-    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+    return sorted(
+        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    )
 
 
 def all_keys(s3, bucket):
@@ -40,7 +42,12 @@ def all_keys(s3, bucket):
 
 
 def test_mv_is_exactly_one_rename_object(server, bucket, s3, mount):
-    s3.put_object(Bucket=bucket, Key="a", Body=b"payload", Metadata={"mtime": "1600000000.000000001", "mode": "33184"})
+    s3.put_object(
+        Bucket=bucket,
+        Key="a",
+        Body=b"payload",
+        Metadata={"mtime": "1600000000.000000001", "mode": "33184"},
+    )
     mnt = mount(bucket, "--metadata-ttl", "30", "--negative-ttl", "30").path
     before = os.stat(mnt / "a")
     assert not (mnt / "b").exists()
@@ -54,7 +61,11 @@ def test_mv_is_exactly_one_rename_object(server, bucket, s3, mount):
     assert head["Metadata"] == {"mtime": "1600000000.000000001", "mode": "33184"}
     assert (mnt / "b").read_bytes() == b"payload"
     after = os.stat(mnt / "b")
-    assert (after.st_mtime_ns, after.st_mode, after.st_ino) == (before.st_mtime_ns, before.st_mode, before.st_ino)
+    assert (after.st_mtime_ns, after.st_mode, after.st_ino) == (
+        before.st_mtime_ns,
+        before.st_mode,
+        before.st_ino,
+    )
     assert not (mnt / "a").exists()  # the cache forgot the old name at once
     assert os.listdir(mnt) == ["b"]
 
@@ -73,9 +84,15 @@ def test_noreplace_refuses_an_existing_destination(server, bucket, s3, mount):
     with pytest.raises(FileExistsError):
         renameat2(mnt / "src", mnt / "late", RENAME_NOREPLACE)
     rename = [r for r in server.requests() if r["op"] == "RenameObject"]
-    assert len(rename) == 1 and rename[0]["headers"].get("If-None-Match") == "*" and rename[0]["status"] == 412
+    assert (
+        len(rename) == 1
+        and rename[0]["headers"].get("If-None-Match") == "*"
+        and rename[0]["status"] == 412
+    )
     assert {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys(s3, bucket)} == {
-        "src": b"src", "known": b"known", "late": b"late"
+        "src": b"src",
+        "known": b"known",
+        "late": b"late",
     }
 
 
@@ -151,7 +168,9 @@ def test_readers_see_the_whole_file_or_nothing_during_mv(server, bucket, s3, mou
 
 
 def _seed_tree(server, bucket, prefix, count):
-    objects = [{"key": f"{prefix}/d{i % 3}/e{i % 5}/file-{i:04d}", "size": i % 50} for i in range(count)]
+    objects = [
+        {"key": f"{prefix}/d{i % 3}/e{i % 5}/file-{i:04d}", "size": i % 50} for i in range(count)
+    ]
     server.seed(bucket, objects + [{"key": f"{prefix}/", "size": 0}])
     return [o["key"][len(prefix) + 1 :] for o in objects]
 
@@ -166,26 +185,40 @@ def test_directory_rename_moves_every_object_with_one_rename_each(server, bucket
     assert counts["RenameObject"] == 301, counts  # 300 files and the marker
     assert not {"CopyObject", "PutObject", "DeleteObject", "GetObject"} & set(counts)
     assert all_keys(s3, bucket) == sorted(["dst/"] + [f"dst/{n}" for n in names])
-    assert sorted(os.path.relpath(os.path.join(d, f), mnt / "dst") for d, _, fs in os.walk(mnt / "dst") for f in fs) == sorted(names)
+    assert sorted(
+        os.path.relpath(os.path.join(d, f), mnt / "dst")
+        for d, _, fs in os.walk(mnt / "dst")
+        for f in fs
+    ) == sorted(names)
     assert not (mnt / "src").exists()
-    assert s3.get_object(Bucket=bucket, Key=f"dst/{names[7]}")["Body"].read() == pattern(f"src/{names[7]}", 7)
+    assert s3.get_object(Bucket=bucket, Key=f"dst/{names[7]}")["Body"].read() == pattern(
+        f"src/{names[7]}", 7
+    )
 
 
 def test_interrupted_directory_rename_loses_nothing_and_resumes(server, bucket, s3, mount):
     names = _seed_tree(server, bucket, "src", 120)
     m = mount(bucket, "--max-attempts", "1")
-    server.add_fault(op="RenameObject", status=500, code="InternalError", message="injected", times=-1, after=50)
+    server.add_fault(
+        op="RenameObject", status=500, code="InternalError", message="injected", times=-1, after=50
+    )
     try:
-        result = subprocess.run(["mv", str(m.path / "src"), str(m.path / "dst")], capture_output=True, text=True)
+        result = subprocess.run(
+            ["mv", str(m.path / "src"), str(m.path / "dst")], capture_output=True, text=True
+        )
     finally:
         server.clear_faults()
     assert result.returncode != 0 and "Input/output error" in result.stderr
     moved, left = keys(s3, bucket, "dst/"), keys(s3, bucket, "src/")
     assert 50 <= len(moved) < 121 and len(moved) + len(left) == 121
-    assert sorted(k[4:] for k in moved + left) == sorted([""] + names)  # each object under exactly one name
+    assert sorted(k[4:] for k in moved + left) == sorted(
+        [""] + names
+    )  # each object under exactly one name
     assert "repeat the same rename" in m.log()
     subprocess.run(["mv", str(m.path / "src"), str(m.path / "dst")], check=True)
-    assert keys(s3, bucket, "src/") == [] and keys(s3, bucket) == sorted(["dst/"] + [f"dst/{n}" for n in names])
+    assert keys(s3, bucket, "src/") == [] and keys(s3, bucket) == sorted(
+        ["dst/"] + [f"dst/{n}" for n in names]
+    )
     assert len(list((m.path / "dst").rglob("file-*"))) == 120
 
 
@@ -196,7 +229,11 @@ def test_versioned_bucket_copies_and_deletes_and_says_so(server, bucket, s3, mou
     server.reset()
     os.rename(m.path / "a", m.path / "b")
     counts = server.counts()
-    assert counts.get("RenameObject", 0) == 0 and counts["CopyObject"] == 1 and counts["DeleteObject"] == 1
+    assert (
+        counts.get("RenameObject", 0) == 0
+        and counts["CopyObject"] == 1
+        and counts["DeleteObject"] == 1
+    )
     assert s3.get_object(Bucket=bucket, Key="b")["Body"].read() == b"versioned"
     assert s3.head_object(Bucket=bucket, Key="b")["Metadata"] == {"mode": "33152"}
     assert not (m.path / "a").exists()
@@ -218,7 +255,13 @@ def test_auto_mode_falls_back_once_when_the_store_refuses_rename(server, bucket,
     for key in ("a", "c"):
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     m = mount(bucket)
-    server.add_fault(op="RenameObject", status=501, code="NotImplemented", message="A header you provided implies functionality that is not implemented", times=-1)
+    server.add_fault(
+        op="RenameObject",
+        status=501,
+        code="NotImplemented",
+        message="A header you provided implies functionality that is not implemented",
+        times=-1,
+    )
     try:
         os.rename(m.path / "a", m.path / "b")
         os.rename(m.path / "c", m.path / "d")

@@ -4,6 +4,7 @@ Every test checks effects, not just status codes: after a rename the source is g
 the destination holds the full bytes and metadata; after a refused write the object is
 unchanged.
 """
+
 from __future__ import annotations
 
 import base64
@@ -74,8 +75,9 @@ def exists(client, bucket, key) -> bool:
 
 def rename(client, bucket, src, dest, **kwargs):
     # botocore does not URL-encode RenameSource: clients must.
-    return client.rename_object(Bucket=bucket, Key=dest,
-                                RenameSource=urllib.parse.quote(f"{bucket}/{src}"), **kwargs)
+    return client.rename_object(
+        Bucket=bucket, Key=dest, RenameSource=urllib.parse.quote(f"{bucket}/{src}"), **kwargs
+    )
 
 
 def log_of(server, bucket, op):
@@ -94,8 +96,13 @@ def test_basic_object_lifecycle(server, bucket, addressing):
     c = server.client(addressing, **NO_RETRY)
     before = server.counts()
     key = "dir/a b+c&ü.txt"
-    c.put_object(Bucket=bucket, Key=key, Body=b"hello world", ContentType="text/plain",
-                 Metadata={"owner": "cwfs"})
+    c.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=b"hello world",
+        ContentType="text/plain",
+        Metadata={"owner": "cwfs"},
+    )
     got = c.get_object(Bucket=bucket, Key=key)
     assert got["Body"].read() == b"hello world"
     assert got["ContentType"] == "text/plain" and got["Metadata"] == {"owner": "cwfs"}
@@ -103,8 +110,13 @@ def test_basic_object_lifecycle(server, bucket, addressing):
     assert c.head_object(Bucket=bucket, Key=key)["ContentLength"] == 11
     c.delete_object(Bucket=bucket, Key=key)
     assert not exists(c, bucket, key)
-    assert delta(server, before) == {"PutObject": 1, "GetObject": 1, "ListObjectsV2": 1,
-                                     "HeadObject": 2, "DeleteObject": 1}
+    assert delta(server, before) == {
+        "PutObject": 1,
+        "GetObject": 1,
+        "ListObjectsV2": 1,
+        "HeadObject": 2,
+        "DeleteObject": 1,
+    }
     logged = [r for r in server.requests() if r["bucket"] == bucket]
     assert {r["addressing"] for r in logged} == {addressing}
     assert all(r["key"] in (key, None) for r in logged)
@@ -130,24 +142,51 @@ def test_operation_names(server, bucket, s3):
     s3.list_objects(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="src", Body=b"x" * 100)
     s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "src"})
-    s3.put_object_tagging(Bucket=bucket, Key="copy", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]})
+    s3.put_object_tagging(
+        Bucket=bucket, Key="copy", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}
+    )
     up = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
     p1 = s3.upload_part(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, Body=b"a" * (5 * MiB))
-    p2 = s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=up, PartNumber=2,
-                             CopySource={"Bucket": bucket, "Key": "src"})
+    p2 = s3.upload_part_copy(
+        Bucket=bucket,
+        Key="mp",
+        UploadId=up,
+        PartNumber=2,
+        CopySource={"Bucket": bucket, "Key": "src"},
+    )
     s3.list_multipart_uploads(Bucket=bucket)
-    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up, MultipartUpload={"Parts": [
-        {"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]})
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="mp",
+        UploadId=up,
+        MultipartUpload={
+            "Parts": [
+                {"PartNumber": 1, "ETag": p1["ETag"]},
+                {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]},
+            ]
+        },
+    )
     up2 = s3.create_multipart_upload(Bucket=bucket, Key="mp2")["UploadId"]
     s3.abort_multipart_upload(Bucket=bucket, Key="mp2", UploadId=up2)
     s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "src"}, {"Key": "copy"}]})
     assert body(s3, bucket, "mp") == b"a" * (5 * MiB) + b"x" * 100
     assert delta(server, before) == {
-        "HeadBucket": 1, "GetBucketLocation": 1, "GetBucketVersioning": 1, "ListObjects": 1,
-        "PutObject": 1, "CopyObject": 1, "PutObjectTagging": 1, "CreateMultipartUpload": 2,
-        "UploadPart": 1, "UploadPartCopy": 1, "ListMultipartUploads": 1,
-        "CompleteMultipartUpload": 1, "AbortMultipartUpload": 1, "DeleteObjects": 1,
-        "GetObject": 1}
+        "HeadBucket": 1,
+        "GetBucketLocation": 1,
+        "GetBucketVersioning": 1,
+        "ListObjects": 1,
+        "PutObject": 1,
+        "CopyObject": 1,
+        "PutObjectTagging": 1,
+        "CreateMultipartUpload": 2,
+        "UploadPart": 1,
+        "UploadPartCopy": 1,
+        "ListMultipartUploads": 1,
+        "CompleteMultipartUpload": 1,
+        "AbortMultipartUpload": 1,
+        "DeleteObjects": 1,
+        "GetObject": 1,
+    }
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == ["mp"]
 
 
@@ -157,8 +196,11 @@ def test_create_bucket_and_versioning_ops(server, s3):
     s3.create_bucket(Bucket=name)
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
-    assert delta(server, before) == {"CreateBucket": 1, "PutBucketVersioning": 1,
-                                     "GetBucketVersioning": 1}
+    assert delta(server, before) == {
+        "CreateBucket": 1,
+        "PutBucketVersioning": 1,
+        "GetBucketVersioning": 1,
+    }
 
 
 # ---------------------------------------------------------------- rename -----------
@@ -166,10 +208,16 @@ def test_create_bucket_and_versioning_ops(server, s3):
 def test_rename_moves_data_and_metadata(server, bucket, addressing):
     c = server.client(addressing, **NO_RETRY)
     data = pattern("big", 7 * MiB + 5)
-    c.put_object(Bucket=bucket, Key="dir/src é+&.bin", Body=data, ContentType="application/x-test",
-                 Metadata={"mtime": "123", "mode": "0644"})
-    c.put_object_tagging(Bucket=bucket, Key="dir/src é+&.bin",
-                         Tagging={"TagSet": [{"Key": "t", "Value": "v"}]})
+    c.put_object(
+        Bucket=bucket,
+        Key="dir/src é+&.bin",
+        Body=data,
+        ContentType="application/x-test",
+        Metadata={"mtime": "123", "mode": "0644"},
+    )
+    c.put_object_tagging(
+        Bucket=bucket, Key="dir/src é+&.bin", Tagging={"TagSet": [{"Key": "t", "Value": "v"}]}
+    )
     etag = c.head_object(Bucket=bucket, Key="dir/src é+&.bin")["ETag"]
     before = server.counts()
     resp = rename(c, bucket, "dir/src é+&.bin", "other/dest ü.bin")
@@ -179,12 +227,15 @@ def test_rename_moves_data_and_metadata(server, bucket, addressing):
     assert got["Body"].read() == data
     assert got["ETag"] == etag and got["ContentType"] == "application/x-test"
     assert got["Metadata"] == {"mtime": "123", "mode": "0644"}
-    assert c.get_object_tagging(Bucket=bucket, Key="other/dest ü.bin")["TagSet"] == \
-        [{"Key": "t", "Value": "v"}]
+    assert c.get_object_tagging(Bucket=bucket, Key="other/dest ü.bin")["TagSet"] == [
+        {"Key": "t", "Value": "v"}
+    ]
     assert [o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"]] == ["other/dest ü.bin"]
     assert delta(server, before)["RenameObject"] == 1
     last = [r for r in server.requests() if r["op"] == "RenameObject"][-1]
-    assert urllib.parse.unquote(last["headers"]["x-amz-rename-source"]) == f"{bucket}/dir/src é+&.bin"
+    assert (
+        urllib.parse.unquote(last["headers"]["x-amz-rename-source"]) == f"{bucket}/dir/src é+&.bin"
+    )
     assert "x-amz-client-token" in last["headers"]
 
 
@@ -201,17 +252,36 @@ def test_rename_errors_leave_objects_unchanged(server, bucket, s3):
     cases = [
         (dict(RenameSource=f"{other}/src"), (400, "InvalidRequest")),
         (dict(RenameSource=f"{bucket}/missing"), (404, "NoSuchKey")),
-        (dict(RenameSource=f"{bucket}/src", DestinationIfNoneMatch="*"), (412, "PreconditionFailed")),
-        (dict(RenameSource=f"{bucket}/src", DestinationIfMatch='"0123"'), (412, "PreconditionFailed")),
+        (
+            dict(RenameSource=f"{bucket}/src", DestinationIfNoneMatch="*"),
+            (412, "PreconditionFailed"),
+        ),
+        (
+            dict(RenameSource=f"{bucket}/src", DestinationIfMatch='"0123"'),
+            (412, "PreconditionFailed"),
+        ),
         (dict(RenameSource=f"{bucket}/src", SourceIfMatch='"0123"'), (412, "PreconditionFailed")),
-        (dict(RenameSource=f"{bucket}/src", SourceIfNoneMatch=s3.head_object(
-            Bucket=bucket, Key="src")["ETag"]), (412, "PreconditionFailed")),
-        (dict(RenameSource=f"{bucket}/src",
-              SourceIfModifiedSince=datetime.now(timezone.utc) + timedelta(hours=1)),
-         (412, "PreconditionFailed")),
-        (dict(RenameSource=f"{bucket}/src",
-              SourceIfUnmodifiedSince=datetime.now(timezone.utc) - timedelta(hours=1)),
-         (412, "PreconditionFailed")),
+        (
+            dict(
+                RenameSource=f"{bucket}/src",
+                SourceIfNoneMatch=s3.head_object(Bucket=bucket, Key="src")["ETag"],
+            ),
+            (412, "PreconditionFailed"),
+        ),
+        (
+            dict(
+                RenameSource=f"{bucket}/src",
+                SourceIfModifiedSince=datetime.now(timezone.utc) + timedelta(hours=1),
+            ),
+            (412, "PreconditionFailed"),
+        ),
+        (
+            dict(
+                RenameSource=f"{bucket}/src",
+                SourceIfUnmodifiedSince=datetime.now(timezone.utc) - timedelta(hours=1),
+            ),
+            (412, "PreconditionFailed"),
+        ),
     ]
     for kwargs, expected in cases:
         with pytest.raises(ClientError) as exc:
@@ -221,11 +291,18 @@ def test_rename_errors_leave_objects_unchanged(server, bucket, s3):
     # conditions that hold
     etag = s3.head_object(Bucket=bucket, Key="dst")["ETag"]
     src_etag = s3.head_object(Bucket=bucket, Key="src")["ETag"]
-    s3.rename_object(Bucket=bucket, Key="dst", RenameSource=f"{bucket}/src", DestinationIfMatch=etag,
-                     SourceIfMatch=src_etag,
-                     SourceIfUnmodifiedSince=datetime.now(timezone.utc) + timedelta(hours=1))
+    s3.rename_object(
+        Bucket=bucket,
+        Key="dst",
+        RenameSource=f"{bucket}/src",
+        DestinationIfMatch=etag,
+        SourceIfMatch=src_etag,
+        SourceIfUnmodifiedSince=datetime.now(timezone.utc) + timedelta(hours=1),
+    )
     assert body(s3, bucket, "dst") == b"source" and not exists(s3, bucket, "src")
-    s3.rename_object(Bucket=bucket, Key="new", RenameSource=f"{bucket}/dst", DestinationIfNoneMatch="*")
+    s3.rename_object(
+        Bucket=bucket, Key="new", RenameSource=f"{bucket}/dst", DestinationIfNoneMatch="*"
+    )
     assert body(s3, bucket, "new") == b"source" and not exists(s3, bucket, "dst")
 
 
@@ -289,9 +366,11 @@ def test_racing_renames_of_one_source(server, bucket):
 def test_conditional_put(server, bucket, s3):
     s3.put_object(Bucket=bucket, Key="k", Body=b"first", IfNoneMatch="*")
     etag = s3.head_object(Bucket=bucket, Key="k")["ETag"]
-    for kwargs, expected in [(dict(IfNoneMatch="*"), (412, "PreconditionFailed")),
-                             (dict(IfMatch='"deadbeef"'), (412, "PreconditionFailed")),
-                             (dict(IfNoneMatch=etag), (400, "InvalidRequest"))]:
+    for kwargs, expected in [
+        (dict(IfNoneMatch="*"), (412, "PreconditionFailed")),
+        (dict(IfMatch='"deadbeef"'), (412, "PreconditionFailed")),
+        (dict(IfNoneMatch=etag), (400, "InvalidRequest")),
+    ]:
         with pytest.raises(ClientError) as exc:
             s3.put_object(Bucket=bucket, Key="k", Body=b"second", **kwargs)
         assert error_of(exc) == expected
@@ -313,29 +392,36 @@ def test_conditional_complete_multipart_and_copy(server, bucket, s3):
     part = s3.upload_part(Bucket=bucket, Key="k", UploadId=up, PartNumber=1, Body=b"new data")
     parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
     with pytest.raises(ClientError) as exc:
-        s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=up, MultipartUpload=parts,
-                                     IfNoneMatch="*")
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key="k", UploadId=up, MultipartUpload=parts, IfNoneMatch="*"
+        )
     assert error_of(exc) == (412, "PreconditionFailed")
     assert body(s3, bucket, "k") == b"existing"
     etag = s3.head_object(Bucket=bucket, Key="k")["ETag"]
-    s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=up, MultipartUpload=parts,
-                                 IfMatch=etag)
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=up, MultipartUpload=parts, IfMatch=etag
+    )
     assert body(s3, bucket, "k") == b"new data"
     with pytest.raises(ClientError) as exc:
-        s3.copy_object(Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "src"},
-                       IfNoneMatch="*")
+        s3.copy_object(
+            Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "src"}, IfNoneMatch="*"
+        )
     assert error_of(exc) == (412, "PreconditionFailed")
     assert body(s3, bucket, "k") == b"new data"
-    s3.copy_object(Bucket=bucket, Key="fresh", CopySource={"Bucket": bucket, "Key": "src"},
-                   IfNoneMatch="*")
+    s3.copy_object(
+        Bucket=bucket, Key="fresh", CopySource={"Bucket": bucket, "Key": "src"}, IfNoneMatch="*"
+    )
     assert body(s3, bucket, "fresh") == b"copy me"
 
 
 def _signed_put(server, bucket, key, size):
     """Open a PUT whose body we send ourselves (signed with UNSIGNED-PAYLOAD), headers only."""
     url = f"{server.url}/{bucket}/{urllib.parse.quote(key)}"
-    req = AWSRequest(method="PUT", url=url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD",
-                                                     "Content-Length": str(size)})
+    req = AWSRequest(
+        method="PUT",
+        url=url,
+        headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "Content-Length": str(size)},
+    )
     S3SigV4Auth(Credentials(server.access_key, server.secret_key), "s3", "us-east-1").add_auth(req)
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
@@ -384,7 +470,10 @@ def test_racing_conditional_creates(server, bucket):
         results: list[object] = [None, None]
         start = threading.Barrier(2)
         clients = [server.client("path", **NO_RETRY) for _ in range(2)]
-        threads = [threading.Thread(target=worker, args=(i, start, clients[i], key, results)) for i in range(2)]
+        threads = [
+            threading.Thread(target=worker, args=(i, start, clients[i], key, results))
+            for i in range(2)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -401,17 +490,28 @@ def test_racing_conditional_creates(server, bucket):
 @pytest.mark.parametrize("size", [1000, 9 * MiB + 7])  # in-memory and disk-backed values
 def test_ranged_get(server, bucket, s3v, size):
     data = pattern("obj", size)
-    server.seed(bucket, [{"key": "obj", "size": size, "content_type": "application/x-demo",
-                          "metadata": {"color": "blue"}}])
+    server.seed(
+        bucket,
+        [
+            {
+                "key": "obj",
+                "size": size,
+                "content_type": "application/x-demo",
+                "metadata": {"color": "blue"},
+            }
+        ],
+    )
     head = s3v.head_object(Bucket=bucket, Key="obj")
-    for spec, (lo, hi) in [(f"bytes=10-{size // 2}", (10, size // 2)),
-                           (f"bytes={size - 100}-", (size - 100, size - 1)),
-                           ("bytes=-33", (size - 33, size - 1)),
-                           (f"bytes=5-{size * 3}", (5, size - 1)),
-                           (f"bytes=-{size * 2}", (0, size - 1))]:
+    for spec, (lo, hi) in [
+        (f"bytes=10-{size // 2}", (10, size // 2)),
+        (f"bytes={size - 100}-", (size - 100, size - 1)),
+        ("bytes=-33", (size - 33, size - 1)),
+        (f"bytes=5-{size * 3}", (5, size - 1)),
+        (f"bytes=-{size * 2}", (0, size - 1)),
+    ]:
         got = s3v.get_object(Bucket=bucket, Key="obj", Range=spec, IfMatch=head["ETag"])
         assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
-        assert got["Body"].read() == data[lo:hi + 1], spec
+        assert got["Body"].read() == data[lo : hi + 1], spec
         assert got["ContentRange"] == f"bytes {lo}-{hi}/{size}"
         assert got["ContentLength"] == hi - lo + 1
         assert got["ETag"] == head["ETag"] and got["LastModified"] == head["LastModified"]
@@ -453,14 +553,17 @@ def test_ranged_get_survives_concurrent_overwrite(server, bucket, s3):
 
 
 # ---------------------------------------------------------------- credentials ------
-@pytest.mark.parametrize("addressing,endpoint", [("path", "primary"), ("virtual", "primary"),
-                                                 ("virtual", "lota")])
+@pytest.mark.parametrize(
+    "addressing,endpoint", [("path", "primary"), ("virtual", "primary"), ("virtual", "lota")]
+)
 def test_credentials_are_checked(server, bucket, addressing, endpoint):
     server.seed(bucket, [{"key": "k", "text": "secret"}])
     good = server.client(addressing, endpoint, **NO_RETRY)
     assert body(good, bucket, "k") == b"secret"
-    for access, secret, code in [("someone-else", server.secret_key, "InvalidAccessKeyId"),
-                                 (server.access_key, "wrong-secret", "SignatureDoesNotMatch")]:
+    for access, secret, code in [
+        ("someone-else", server.secret_key, "InvalidAccessKeyId"),
+        (server.access_key, "wrong-secret", "SignatureDoesNotMatch"),
+    ]:
         bad = server.client(addressing, endpoint, **NO_RETRY)
         bad._request_signer._credentials = Credentials(access, secret)
         with pytest.raises(ClientError) as exc:
@@ -509,8 +612,10 @@ def test_put_checksum_header_is_verified_stored_and_returned(server, bucket, s3)
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket=bucket, Key="k", Body=data, ChecksumCRC32C=b64(crc32c_of(b"other")))
     assert error_of(exc) == (400, "BadDigest")
-    assert exc.value.response["Error"]["Message"] == \
-        "The CRC32C you specified did not match the calculated checksum."
+    assert (
+        exc.value.response["Error"]["Message"]
+        == "The CRC32C you specified did not match the calculated checksum."
+    )
     assert not exists(s3, bucket, "k")
     put = s3.put_object(Bucket=bucket, Key="k", Body=data, ChecksumCRC32C=good)
     assert put["ChecksumCRC32C"] == good
@@ -522,8 +627,10 @@ def test_put_checksum_header_is_verified_stored_and_returned(server, bucket, s3)
     ranged = s3.get_object(Bucket=bucket, Key="k", Range="bytes=0-9", ChecksumMode="ENABLED")
     assert "ChecksumCRC32C" not in ranged and ranged["Body"].read() == data[:10]
     logged = log_of(server, bucket, "PutObject")
-    assert [(r["status"], r["checksum"]["algorithm"]) for r in logged] == \
-        [(400, "CRC32C"), (200, "CRC32C")]
+    assert [(r["status"], r["checksum"]["algorithm"]) for r in logged] == [
+        (400, "CRC32C"),
+        (200, "CRC32C"),
+    ]
     assert logged[0]["checksum"]["headers"] == ["x-amz-checksum-crc32c"]
 
 
@@ -541,7 +648,9 @@ def test_botocore_computed_checksum_is_stored(server, bucket, location):
     assert "ContentEncoding" not in head  # aws-chunked is a transfer detail, not stored
     logged = log_of(server, bucket, "PutObject")[-1]
     assert logged["checksum"]["algorithm"] == "CRC32C"
-    assert logged["checksum"]["trailer"] == ("x-amz-checksum-crc32c" if location == "trailer" else None)
+    assert logged["checksum"]["trailer"] == (
+        "x-amz-checksum-crc32c" if location == "trailer" else None
+    )
 
 
 def _send_signed(server, bucket, key, headers: dict, payload: bytes, trailer: bool):
@@ -564,18 +673,29 @@ def test_wrong_trailer_checksum_is_bad_digest(server, bucket, s3):
     data = b"trailer data"
 
     def chunked(checksum: bytes) -> bytes:
-        return (f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n"
-                + b"x-amz-checksum-crc32c:" + b64(checksum).encode() + b"\r\n\r\n")
-    headers = {"Content-Type": "application/octet-stream", "Content-Encoding": "aws-chunked",
-               "x-amz-trailer": "x-amz-checksum-crc32c",
-               "x-amz-decoded-content-length": str(len(data))}
+        return (
+            f"{len(data):x}\r\n".encode()
+            + data
+            + b"\r\n0\r\n"
+            + b"x-amz-checksum-crc32c:"
+            + b64(checksum).encode()
+            + b"\r\n\r\n"
+        )
+
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Encoding": "aws-chunked",
+        "x-amz-trailer": "x-amz-checksum-crc32c",
+        "x-amz-decoded-content-length": str(len(data)),
+    }
     status, reply = _send_signed(server, bucket, "k", headers, chunked(crc32c_of(b"nope")), True)
     assert status == 400 and b"<Code>BadDigest</Code>" in reply
     assert not exists(s3, bucket, "k")
     status, _ = _send_signed(server, bucket, "k", headers, chunked(crc32c_of(data)), True)
     assert status == 200 and body(s3, bucket, "k") == data
-    assert s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")["ChecksumCRC32C"] == \
-        b64(crc32c_of(data))
+    assert s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")["ChecksumCRC32C"] == b64(
+        crc32c_of(data)
+    )
 
 
 def test_crc64nvme_put(server, bucket, s3):
@@ -593,10 +713,21 @@ def _upload_parts(s3, bucket, key, upload_id, parts, algorithm):
     """Upload parts with a botocore-computed checksum; the Complete list with their checksums."""
     listed = []
     for number, data in enumerate(parts, 1):
-        reply = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                               Body=data, ChecksumAlgorithm=algorithm)
-        listed.append({"PartNumber": number, "ETag": reply["ETag"],
-                       f"Checksum{algorithm}": reply[f"Checksum{algorithm}"]})
+        reply = s3.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumAlgorithm=algorithm,
+        )
+        listed.append(
+            {
+                "PartNumber": number,
+                "ETag": reply["ETag"],
+                f"Checksum{algorithm}": reply[f"Checksum{algorithm}"],
+            }
+        )
     return listed
 
 
@@ -607,23 +738,32 @@ def test_multipart_composite_crc32c(server, bucket, s3):
         s3.upload_part(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, Body=parts[0])
     assert error_of(exc) == (400, "InvalidRequest")
     with pytest.raises(ClientError) as exc:
-        s3.upload_part(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, Body=parts[0],
-                       ChecksumCRC32C=b64(crc32c_of(b"x")))
+        s3.upload_part(
+            Bucket=bucket,
+            Key="mp",
+            UploadId=up,
+            PartNumber=1,
+            Body=parts[0],
+            ChecksumCRC32C=b64(crc32c_of(b"x")),
+        )
     assert error_of(exc) == (400, "BadDigest")
     listed = _upload_parts(s3, bucket, "mp", up, parts, "CRC32C")
     digests = [crc32c_of(p) for p in parts]
     assert [p["ChecksumCRC32C"] for p in listed] == [b64(d) for d in digests]  # echoed
     wrong = [dict(listed[0], ChecksumCRC32C=b64(crc32c_of(b"x"))), *listed[1:]]
-    for part_list, expected in [(wrong, (400, "InvalidPart")),
-                                ([{k: p[k] for k in ("PartNumber", "ETag")} for p in listed],
-                                 (400, "InvalidRequest"))]:
+    for part_list, expected in [
+        (wrong, (400, "InvalidPart")),
+        ([{k: p[k] for k in ("PartNumber", "ETag")} for p in listed], (400, "InvalidRequest")),
+    ]:
         with pytest.raises(ClientError) as exc:
-            s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up,
-                                         MultipartUpload={"Parts": part_list})
+            s3.complete_multipart_upload(
+                Bucket=bucket, Key="mp", UploadId=up, MultipartUpload={"Parts": part_list}
+            )
         assert error_of(exc) == expected
         assert not exists(s3, bucket, "mp")
-    done = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up,
-                                        MultipartUpload={"Parts": listed})
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key="mp", UploadId=up, MultipartUpload={"Parts": listed}
+    )
     expected = f"{b64(crc32c_of(b''.join(digests)))}-3"
     assert done["ChecksumCRC32C"] == expected and done["ChecksumType"] == "COMPOSITE"
     head = s3.head_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
@@ -633,34 +773,49 @@ def test_multipart_composite_crc32c(server, bucket, s3):
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     # copies and renames keep the checksum; a metadata REPLACE self-copy keeps it too
     s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "mp"})
-    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "copy"},
-                   Metadata={"mtime": "7"}, MetadataDirective="REPLACE")
+    s3.copy_object(
+        Bucket=bucket,
+        Key="copy",
+        CopySource={"Bucket": bucket, "Key": "copy"},
+        Metadata={"mtime": "7"},
+        MetadataDirective="REPLACE",
+    )
     rename(s3, bucket, "copy", "renamed")
     head = s3.head_object(Bucket=bucket, Key="renamed", ChecksumMode="ENABLED")
     assert head["ChecksumCRC32C"] == expected and head["Metadata"] == {"mtime": "7"}
-    copied = s3.copy_object(Bucket=bucket, Key="fresh", CopySource={"Bucket": bucket, "Key": "mp"},
-                            ChecksumAlgorithm="CRC64NVME")
+    copied = s3.copy_object(
+        Bucket=bucket,
+        Key="fresh",
+        CopySource={"Bucket": bucket, "Key": "mp"},
+        ChecksumAlgorithm="CRC64NVME",
+    )
     whole = b64(crc64nvme_of(b"".join(parts)))
     assert copied["CopyObjectResult"]["ChecksumCRC64NVME"] == whole
-    assert s3.head_object(Bucket=bucket, Key="fresh", ChecksumMode="ENABLED")["ChecksumCRC64NVME"] == whole
+    assert (
+        s3.head_object(Bucket=bucket, Key="fresh", ChecksumMode="ENABLED")["ChecksumCRC64NVME"]
+        == whole
+    )
     create = log_of(server, bucket, "CreateMultipartUpload")[0]
     assert create["checksum"]["algorithm"] == "CRC32C"
 
 
 def test_multipart_full_object_crc64nvme(server, bucket, s3):
     parts = [pattern("f1", 5 * MiB), b"end"]
-    up = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="CRC64NVME",
-                                    ChecksumType="FULL_OBJECT")["UploadId"]
+    up = s3.create_multipart_upload(
+        Bucket=bucket, Key="mp", ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT"
+    )["UploadId"]
     listed = _upload_parts(s3, bucket, "mp", up, parts, "CRC64NVME")
-    done = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up,
-                                        MultipartUpload={"Parts": listed})
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key="mp", UploadId=up, MultipartUpload={"Parts": listed}
+    )
     whole = b64(crc64nvme_of(b"".join(parts)))
     assert done["ChecksumCRC64NVME"] == whole and done["ChecksumType"] == "FULL_OBJECT"
     got = s3.get_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
     assert got["ChecksumCRC64NVME"] == whole and got["Body"].read() == b"".join(parts)
     with pytest.raises(ClientError) as exc:
-        s3.create_multipart_upload(Bucket=bucket, Key="x", ChecksumAlgorithm="SHA256",
-                                   ChecksumType="FULL_OBJECT")
+        s3.create_multipart_upload(
+            Bucket=bucket, Key="x", ChecksumAlgorithm="SHA256", ChecksumType="FULL_OBJECT"
+        )
     assert error_of(exc) == (400, "InvalidRequest")
 
 
@@ -672,9 +827,13 @@ def test_abort_and_list_multipart_uploads(server, bucket, s3):
     s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=up)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert not exists(s3, bucket, "mp")
-    assert delta(server, before) == {"CreateMultipartUpload": 1, "UploadPart": 1,
-                                     "ListMultipartUploads": 2, "AbortMultipartUpload": 1,
-                                     "HeadObject": 1}
+    assert delta(server, before) == {
+        "CreateMultipartUpload": 1,
+        "UploadPart": 1,
+        "ListMultipartUploads": 2,
+        "AbortMultipartUpload": 1,
+        "HeadObject": 1,
+    }
 
 
 # ---------------------------------------------------------------- faults -----------
@@ -682,17 +841,29 @@ def test_fault_injection(server, bucket):
     c = server.client("path", **NO_RETRY)
     lota = server.client("virtual", "lota", **NO_RETRY)
     try:
-        server.add_fault(op="PutObject", status=503, code="SlowDown", message="Reduce rate", times=2)
+        server.add_fault(
+            op="PutObject", status=503, code="SlowDown", message="Reduce rate", times=2
+        )
         for _ in range(2):
             with pytest.raises(ClientError) as exc:
                 c.put_object(Bucket=bucket, Key="a", Body=b"1")
             assert error_of(exc) == (503, "SlowDown")
         c.put_object(Bucket=bucket, Key="a", Body=b"1")
         logged = log_of(server, bucket, "PutObject")
-        assert [(r["status"], r["fault"]) for r in logged] == [(503, True), (503, True), (200, False)]
+        assert [(r["status"], r["fault"]) for r in logged] == [
+            (503, True),
+            (503, True),
+            (200, False),
+        ]
 
-        server.add_fault(op="PutObject", key_prefix="quota/", status=403, code="AccessDenied",
-                         message="The account is write suspended.", times=-1)
+        server.add_fault(
+            op="PutObject",
+            key_prefix="quota/",
+            status=403,
+            code="AccessDenied",
+            message="The account is write suspended.",
+            times=-1,
+        )
         for _ in range(3):
             with pytest.raises(ClientError) as exc:
                 c.put_object(Bucket=bucket, Key="quota/x", Body=b"1")
@@ -700,8 +871,9 @@ def test_fault_injection(server, bucket):
         c.put_object(Bucket=bucket, Key="other", Body=b"fine")
         assert not exists(c, bucket, "quota/x")
 
-        server.add_fault(op="UploadPart", after=1, times=1, status=500, code="InternalError",
-                         message="boom")
+        server.add_fault(
+            op="UploadPart", after=1, times=1, status=500, code="InternalError", message="boom"
+        )
         up = c.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
         c.upload_part(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, Body=b"p" * MiB)
         with pytest.raises(ClientError) as exc:
@@ -738,7 +910,10 @@ def test_slow_fault_paces_the_body_and_the_log_shows_a_client_that_hung_up(serve
             time.sleep(0.05)
     finally:
         server.clear_faults()
-    assert [(r["status"], r["fault"], r["body_complete"]) for r in logged] == [(200, False, True), (200, False, False)]
+    assert [(r["status"], r["fault"], r["body_complete"]) for r in logged] == [
+        (200, False, True),
+        (200, False, False),
+    ]
     assert logged[0]["body_bytes"] == len(data) and logged[1]["body_bytes"] < len(data)
 
 
@@ -746,8 +921,14 @@ def test_after_fault_loses_the_response_of_a_conditional_put(server, bucket):
     retrying = server.client("path", retries={"total_max_attempts": 3, "mode": "standard"})
     single = server.client("path", **NO_RETRY)
     try:
-        server.add_fault(op="PutObject", bucket=bucket, status=503, code="SlowDown",
-                         message="Reduce rate", phase="after")
+        server.add_fault(
+            op="PutObject",
+            bucket=bucket,
+            status=503,
+            code="SlowDown",
+            message="Reduce rate",
+            phase="after",
+        )
         with pytest.raises(ClientError) as exc:  # the retry meets its own first write
             retrying.put_object(Bucket=bucket, Key="k", Body=b"first", IfNoneMatch="*")
         assert error_of(exc) == (412, "PreconditionFailed")
@@ -755,15 +936,22 @@ def test_after_fault_loses_the_response_of_a_conditional_put(server, bucket):
         logged = log_of(server, bucket, "PutObject")
         assert [(r["status"], r["fault"]) for r in logged] == [(503, "after"), (412, False)]
 
-        server.add_fault(op="PutObject", bucket=bucket, status=500, code="InternalError",
-                         message="lost", phase="after")
+        server.add_fault(
+            op="PutObject",
+            bucket=bucket,
+            status=500,
+            code="InternalError",
+            message="lost",
+            phase="after",
+        )
         with pytest.raises(ClientError) as exc:
             single.put_object(Bucket=bucket, Key="k2", Body=b"second", IfNoneMatch="*")
         assert error_of(exc) == (500, "InternalError")
         assert body(single, bucket, "k2") == b"second"
 
-        server.add_fault(op="DeleteObject", bucket=bucket, status=500, code="InternalError",
-                         phase="after")
+        server.add_fault(
+            op="DeleteObject", bucket=bucket, status=500, code="InternalError", phase="after"
+        )
         with pytest.raises(ClientError):
             single.delete_object(Bucket=bucket, Key="k2")
         assert not exists(single, bucket, "k2")
@@ -776,14 +964,18 @@ def test_after_fault_loses_the_response_of_a_conditional_put(server, bucket):
 
 # ---------------------------------------------------------------- control API ------
 def test_control_reset_requests_and_seed(server, bucket, s3):
-    seeded = server.seed(bucket, [
-        {"key": "sized", "size": 3 * MiB + 1},
-        {"key": "raw", "body_b64": base64.b64encode(b"\x00\x01raw").decode()}])
+    seeded = server.seed(
+        bucket,
+        [
+            {"key": "sized", "size": 3 * MiB + 1},
+            {"key": "raw", "body_b64": base64.b64encode(b"\x00\x01raw").decode()},
+        ],
+    )
     assert [(o["key"], o["size"]) for o in seeded] == [("sized", 3 * MiB + 1), ("raw", 5)]
     assert body(s3, bucket, "sized") == pattern("sized", 3 * MiB + 1)
     assert body(s3, bucket, "raw") == b"\x00\x01raw"
     assert s3.head_object(Bucket=bucket, Key="raw")["ETag"] == seeded[1]["etag"]
-    assert pattern("x", 3 * MiB)[: 1 << 20] != pattern("x", 3 * MiB)[1 << 20: 2 << 20]
+    assert pattern("x", 3 * MiB)[: 1 << 20] != pattern("x", 3 * MiB)[1 << 20 : 2 << 20]
     server.reset()
     assert server.all_counts() == {"primary": {}, "lota": {}} and server.requests() == []
     s3.put_object(Bucket=bucket, Key="m", Body=b"1", Metadata={"mtime": "5"}, IfNoneMatch="*")
@@ -797,8 +989,9 @@ def test_control_reset_requests_and_seed(server, bucket, s3):
 
 
 def test_process_entry_point_and_demo():
-    out = subprocess.run([sys.executable, "-m", "cwfs.server", "--help"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "cwfs.server", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "--lota-port" in out.stdout
     with EmbeddedServer.start(demo=True, buckets=("extra-bucket",)) as srv:
         assert srv.lota_url is None and srv.url.startswith("http://127.0.0.1:")

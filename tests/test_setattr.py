@@ -65,7 +65,9 @@ def test_utime_by_path_right_after_close_reaches_s3(server, bucket, s3, mount):
     m.wait_until_nothing_staged()
 
 
-def test_truncate_by_path_of_a_file_being_written_goes_out_with_its_close(server, bucket, s3, mount):
+def test_truncate_by_path_of_a_file_being_written_goes_out_with_its_close(
+    server, bucket, s3, mount
+):
     """A descriptor still writing the file: the truncate shows at once on the mount and
     reaches S3 with the writer's close, together with the writer's later changes."""
     m = mount(bucket)

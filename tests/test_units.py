@@ -16,7 +16,6 @@ from cwfs.attrs import file_attrs, format_mtime, parse_mtime
 from cwfs.config import ConfigError, add_mount_arguments, build_config, parse_size
 from cwfs.errors import NotFound
 from cwfs.inodes import ROOT_INODE, InodeTable
-from cwfs.attrs import file_attrs, format_mtime, parse_mtime
 from cwfs.mountrecords import cwfs_mountpoints
 from cwfs.namespace import invalid_name_reason
 from cwfs.preflight import MountError, require_tls13
@@ -33,7 +32,9 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_flags_beat_env_beat_profile_beat_defaults(tmp_path):
     home = tmp_path
     (home / ".coreweave").mkdir()
-    (home / ".coreweave" / "cw.credentials").write_text("[cw]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    (home / ".coreweave" / "cw.credentials").write_text(
+        "[cw]\naws_access_key_id = a\naws_secret_access_key = b\n"
+    )
     (home / ".coreweave" / "cw.config").write_text(
         "[profile cw]\nendpoint_url = http://profile.example:1\nregion = US-EAST-04A\ns3 =\n    addressing_style = path\n"
     )
@@ -41,21 +42,29 @@ def test_flags_beat_env_beat_profile_beat_defaults(tmp_path):
     config = build_config(parse("bkt", str(tmp_path), "--region", "RNO2A"), environ=env, home=home)
     assert config.region == "RNO2A"  # flag over env and profile
     assert config.metadata_ttl == 5.0 and config.read_only  # env over default
-    assert config.endpoint == "http://profile.example:1" and config.addressing_style == "path"  # profile
-    assert config.profile == "cw" and config.credentials_file == home / ".coreweave" / "cw.credentials"
+    assert (
+        config.endpoint == "http://profile.example:1" and config.addressing_style == "path"
+    )  # profile
+    assert (
+        config.profile == "cw" and config.credentials_file == home / ".coreweave" / "cw.credentials"
+    )
     assert config.max_concurrency == 64  # default
 
 
 def test_env_keys_take_precedence_over_the_cw_profile(tmp_path):
     (tmp_path / ".coreweave").mkdir()
-    (tmp_path / ".coreweave" / "cw.credentials").write_text("[cw]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    (tmp_path / ".coreweave" / "cw.credentials").write_text(
+        "[cw]\naws_access_key_id = a\naws_secret_access_key = b\n"
+    )
     env = {"ACCESS_KEY_ID": "k", "SECRET_ACCESS_KEY": "s"}
     config = build_config(parse("bkt", str(tmp_path)), environ=env, home=tmp_path)
     assert config.profile is None and config.credentials_file is None
 
 
 def test_defaults_target_coreweave_with_virtual_hosting(tmp_path):
-    config = build_config(parse("bkt", str(tmp_path), "--prefix", "/a/b"), environ={}, home=tmp_path)
+    config = build_config(
+        parse("bkt", str(tmp_path), "--prefix", "/a/b"), environ={}, home=tmp_path
+    )
     assert config.endpoint == "https://cwobject.com" and config.addressing_style == "virtual"
     assert config.store_settings.is_coreweave and config.prefix == "a/b/"
 
@@ -63,7 +72,10 @@ def test_defaults_target_coreweave_with_virtual_hosting(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (("--endpoint", "https://cwobject.com", "--addressing-style", "path"), "virtual-hosted addressing only"),
+        (
+            ("--endpoint", "https://cwobject.com", "--addressing-style", "path"),
+            "virtual-hosted addressing only",
+        ),
         (("--endpoint", "ftp://x"), r"http\(s\) URL"),
         (("--metadata-ttl", "-1"), "must not be negative"),
     ],
@@ -94,7 +106,16 @@ def test_inodes_stay_bound_until_forgotten():
 
 @pytest.mark.parametrize(
     "name, ok",
-    [("file.txt", True), ("", False), (".", False), ("..", False), ("a\0b", False), ("x" * 255, True), ("x" * 256, False), ("é" * 128, False)],
+    [
+        ("file.txt", True),
+        ("", False),
+        (".", False),
+        ("..", False),
+        ("a\0b", False),
+        ("x" * 255, True),
+        ("x" * 256, False),
+        ("é" * 128, False),
+    ],
 )
 def test_name_rules(name, ok):
     assert (invalid_name_reason(name) is None) == ok
@@ -112,7 +133,9 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return cert, key
 
 
-def _tls_server(certificate, maximum: ssl.TLSVersion) -> tuple[int, threading.Thread, socket.socket]:
+def _tls_server(
+    certificate, maximum: ssl.TLSVersion
+) -> tuple[int, threading.Thread, socket.socket]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*certificate)
     context.maximum_version = maximum
@@ -131,7 +154,9 @@ def _tls_server(certificate, maximum: ssl.TLSVersion) -> tuple[int, threading.Th
     return listener.getsockname()[1], thread, listener
 
 
-@pytest.mark.parametrize("maximum, accepted", [(ssl.TLSVersion.TLSv1_2, False), (ssl.TLSVersion.TLSv1_3, True)])
+@pytest.mark.parametrize(
+    "maximum, accepted", [(ssl.TLSVersion.TLSv1_2, False), (ssl.TLSVersion.TLSv1_3, True)]
+)
 def test_tls13_probe(certificate, maximum, accepted):
     port, thread, listener = _tls_server(certificate, maximum)
     client = ssl.create_default_context(cafile=str(certificate[0]))
@@ -146,7 +171,16 @@ def test_tls13_probe(certificate, maximum, accepted):
         listener.close()
 
 
-@pytest.mark.parametrize("text, size", [("1048576", 1 << 20), ("512K", 512 << 10), ("50M", 50 << 20), ("16G", 16 << 30), ("1.5GiB", 3 << 29)])
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("1048576", 1 << 20),
+        ("512K", 512 << 10),
+        ("50M", 50 << 20),
+        ("16G", 16 << 30),
+        ("1.5GiB", 3 << 29),
+    ],
+)
 def test_sizes(text, size):
     assert parse_size(text) == size
 
@@ -173,7 +207,12 @@ def test_mtime_metadata_from_other_tools():
 
 @pytest.mark.parametrize(
     "text",
-    ["2026-11-26T10:00:01.000Z", "2026-11-26T10:00:01Z", "Thu, 26 Nov 2026 10:00:01 GMT", "2026-11-26T10:00:01.000000+00:00"],
+    [
+        "2026-11-26T10:00:01.000Z",
+        "2026-11-26T10:00:01Z",
+        "Thu, 26 Nov 2026 10:00:01 GMT",
+        "2026-11-26T10:00:01.000000+00:00",
+    ],
 )
 def test_s3_timestamps_in_every_form(text):
     """Listings give ISO 8601, HeadObject an RFC 7231 date; botocore leaves both as text."""

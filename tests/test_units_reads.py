@@ -21,7 +21,9 @@ def info(key: str, size: int = 1) -> ObjectInfo:
 
 
 def subtree(keys: list[str]) -> SubtreeListing:
-    tree = SubtreeListing("p/", lambda key, name: name not in ("", ".", ".."), lambda i: Attrs(False, i.size))
+    tree = SubtreeListing(
+        "p/", lambda key, name: name not in ("", ".", ".."), lambda i: Attrs(False, i.size)
+    )
     tree.add(info(k) for k in keys)
     return tree
 
@@ -48,7 +50,9 @@ class FakeStore:
     def __init__(self, body: bytes, fail_after: int | None = None) -> None:
         self.body, self.calls, self.fail_after = body, [], fail_after
 
-    async def get_range(self, key: str, start: int, end: int, etag: str | None, on_chunk=None) -> list[bytes]:
+    async def get_range(
+        self, key: str, start: int, end: int, etag: str | None, on_chunk=None
+    ) -> list[bytes]:
         self.calls.append((start, end))
         await trio.sleep(0)
         if self.fail_after is not None and len(self.calls) > self.fail_after:
@@ -62,7 +66,13 @@ class FakeStore:
         return chunks
 
 
-def run_prefetch(body: bytes, reads: list[tuple[int, int]], budget: int = 64 * MiB, part: int = 4 * MiB, fail_after=None):
+def run_prefetch(
+    body: bytes,
+    reads: list[tuple[int, int]],
+    budget: int = 64 * MiB,
+    part: int = 4 * MiB,
+    fail_after=None,
+):
     store, memory = FakeStore(body, fail_after), MemoryBudget(budget)
     results = []
 
@@ -114,7 +124,13 @@ def test_reads_arriving_out_of_order_keep_the_stream():
     """Once reading is under way, the kernel's read-ahead comes as concurrent 1 MiB
     reads, in any order."""
     body = bytes(range(256)) * (64 * MiB // 256)
-    swapped = [o for pair in zip(range(2 * MiB, 64 * MiB, 2 * MiB), range(MiB, 64 * MiB, 2 * MiB), strict=False) for o in pair]
+    swapped = [
+        o
+        for pair in zip(
+            range(2 * MiB, 64 * MiB, 2 * MiB), range(MiB, 64 * MiB, 2 * MiB), strict=False
+        )
+        for o in pair
+    ]
     offsets = [0, *swapped, 63 * MiB]
     results, calls, memory = run_prefetch(body, [(o, MiB) for o in offsets])
     assert [bytes(r) for r in results] == [body[o : o + MiB] for o in offsets]
@@ -139,7 +155,9 @@ def test_the_budget_limits_read_ahead():
 
 
 def test_a_replaced_object_fails_the_read_with_estale():
-    results, _, memory = run_prefetch(bytes(64 * MiB), [(o, MiB) for o in range(0, 64 * MiB, MiB)], fail_after=3)
+    results, _, memory = run_prefetch(
+        bytes(64 * MiB), [(o, MiB) for o in range(0, 64 * MiB, MiB)], fail_after=3
+    )
     assert isinstance(results[-1], FsError) and results[-1].errno == errno.ESTALE
     assert not any(isinstance(r, FsError) for r in results[:-1])
     assert memory.used == 0
@@ -161,8 +179,19 @@ def test_a_read_waits_only_for_the_bytes_it_asks_for():
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            reader = Prefetcher(FirstChunkThenStall(), "k", len(body), '"e"', MemoryBudget(64 * MiB), nursery, 16 * MiB, 32 * MiB)
-            with trio.fail_after(5):  # the object (one part) is fetched whole, but the first MiB is enough
+            reader = Prefetcher(
+                FirstChunkThenStall(),
+                "k",
+                len(body),
+                '"e"',
+                MemoryBudget(64 * MiB),
+                nursery,
+                16 * MiB,
+                32 * MiB,
+            )
+            with trio.fail_after(
+                5
+            ):  # the object (one part) is fetched whole, but the first MiB is enough
                 assert bytes(await reader.read(0, 4096)) == body[:4096]
             rest.set()
             assert bytes(await reader.read(4096, 2 * MiB)) == body[4096 : 4096 + 2 * MiB]

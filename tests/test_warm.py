@@ -11,7 +11,14 @@ MB = 1_000_000
 
 
 def seed_dataset(server, bucket):
-    sizes = {"data/big-0": 5 * MB, "data/big-1": 4 * MB, "data/sub/big-2": 6 * MB, "data/small": 3_999_999, "data/tiny": 10, "other/big": 5 * MB}
+    sizes = {
+        "data/big-0": 5 * MB,
+        "data/big-1": 4 * MB,
+        "data/sub/big-2": 6 * MB,
+        "data/small": 3_999_999,
+        "data/tiny": 10,
+        "other/big": 5 * MB,
+    }
     server.seed(bucket, [{"key": k, "size": v} for k, v in sizes.items()])
     return sizes
 
@@ -39,7 +46,11 @@ def test_warm_a_mounted_directory(server, bucket, mount):
     assert result.returncode == 0, result.stderr
     assert prestaged(server) == ["data/big-0", "data/big-1", "data/sub/big-2"]
     assert server.all_counts()["lota"] == {"HeadObject": 3}
-    assert "warmed 3 objects" in result.stderr and "skipped 2 smaller than 4 MB" in result.stderr and "0 errors" in result.stderr
+    assert (
+        "warmed 3 objects" in result.stderr
+        and "skipped 2 smaller than 4 MB" in result.stderr
+        and "0 errors" in result.stderr
+    )
 
 
 def test_warm_finds_a_mount_whose_path_has_spaces_and_accents(server, bucket, mount):
@@ -56,8 +67,21 @@ def test_warm_an_s3_url_and_a_single_file(server, bucket, mount):
     seed_dataset(server, bucket)
     mnt = mount(bucket, "--lota-endpoint", server.lota_url).path
     server.reset()
-    options = ("--endpoint", server.url, "--lota-endpoint", server.lota_url, "--addressing-style", "path")
-    result = warm(server, f"s3://{bucket}/other/", mnt / "data" / "big-0", mnt / "data" / "tiny", extra=options)
+    options = (
+        "--endpoint",
+        server.url,
+        "--lota-endpoint",
+        server.lota_url,
+        "--addressing-style",
+        "path",
+    )
+    result = warm(
+        server,
+        f"s3://{bucket}/other/",
+        mnt / "data" / "big-0",
+        mnt / "data" / "tiny",
+        extra=options,
+    )
     assert result.returncode == 0, result.stderr
     assert prestaged(server) == ["data/big-0", "other/big"]
 
@@ -65,13 +89,25 @@ def test_warm_an_s3_url_and_a_single_file(server, bucket, mount):
 def test_warm_reports_errors(server, bucket, mount):
     seed_dataset(server, bucket)
     mnt = mount(bucket, "--lota-endpoint", server.lota_url).path
-    server.add_fault(op="HeadObject", endpoint="lota", key_prefix="data/big-1", status=403, code="AccessDenied", message="no", times=-1)
+    server.add_fault(
+        op="HeadObject",
+        endpoint="lota",
+        key_prefix="data/big-1",
+        status=403,
+        code="AccessDenied",
+        message="no",
+        times=-1,
+    )
     try:
         result = warm(server, mnt / "data")
     finally:
         server.clear_faults()
     assert result.returncode == 1
-    assert "warmed 2 objects" in result.stderr and "1 errors" in result.stderr and "data/big-1" in result.stderr
+    assert (
+        "warmed 2 objects" in result.stderr
+        and "1 errors" in result.stderr
+        and "data/big-1" in result.stderr
+    )
 
 
 def test_warm_refuses_paths_outside_a_mount(server, tmp_path):

@@ -77,7 +77,11 @@ def test_edit_in_place_random_writes_append_and_truncate(server, bucket, s3, mou
     mnt = mount(bucket).path
     model = bytearray(original)
     with open(mnt / "e.bin", "r+b") as f:
-        for offset, data in [(10, b"hello"), (2 * MiB + 7, b"x" * 5000), (3 * MiB - 2, b"tail-grows")]:
+        for offset, data in [
+            (10, b"hello"),
+            (2 * MiB + 7, b"x" * 5000),
+            (3 * MiB - 2, b"tail-grows"),
+        ]:
             f.seek(offset)
             f.write(data)
             model[offset : offset + len(data)] = data
@@ -118,12 +122,19 @@ def test_touch_creates_and_sets_times(server, bucket, s3, mount):
     assert server.counts() == {"CopyObject": 1}  # metadata replaced server-side, no data moved
     expected = time.mktime(time.strptime("2001-02-03 04:05:06", "%Y-%m-%d %H:%M:%S")) + 0.789
     assert abs(os.stat(mnt / "empty").st_mtime - expected) < 1e-6
-    assert s3.head_object(Bucket=bucket, Key="empty")["Metadata"]["mtime"].startswith(str(int(expected)))
+    assert s3.head_object(Bucket=bucket, Key="empty")["Metadata"]["mtime"].startswith(
+        str(int(expected))
+    )
 
 
 def _make_tree(root):
     (root / "sub" / "deeper").mkdir(parents=True)
-    files = {"a.txt": b"alpha", "sub/b.bin": os.urandom(300_000), "sub/deeper/c": b"", "x y.txt": b"spaces"}
+    files = {
+        "a.txt": b"alpha",
+        "sub/b.bin": os.urandom(300_000),
+        "sub/deeper/c": b"",
+        "x y.txt": b"spaces",
+    }
     for i, (name, data) in enumerate(files.items()):
         (root / name).write_bytes(data)
         os.chmod(root / name, 0o640 if i % 2 else 0o600)
@@ -154,7 +165,9 @@ def test_legacy_tools_keep_content_mode_and_mtime(server, bucket, s3, mount, tmp
     src.mkdir()
     files = _make_tree(src)
     tarball = tmp_path / "t.tar"
-    subprocess.run(["tar", "--format=posix", "-cf", str(tarball), "-C", str(src), "."], check=True)  # keeps ns mtimes
+    subprocess.run(
+        ["tar", "--format=posix", "-cf", str(tarball), "-C", str(src), "."], check=True
+    )  # keeps ns mtimes
     m = mount(bucket)
     dst = m.path / "dst"
     dst.mkdir()
@@ -166,7 +179,9 @@ def test_legacy_tools_keep_content_mode_and_mtime(server, bucket, s3, mount, tmp
     m.wait_until_nothing_staged()
 
 
-def test_a_second_rsync_from_another_mount_copies_nothing_with_exact_metadata(server, bucket, mount, tmp_path):
+def test_a_second_rsync_from_another_mount_copies_nothing_with_exact_metadata(
+    server, bucket, mount, tmp_path
+):
     src = tmp_path / "src"
     src.mkdir()
     files = _make_tree(src)
@@ -176,12 +191,20 @@ def test_a_second_rsync_from_another_mount_copies_nothing_with_exact_metadata(se
     first.wait_until_nothing_staged()
     first.stop()
     second = mount(bucket, "--exact-metadata")
-    assert sorted(os.listdir(second.path / "dst")) == ["a.txt", "sub", "x y.txt"]  # a listing: no stored mtimes
+    assert sorted(os.listdir(second.path / "dst")) == [
+        "a.txt",
+        "sub",
+        "x y.txt",
+    ]  # a listing: no stored mtimes
     server.reset()
     rsync = ["rsync", "-a", "--itemize-changes", f"{src}/", f"{second.path}/dst/"]
     itemized = subprocess.run(rsync, capture_output=True, text=True, check=True).stdout.splitlines()
-    assert [line for line in itemized if line.startswith(">f")] == [], itemized  # no file sent again
-    writes = {"PutObject", "CopyObject", "RenameObject", "CreateMultipartUpload"} & set(server.counts())
+    assert [line for line in itemized if line.startswith(">f")] == [], (
+        itemized
+    )  # no file sent again
+    writes = {"PutObject", "CopyObject", "RenameObject", "CreateMultipartUpload"} & set(
+        server.counts()
+    )
     assert not writes, server.counts()
     _assert_same_tree(src, second.path / "dst", files)
 
@@ -220,11 +243,14 @@ def test_removing_the_last_file_keeps_an_implicit_directory(server, bucket, s3, 
         os.close(fd)
 
 
-
-
-def test_two_mounts_creating_one_file_the_loser_gets_eexist_and_keeps_its_data(server, bucket, s3, mount):
+def test_two_mounts_creating_one_file_the_loser_gets_eexist_and_keeps_its_data(
+    server, bucket, s3, mount
+):
     a, b = mount(bucket), mount(bucket)
-    fa, fb = open(a.path / "race.txt", "wb", buffering=0), open(b.path / "race.txt", "wb", buffering=0)
+    fa, fb = (
+        open(a.path / "race.txt", "wb", buffering=0),
+        open(b.path / "race.txt", "wb", buffering=0),
+    )
     fa.write(b"from A")
     fb.write(b"from B")
     fa.close()
@@ -240,7 +266,10 @@ def test_two_mounts_creating_one_file_the_loser_gets_eexist_and_keeps_its_data(s
 def test_two_mounts_replacing_one_file_the_loser_gets_estale(server, bucket, s3, mount):
     s3.put_object(Bucket=bucket, Key="shared.txt", Body=b"v1")
     a, b = mount(bucket), mount(bucket)
-    fa, fb = open(a.path / "shared.txt", "r+b", buffering=0), open(b.path / "shared.txt", "r+b", buffering=0)
+    fa, fb = (
+        open(a.path / "shared.txt", "r+b", buffering=0),
+        open(b.path / "shared.txt", "r+b", buffering=0),
+    )
     fa.write(b"A2")
     fb.write(b"B2")  # both edits are staged on top of v1
     fa.close()
@@ -253,18 +282,32 @@ def test_two_mounts_replacing_one_file_the_loser_gets_estale(server, bucket, s3,
 
 def test_conflict_409_is_retried(server, bucket, s3, mount):
     mnt = mount(bucket).path
-    server.add_fault(op="PutObject", status=409, code="ConditionalRequestConflict", message="A conflicting operation occurred.", times=1)
+    server.add_fault(
+        op="PutObject",
+        status=409,
+        code="ConditionalRequestConflict",
+        message="A conflicting operation occurred.",
+        times=1,
+    )
     try:
         (mnt / "c.txt").write_bytes(b"eventually")
     finally:
         server.clear_faults()
     assert body_of(s3, bucket, "c.txt") == b"eventually"
-    assert len([r for r in server.requests() if r["op"] == "PutObject" and r["key"] == "c.txt"]) == 2
+    assert (
+        len([r for r in server.requests() if r["op"] == "PutObject" and r["key"] == "c.txt"]) == 2
+    )
 
 
 def test_quota_error_is_edquot_and_the_data_stays_staged(server, bucket, s3, mount):
     m = mount(bucket)
-    server.add_fault(op="PutObject", status=403, code="AccessDenied", message="The account is write suspended.", times=-1)
+    server.add_fault(
+        op="PutObject",
+        status=403,
+        code="AccessDenied",
+        message="The account is write suspended.",
+        times=-1,
+    )
     try:
         f = open(m.path / "q.txt", "wb")
         f.write(b"precious")
@@ -282,7 +325,14 @@ def test_a_later_mount_writes_beside_data_an_earlier_one_kept(server, bucket, s3
     same cache directory writes the same file again without tripping over them."""
     cache = tmp_path / "shared-cache"
     first = mount(bucket, "--cache-dir", str(cache))
-    server.add_fault(op="PutObject", bucket=bucket, status=403, code="AccessDenied", message="The account is write suspended.", times=-1)
+    server.add_fault(
+        op="PutObject",
+        bucket=bucket,
+        status=403,
+        code="AccessDenied",
+        message="The account is write suspended.",
+        times=-1,
+    )
     try:
         with pytest.raises(OSError):
             (first.path / "q.txt").write_bytes(b"precious")
@@ -305,13 +355,17 @@ def test_small_uploads_do_not_wait_for_100_continue(server, bucket, mount):
     server.reset()
     (mnt / "small").write_bytes(b"x" * 4096)
     (mnt / "large").write_bytes(b"x" * (2 * MiB))
-    expect = {r["key"]: r["headers"].get("Expect") for r in server.requests() if r["op"] == "PutObject"}
+    expect = {
+        r["key"]: r["headers"].get("Expect") for r in server.requests() if r["op"] == "PutObject"
+    }
     assert expect == {"small": None, "large": "100-continue"}
 
 
 def test_failed_multipart_upload_is_aborted(server, bucket, s3, mount):
     m = mount(bucket, "--part-size", "5M", "--max-attempts", "1")
-    server.add_fault(op="UploadPart", status=500, code="InternalError", message="injected", times=-1, after=1)
+    server.add_fault(
+        op="UploadPart", status=500, code="InternalError", message="injected", times=-1, after=1
+    )
     try:
         f = open(m.path / "mp.bin", "wb")
         f.write(os.urandom(12 * MiB))
@@ -383,7 +437,9 @@ def test_read_only_mount_refuses_every_write_without_requests(server, bucket, s3
 def test_a_lost_response_is_recognised_as_our_own_success(server, bucket, s3, mount, op, size):
     m = mount(bucket, "--part-size", "5M")
     data = os.urandom(size)
-    server.add_fault(op=op, status=500, code="InternalError", message="response lost", times=1, phase="after")
+    server.add_fault(
+        op=op, status=500, code="InternalError", message="response lost", times=1, phase="after"
+    )
     try:
         (m.path / "lost.bin").write_bytes(data)  # close() succeeds: the first attempt had committed
     finally:

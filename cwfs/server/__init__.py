@@ -4,6 +4,7 @@ Not used by the filesystem itself. Importing this package is cheap: moto is only
 imported when a server actually runs (``main``), so ``EmbeddedServer`` (the client
 that spawns and controls a server process) needs only boto3.
 """
+
 from __future__ import annotations
 
 from .control import EmbeddedServer

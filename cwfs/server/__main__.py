@@ -1,4 +1,5 @@
 """``python -m cwfs.server``."""
+
 import sys
 
 from .cli import main

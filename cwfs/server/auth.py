@@ -5,6 +5,7 @@ fail the way S3 fails (403 InvalidAccessKeyId / SignatureDoesNotMatch), for path
 virtual-hosted requests alike, including absolute-form (proxy) request lines. The
 payload hash is taken from ``x-amz-content-sha256`` as signed; the body is not re-hashed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,10 @@ from urllib.parse import parse_qsl, quote, unquote
 from .ops import Target, environ_header
 from .responses import S3Error
 
-_AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)"
-                   r"\s*,\s*Signature=([0-9a-fA-F]+)")
+_AUTH = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)"
+    r"\s*,\s*Signature=([0-9a-fA-F]+)"
+)
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
@@ -54,13 +57,20 @@ def _signature(secret: str, scope: list[str], amz_date: str, canonical: str) -> 
     key = _hmac(("AWS4" + secret).encode(), date)
     for part in (region, service, "aws4_request"):
         key = _hmac(key, part)
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, "/".join(scope[1:]),
-                         hashlib.sha256(canonical.encode()).hexdigest()])
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            amz_date,
+            "/".join(scope[1:]),
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
 
-def verify_request(environ: Mapping[str, object], target: Target,
-                   access_key: str, secret_key: str) -> None:
+def verify_request(
+    environ: Mapping[str, object], target: Target, access_key: str, secret_key: str
+) -> None:
     """Raise the S3Error S3 would send if the request is not signed by our credentials.
 
     Supports header-signed requests and presigned URLs (X-Amz-Signature in the query).
@@ -73,8 +83,11 @@ def verify_request(environ: Mapping[str, object], target: Target,
         if authorization.startswith("AWS "):
             raise S3Error(400, "InvalidRequest", "Signature Version 2 is not supported; use SigV4")
         if not match:
-            raise S3Error(400, "AuthorizationHeaderMalformed",
-                          "The authorization header is malformed; only AWS4-HMAC-SHA256 is supported")
+            raise S3Error(
+                400,
+                "AuthorizationHeaderMalformed",
+                "The authorization header is malformed; only AWS4-HMAC-SHA256 is supported",
+            )
         credential, signed, given = match.group(1), match.group(2), match.group(3)
         amz_date = environ_header(environ, "x-amz-date") or environ_header(environ, "Date") or ""
         payload = environ_header(environ, "x-amz-content-sha256") or "UNSIGNED-PAYLOAD"
@@ -91,18 +104,32 @@ def verify_request(environ: Mapping[str, object], target: Target,
     if len(scope) != 5:
         raise S3Error(400, "AuthorizationHeaderMalformed", "The credential scope is malformed")
     if scope[0] != access_key:
-        raise S3Error(403, "InvalidAccessKeyId",
-                      "The AWS Access Key Id you provided does not exist in our records.",
-                      AWSAccessKeyId=scope[0])
+        raise S3Error(
+            403,
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+            AWSAccessKeyId=scope[0],
+        )
     names = signed.lower().split(";")
     headers_part = _canonical_headers(environ, names)
     raw_paths = [target.raw_path, _uri_encode(unquote(target.raw_path), "/")]
-    queries = [_canonical_query(target.raw_query, drop), _canonical_query(target.raw_query, drop, True)]
+    queries = [
+        _canonical_query(target.raw_query, drop),
+        _canonical_query(target.raw_query, drop, True),
+    ]
     for path in dict.fromkeys(raw_paths):
         for canonical_query in dict.fromkeys(queries):
-            canonical = "\n".join([method, path, canonical_query, headers_part, signed.lower(), payload])
-            if hmac.compare_digest(_signature(secret_key, scope, amz_date, canonical), given.lower()):
+            canonical = "\n".join(
+                [method, path, canonical_query, headers_part, signed.lower(), payload]
+            )
+            if hmac.compare_digest(
+                _signature(secret_key, scope, amz_date, canonical), given.lower()
+            ):
                 return
-    raise S3Error(403, "SignatureDoesNotMatch",
-                  "The request signature we calculated does not match the signature you provided. "
-                  "Check your key and signing method.", AWSAccessKeyId=scope[0])
+    raise S3Error(
+        403,
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+        AWSAccessKeyId=scope[0],
+    )

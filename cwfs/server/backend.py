@@ -3,6 +3,7 @@
 Our handlers (rename, ranged GET, seeding, condition checks) work on moto's objects
 themselves instead of going through HTTP, so that they can be atomic and zero-copy.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,7 @@ def get_bucket(backend: S3Backend, bucket: str) -> Any:
     """The bucket, or NoSuchBucket (404) as S3 would answer."""
     found = backend.buckets.get(bucket)
     if found is None:
-        raise S3Error(404, "NoSuchBucket", "The specified bucket does not exist",
-                      BucketName=bucket)
+        raise S3Error(404, "NoSuchBucket", "The specified bucket does not exist", BucketName=bucket)
     return found
 
 
@@ -68,8 +68,8 @@ class Snapshot:
     size: int
     start: int
     length: int
-    fd: int | None          # duplicated fd of a disk-backed value, owned by the reader
-    data: bytes | None      # the requested slice, for small in-memory values
+    fd: int | None  # duplicated fd of a disk-backed value, owned by the reader
+    data: bytes | None  # the requested slice, for small in-memory values
 
 
 def snapshot(key: FakeKey, choose: Callable[[str, int], tuple[int, int]]) -> Snapshot:

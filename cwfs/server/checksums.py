@@ -6,6 +6,7 @@ trailer arrives) are written down once and can be checked on their own. moto's o
 helper silently falls back to CRC32 for CRC32C without the ``crc32c`` package, which is
 why we compute everything here with awscrt and hashlib.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,9 +21,14 @@ from .responses import S3Error
 
 #: CRC algorithms: (awscrt function, digest width in bytes). They can run incrementally.
 _CRCS: dict[str, tuple[Callable[[bytes, int], int], int]] = {
-    "CRC32": (crt.crc32, 4), "CRC32C": (crt.crc32c, 4), "CRC64NVME": (crt.crc64nvme, 8)}
+    "CRC32": (crt.crc32, 4),
+    "CRC32C": (crt.crc32c, 4),
+    "CRC64NVME": (crt.crc64nvme, 8),
+}
 _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
-    "SHA1": hashlib.sha1, "SHA256": hashlib.sha256}
+    "SHA1": hashlib.sha1,
+    "SHA256": hashlib.sha256,
+}
 ALGORITHMS: tuple[str, ...] = (*_CRCS, *_HASHES)
 
 COMPOSITE, FULL_OBJECT = "COMPOSITE", "FULL_OBJECT"
@@ -77,15 +83,17 @@ def decode_value(algorithm: str, value: str) -> bytes:
         raw = b""
     width = _CRCS[algorithm][1] if algorithm in _CRCS else _HASHES[algorithm]().digest_size
     if len(raw) != width:
-        raise S3Error(400, "InvalidRequest",
-                      f"Value for {header_name(algorithm)} header is invalid.")
+        raise S3Error(
+            400, "InvalidRequest", f"Value for {header_name(algorithm)} header is invalid."
+        )
     return raw
 
 
 def bad_digest(algorithm: str) -> S3Error:
     """What S3 answers when the body does not match the checksum the client sent."""
-    return S3Error(400, "BadDigest",
-                   f"The {algorithm} you specified did not match the calculated checksum.")
+    return S3Error(
+        400, "BadDigest", f"The {algorithm} you specified did not match the calculated checksum."
+    )
 
 
 @dataclass(frozen=True)
@@ -122,8 +130,9 @@ def verified(algorithm: str, claimed: str, payload: bytes) -> Checksum:
 
 def composite(algorithm: str, part_digests: list[bytes]) -> Checksum:
     """S3's multipart composite: the algorithm over the concatenated raw part digests."""
-    return Checksum(algorithm, encode(digest(algorithm, b"".join(part_digests))), COMPOSITE,
-                    len(part_digests))
+    return Checksum(
+        algorithm, encode(digest(algorithm, b"".join(part_digests))), COMPOSITE, len(part_digests)
+    )
 
 
 def decode_aws_chunked(raw: bytes) -> tuple[bytes, dict[str, str]]:
@@ -141,7 +150,7 @@ def decode_aws_chunked(raw: bytes) -> tuple[bytes, dict[str, str]]:
         pos = end + 2
         if size == 0:
             break
-        chunks.append(raw[pos:pos + size])
+        chunks.append(raw[pos : pos + size])
         pos += size + 2
     trailers = {}
     for line in raw[pos:].split(b"\r\n"):

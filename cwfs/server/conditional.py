@@ -6,6 +6,7 @@ itself in :class:`InFlightWrites` from the moment it arrives (before its body is
 a *conditional* write that finds another write to the same key in flight is answered
 409 ConditionalRequestConflict at once, which is what CoreWeave does.
 """
+
 from __future__ import annotations
 
 import threading
@@ -37,8 +38,12 @@ class InFlightWrites:
         slot = (bucket, key)
         with self._lock:
             if conditional and self._active[slot]:
-                raise S3Error(409, "ConditionalRequestConflict",
-                              "A conflicting operation occurred. Retry the request.", Key=key)
+                raise S3Error(
+                    409,
+                    "ConditionalRequestConflict",
+                    "A conflicting operation occurred. Retry the request.",
+                    Key=key,
+                )
             self._active[slot] += 1
         try:
             yield
@@ -49,8 +54,9 @@ class InFlightWrites:
                     del self._active[slot]
 
 
-def check_destination(backend: S3Backend, bucket: str, key: str,
-                      headers: Mapping[str, str | None]) -> None:
+def check_destination(
+    backend: S3Backend, bucket: str, key: str, headers: Mapping[str, str | None]
+) -> None:
     """Enforce If-None-Match / If-Match on the object a write would replace.
 
     Call with the mutation lock held. If-None-Match accepts only ``*`` (CoreWeave and
@@ -60,8 +66,9 @@ def check_destination(backend: S3Backend, bucket: str, key: str,
     if if_none is None and if_match is None:
         return
     if if_none is not None and if_none.strip() != "*":
-        raise S3Error(400, "InvalidRequest",
-                      "If-None-Match only accepts '*' on write operations", Key=key)
+        raise S3Error(
+            400, "InvalidRequest", "If-None-Match only accepts '*' on write operations", Key=key
+        )
     existing = current_key(backend, bucket, key)
     if if_none is not None and existing is not None:
         raise precondition_failed("If-None-Match")

@@ -4,6 +4,7 @@ The server runs as a subprocess (``python -m cwfs.server``) so that its threads 
 moto's global state never mix with the code under test, and it is stopped by PID.
 Control calls use only urllib (no proxies) against the unsigned ``/_cwfs/`` API.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,14 @@ class ServerStartError(RuntimeError):
 class EmbeddedServer:
     """Handle on a running server process; use :meth:`start` to create one."""
 
-    def __init__(self, process: subprocess.Popen, ready: dict[str, Any], stderr_path: str,
-                 access_key: str, secret_key: str) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen,
+        ready: dict[str, Any],
+        stderr_path: str,
+        access_key: str,
+        secret_key: str,
+    ) -> None:
         self._process = process
         self._stderr_path = stderr_path
         self.url: str = ready["primary"]
@@ -47,13 +54,29 @@ class EmbeddedServer:
 
     # -- lifecycle -------------------------------------------------------------------
     @classmethod
-    def start(cls, buckets: Iterable[str] = (), lota: bool = False, demo: bool = False,
-              extra_args: Iterable[str] = (), timeout: float = 60.0,
-              access_key: str = DEFAULT_ACCESS_KEY,
-              secret_key: str = DEFAULT_SECRET_KEY) -> EmbeddedServer:
+    def start(
+        cls,
+        buckets: Iterable[str] = (),
+        lota: bool = False,
+        demo: bool = False,
+        extra_args: Iterable[str] = (),
+        timeout: float = 60.0,
+        access_key: str = DEFAULT_ACCESS_KEY,
+        secret_key: str = DEFAULT_SECRET_KEY,
+    ) -> EmbeddedServer:
         """Spawn ``python -m cwfs.server`` and wait for its JSON ready line."""
-        argv = [sys.executable, "-m", "cwfs.server", "--port", "0", "--exit-with-parent",
-                "--access-key", access_key, "--secret-key", secret_key]
+        argv = [
+            sys.executable,
+            "-m",
+            "cwfs.server",
+            "--port",
+            "0",
+            "--exit-with-parent",
+            "--access-key",
+            access_key,
+            "--secret-key",
+            secret_key,
+        ]
         for bucket in buckets:
             argv += ["--bucket", bucket]
         if lota:
@@ -65,8 +88,9 @@ class EmbeddedServer:
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         stderr = tempfile.NamedTemporaryFile(prefix="cwfs-server-", suffix=".log", delete=False)
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=env,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=stderr, env=env, stdin=subprocess.DEVNULL
+        )
         stderr.close()
         try:
             line = cls._read_ready_line(process, timeout)
@@ -75,10 +99,13 @@ class EmbeddedServer:
             process.kill()
             process.wait()
             tail = Path(stderr.name).read_text(errors="replace")[-4000:]
-            raise ServerStartError(f"embedded S3 server failed to start: {exc}\n"
-                                   f"--- stderr tail ---\n{tail}") from None
+            raise ServerStartError(
+                f"embedded S3 server failed to start: {exc}\n--- stderr tail ---\n{tail}"
+            ) from None
         server = cls(process, ready, stderr.name, access_key, secret_key)
-        log.info("embedded S3 server pid %d at %s (lota %s)", server.pid, server.url, server.lota_url)
+        log.info(
+            "embedded S3 server pid %d at %s (lota %s)", server.pid, server.url, server.lota_url
+        )
         return server
 
     @staticmethod
@@ -126,14 +153,20 @@ class EmbeddedServer:
     # -- control API ----------------------------------------------------------------
     def _call(self, method: str, name: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(f"{self.url}/_cwfs/{name}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/_cwfs/{name}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with self._opener.open(request, timeout=60) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as err:
-            raise RuntimeError(f"control call {method} {name} failed: {err.code} "
-                               f"{err.read().decode(errors='replace')}") from None
+            raise RuntimeError(
+                f"control call {method} {name} failed: {err.code} "
+                f"{err.read().decode(errors='replace')}"
+            ) from None
 
     def all_counts(self) -> dict[str, dict[str, int]]:
         """Request counts per endpoint name and operation."""
@@ -167,11 +200,15 @@ class EmbeddedServer:
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")
 
-    def seed(self, bucket: str, objects: Iterable[dict[str, Any]],
-             create_bucket: bool = True) -> list[dict[str, Any]]:
+    def seed(
+        self, bucket: str, objects: Iterable[dict[str, Any]], create_bucket: bool = True
+    ) -> list[dict[str, Any]]:
         """Create objects directly in the store (uncounted); returns key/size/etag of each."""
-        result = self._call("POST", "seed", {"bucket": bucket, "objects": list(objects),
-                                             "create_bucket": create_bucket})
+        result = self._call(
+            "POST",
+            "seed",
+            {"bucket": bucket, "objects": list(objects), "create_bucket": create_bucket},
+        )
         return result["objects"]
 
     # -- boto3 ------------------------------------------------------------------------
@@ -198,7 +235,11 @@ class EmbeddedServer:
             port = urlsplit(url).port
             config.setdefault("proxies", {"http": url})
             url = f"http://localhost:{port}"
-        return boto3.client("s3", endpoint_url=url, region_name=REGION,
-                            aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key,
-                            config=Config(s3=s3_config, **config))
+        return boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(s3=s3_config, **config),
+        )

@@ -1,4 +1,5 @@
 """The unsigned JSON control API under ``/_cwfs/`` (counts, request log, faults, seeding)."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,12 @@ def _body_json(environ: dict[str, Any]) -> Any:
     return json.loads(body) if body.strip() else {}
 
 
-def handle_control(state: ServerState, environ: dict[str, Any], path: str, raw_query: str) -> Response:
+def handle_control(
+    state: ServerState, environ: dict[str, Any], path: str, raw_query: str
+) -> Response:
     """Route one control request; errors come back as JSON ``{"error": ...}``."""
     method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-    name = path[len(PREFIX):].strip("/")
+    name = path[len(PREFIX) :].strip("/")
     query = parse_query(raw_query)
 
     def counts() -> Any:
@@ -45,17 +48,26 @@ def handle_control(state: ServerState, environ: dict[str, Any], path: str, raw_q
     def seed() -> Any:
         spec = _body_json(environ)
         with state.lock:
-            created = seed_objects(state.backend, spec["bucket"], spec.get("objects", []),
-                                   create_bucket=bool(spec.get("create_bucket", True)))
+            created = seed_objects(
+                state.backend,
+                spec["bucket"],
+                spec.get("objects", []),
+                create_bucket=bool(spec.get("create_bucket", True)),
+            )
         return {"bucket": spec["bucket"], "objects": created}
 
     def health() -> Any:
         return {"ok": True, "pid": os.getpid(), "endpoints": state.endpoints}
 
     routes: dict[tuple[str, str], Callable[[], Any]] = {
-        ("GET", "counts"): counts, ("GET", "requests"): requests, ("POST", "reset"): reset,
-        ("GET", "faults"): state.faults.rules, ("POST", "faults"): add_fault,
-        ("DELETE", "faults"): clear_faults, ("POST", "seed"): seed, ("GET", "health"): health,
+        ("GET", "counts"): counts,
+        ("GET", "requests"): requests,
+        ("POST", "reset"): reset,
+        ("GET", "faults"): state.faults.rules,
+        ("POST", "faults"): add_fault,
+        ("DELETE", "faults"): clear_faults,
+        ("POST", "seed"): seed,
+        ("GET", "health"): health,
     }
     handler = routes.get((method, name))
     if handler is None:

@@ -51,8 +51,15 @@ def run_demo() -> int:
             mountpoint.rmdir()
             return 1
         try:
-            log.info("Bucket %r from the embedded S3 server at %s is mounted on\n\n    %s\n", DEMO_BUCKET, server.url, mountpoint)
-            log.info("Try: ls -l %s; find %s; cat %s/README.txt", mountpoint, mountpoint, mountpoint)
+            log.info(
+                "Bucket %r from the embedded S3 server at %s is mounted on\n\n    %s\n",
+                DEMO_BUCKET,
+                server.url,
+                mountpoint,
+            )
+            log.info(
+                "Try: ls -l %s; find %s; cat %s/README.txt", mountpoint, mountpoint, mountpoint
+            )
             log.info("Log: %s. Press Ctrl-C to unmount and stop.", log_file)
             _wait_for_interrupt()
         finally:

@@ -9,6 +9,7 @@ many seconds before answering: a server that stalls. A rule with ``phase="slow"`
 answers normally but waits ``delay`` seconds before each chunk of the response body:
 a slow link, on which a client that stops reading midway can be seen doing so.
 """
+
 from __future__ import annotations
 
 import threading
@@ -27,7 +28,9 @@ PHASES = ("before", "after", "slow")
 class InjectedFault(S3Error):
     """An error answered because a fault rule fired (logged as such)."""
 
-    def __init__(self, status: int, code: str, message: str, phase: str, delay: float = 0.0) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, phase: str, delay: float = 0.0
+    ) -> None:
         super().__init__(status, code, message)
         self.phase = phase
         self.delay = delay
@@ -86,8 +89,19 @@ class SlowBody:
 class FaultInjector:
     """Holds the rules and decides, per request, whether one of them fires."""
 
-    _FIELDS = {"op", "endpoint", "key_prefix", "bucket", "status", "code", "message",
-               "times", "after", "phase", "delay"}
+    _FIELDS = {
+        "op",
+        "endpoint",
+        "key_prefix",
+        "bucket",
+        "status",
+        "code",
+        "message",
+        "times",
+        "after",
+        "phase",
+        "delay",
+    }
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -115,8 +129,9 @@ class FaultInjector:
         with self._lock:
             return [asdict(rule) for rule in self._rules]
 
-    def check(self, op: str, endpoint: str, bucket: str | None,
-              key: str | None) -> InjectedFault | None:
+    def check(
+        self, op: str, endpoint: str, bucket: str | None, key: str | None
+    ) -> InjectedFault | None:
         """The error to answer with, if a rule fires for this request (first rule wins)."""
         with self._lock:
             for rule in self._rules:

@@ -5,6 +5,7 @@ finish what moto leaves undone (store a verified checksum on the object it just 
 add fields to its XML result, correct checksum headers) while any lock is still held,
 and lets a "lost response" fault throw the answer away after the effect happened.
 """
+
 from __future__ import annotations
 
 import re

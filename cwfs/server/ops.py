@@ -4,6 +4,7 @@ Everything else in the server (counting, faults, locking, our own handlers) keys
 operation name, so it is derived once per request here, from the method, the target
 (path or Host), the query string and a few headers, the way S3 itself dispatches.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -42,8 +43,9 @@ def _wsgi_str(value: str) -> str:
         return value
 
 
-def parse_target(environ: Mapping[str, object],
-                 vhost_suffixes: tuple[str, ...] = DEFAULT_VHOST_SUFFIXES) -> Target:
+def parse_target(
+    environ: Mapping[str, object], vhost_suffixes: tuple[str, ...] = DEFAULT_VHOST_SUFFIXES
+) -> Target:
     """Bucket and key of a request, virtual-hosted or path style.
 
     Uses the raw request URI (which may be absolute-form when the client treats us as a
@@ -75,40 +77,75 @@ def parse_query(raw_query: str) -> dict[str, list[str]]:
 
 # (method, level) -> ordered (query flag, operation) pairs; the first flag present wins.
 _BUCKET_QUERY_OPS: dict[str, tuple[tuple[str, str], ...]] = {
-    "GET": (("list-type", "ListObjectsV2"), ("uploads", "ListMultipartUploads"),
-            ("versioning", "GetBucketVersioning"), ("location", "GetBucketLocation"),
-            ("versions", "ListObjectVersions"), ("acl", "GetBucketAcl"),
-            ("tagging", "GetBucketTagging"), ("policy", "GetBucketPolicy"),
-            ("cors", "GetBucketCors"), ("lifecycle", "GetBucketLifecycleConfiguration"),
-            ("encryption", "GetBucketEncryption"), ("object-lock", "GetObjectLockConfiguration")),
-    "PUT": (("versioning", "PutBucketVersioning"), ("tagging", "PutBucketTagging"),
-            ("acl", "PutBucketAcl"), ("policy", "PutBucketPolicy"), ("cors", "PutBucketCors"),
-            ("lifecycle", "PutBucketLifecycleConfiguration"),
-            ("encryption", "PutBucketEncryption")),
-    "DELETE": (("tagging", "DeleteBucketTagging"), ("policy", "DeleteBucketPolicy"),
-               ("cors", "DeleteBucketCors"), ("lifecycle", "DeleteBucketLifecycle"),
-               ("encryption", "DeleteBucketEncryption")),
+    "GET": (
+        ("list-type", "ListObjectsV2"),
+        ("uploads", "ListMultipartUploads"),
+        ("versioning", "GetBucketVersioning"),
+        ("location", "GetBucketLocation"),
+        ("versions", "ListObjectVersions"),
+        ("acl", "GetBucketAcl"),
+        ("tagging", "GetBucketTagging"),
+        ("policy", "GetBucketPolicy"),
+        ("cors", "GetBucketCors"),
+        ("lifecycle", "GetBucketLifecycleConfiguration"),
+        ("encryption", "GetBucketEncryption"),
+        ("object-lock", "GetObjectLockConfiguration"),
+    ),
+    "PUT": (
+        ("versioning", "PutBucketVersioning"),
+        ("tagging", "PutBucketTagging"),
+        ("acl", "PutBucketAcl"),
+        ("policy", "PutBucketPolicy"),
+        ("cors", "PutBucketCors"),
+        ("lifecycle", "PutBucketLifecycleConfiguration"),
+        ("encryption", "PutBucketEncryption"),
+    ),
+    "DELETE": (
+        ("tagging", "DeleteBucketTagging"),
+        ("policy", "DeleteBucketPolicy"),
+        ("cors", "DeleteBucketCors"),
+        ("lifecycle", "DeleteBucketLifecycle"),
+        ("encryption", "DeleteBucketEncryption"),
+    ),
     "POST": (("delete", "DeleteObjects"),),
 }
-_BUCKET_DEFAULT_OPS = {"GET": "ListObjects", "PUT": "CreateBucket", "DELETE": "DeleteBucket",
-                       "HEAD": "HeadBucket"}
+_BUCKET_DEFAULT_OPS = {
+    "GET": "ListObjects",
+    "PUT": "CreateBucket",
+    "DELETE": "DeleteBucket",
+    "HEAD": "HeadBucket",
+}
 
 _KEY_QUERY_OPS: dict[str, tuple[tuple[str, str], ...]] = {
-    "GET": (("uploadId", "ListParts"), ("tagging", "GetObjectTagging"),
-            ("acl", "GetObjectAcl"), ("attributes", "GetObjectAttributes"),
-            ("legal-hold", "GetObjectLegalHold"), ("retention", "GetObjectRetention")),
-    "PUT": (("renameObject", "RenameObject"), ("tagging", "PutObjectTagging"),
-            ("acl", "PutObjectAcl"), ("retention", "PutObjectRetention"),
-            ("legal-hold", "PutObjectLegalHold")),
+    "GET": (
+        ("uploadId", "ListParts"),
+        ("tagging", "GetObjectTagging"),
+        ("acl", "GetObjectAcl"),
+        ("attributes", "GetObjectAttributes"),
+        ("legal-hold", "GetObjectLegalHold"),
+        ("retention", "GetObjectRetention"),
+    ),
+    "PUT": (
+        ("renameObject", "RenameObject"),
+        ("tagging", "PutObjectTagging"),
+        ("acl", "PutObjectAcl"),
+        ("retention", "PutObjectRetention"),
+        ("legal-hold", "PutObjectLegalHold"),
+    ),
     "DELETE": (("uploadId", "AbortMultipartUpload"), ("tagging", "DeleteObjectTagging")),
-    "POST": (("uploads", "CreateMultipartUpload"), ("uploadId", "CompleteMultipartUpload"),
-             ("restore", "RestoreObject"), ("select", "SelectObjectContent")),
+    "POST": (
+        ("uploads", "CreateMultipartUpload"),
+        ("uploadId", "CompleteMultipartUpload"),
+        ("restore", "RestoreObject"),
+        ("select", "SelectObjectContent"),
+    ),
 }
 _KEY_DEFAULT_OPS = {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}
 
 
-def operation_name(method: str, target: Target, query: Mapping[str, list[str]],
-                   environ: Mapping[str, object]) -> str:
+def operation_name(
+    method: str, target: Target, query: Mapping[str, list[str]], environ: Mapping[str, object]
+) -> str:
     """The S3 API operation name of a request, or "Other" when it is not recognised."""
     method = method.upper()
     if target.bucket is None:

@@ -4,6 +4,7 @@ moto copies the whole value (twice) for every GET, ranged or not, which made par
 ranged reads of large objects crawl. Here a range is a positioned read of just that
 slice, and a full GET is streamed, so benchmarks measure the client, not the server.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,16 @@ CHUNK = 4 << 20
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 #: Query parameters we leave to moto (rare: versions, parts, header overrides).
-DEFER_TO_MOTO = ("versionId", "partNumber", "response-content-type",
-                 "response-content-disposition", "response-content-encoding",
-                 "response-content-language", "response-cache-control", "response-expires")
+DEFER_TO_MOTO = (
+    "versionId",
+    "partNumber",
+    "response-content-type",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-cache-control",
+    "response-expires",
+)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -45,13 +53,23 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         if last and int(last) < start:
             return None
         if start >= size:
-            raise S3Error(416, "InvalidRange", "The requested range is not satisfiable",
-                          RangeRequested=header, ActualObjectSize=str(size))
+            raise S3Error(
+                416,
+                "InvalidRange",
+                "The requested range is not satisfiable",
+                RangeRequested=header,
+                ActualObjectSize=str(size),
+            )
         return start, end - start + 1
     suffix = int(last)
     if suffix == 0 or size == 0:
-        raise S3Error(416, "InvalidRange", "The requested range is not satisfiable",
-                      RangeRequested=header, ActualObjectSize=str(size))
+        raise S3Error(
+            416,
+            "InvalidRange",
+            "The requested range is not satisfiable",
+            RangeRequested=header,
+            ActualObjectSize=str(size),
+        )
     length = min(suffix, size)
     return size - length, length
 
@@ -83,8 +101,11 @@ def check_read_conditions(headers: Mapping[str, str | None], etag: str, key: Fak
 def _object_headers(key: FakeKey, etag: str) -> list[tuple[str, str]]:
     """ETag, Last-Modified, Content-Type, user metadata and other stored headers."""
     modified = key.last_modified.replace(tzinfo=timezone.utc)
-    out = {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True),
-           "Accept-Ranges": "bytes"}
+    out = {
+        "ETag": etag,
+        "Last-Modified": format_datetime(modified, usegmt=True),
+        "Accept-Ranges": "bytes",
+    }
     if key.version_id != "null":
         out["x-amz-version-id"] = key.version_id
     if key.storage_class and key.storage_class != "STANDARD":
@@ -119,8 +140,12 @@ class _PreadBody:
             self._fd = -1
 
 
-def _take(backend: S3Backend, bucket: str, key_name: str,
-          choose: Callable[[FakeKey], Callable[[str, int], tuple[int, int]]]) -> tuple[FakeKey, Snapshot]:
+def _take(
+    backend: S3Backend,
+    bucket: str,
+    key_name: str,
+    choose: Callable[[FakeKey], Callable[[str, int], tuple[int, int]]],
+) -> tuple[FakeKey, Snapshot]:
     """Look the key up and snapshot it, retrying if it is replaced while we look."""
     for _ in range(5):
         key = current_key(backend, bucket, key_name)
@@ -133,8 +158,9 @@ def _take(backend: S3Backend, bucket: str, key_name: str,
     raise S3Error(404, "NoSuchKey", "The specified key does not exist.", Key=key_name)
 
 
-def get_object(backend: S3Backend, bucket: str, key_name: str,
-               headers: Mapping[str, str | None]) -> Response:
+def get_object(
+    backend: S3Backend, bucket: str, key_name: str, headers: Mapping[str, str | None]
+) -> Response:
     """Serve GetObject (with or without Range) from the stored value."""
     ranged: dict[str, tuple[int, int] | None] = {}
 
@@ -143,6 +169,7 @@ def get_object(backend: S3Backend, bucket: str, key_name: str,
             check_read_conditions(headers, etag, key)
             ranged["range"] = parse_range(headers.get("Range"), size)
             return ranged["range"] or (0, size)
+
         return inner
 
     try:

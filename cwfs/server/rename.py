@@ -5,6 +5,7 @@ The rename is a metadata-only move of moto's key object (data, ETag, metadata, c
 type and tags travel with it), done under the mutation lock so no other write, and no
 listing, can see a half-done state.
 """
+
 from __future__ import annotations
 
 import threading
@@ -19,9 +20,12 @@ from .backend import current_key, get_bucket, same_etag
 from .conditional import check_destination
 from .responses import Response, S3Error, parse_http_date, precondition_failed
 
-SOURCE_CONDITIONS = ("x-amz-rename-source-if-match", "x-amz-rename-source-if-none-match",
-                     "x-amz-rename-source-if-modified-since",
-                     "x-amz-rename-source-if-unmodified-since")
+SOURCE_CONDITIONS = (
+    "x-amz-rename-source-if-match",
+    "x-amz-rename-source-if-none-match",
+    "x-amz-rename-source-if-modified-since",
+    "x-amz-rename-source-if-unmodified-since",
+)
 DEST_CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
 
 
@@ -40,8 +44,11 @@ class ClientTokens:
         if seen is None:
             return False
         if seen[0] != params:
-            raise S3Error(400, "IdempotencyParameterMismatch",
-                          "The client token was already used with different request parameters")
+            raise S3Error(
+                400,
+                "IdempotencyParameterMismatch",
+                "The client token was already used with different request parameters",
+            )
         return seen[1]
 
     def record(self, token: str, params: tuple[str | None, ...], succeeded: bool) -> None:
@@ -55,16 +62,27 @@ class ClientTokens:
 def parse_rename_source(raw: str | None, bucket: str) -> str:
     """The source key from ``x-amz-rename-source`` (``[/]bucket/key``, URL-encoded)."""
     if not raw:
-        raise S3Error(400, "InvalidArgument", "The x-amz-rename-source header is required",
-                      ArgumentName="x-amz-rename-source")
+        raise S3Error(
+            400,
+            "InvalidArgument",
+            "The x-amz-rename-source header is required",
+            ArgumentName="x-amz-rename-source",
+        )
     source_bucket, _, source_key = unquote(raw).lstrip("/").partition("/")
     if source_bucket != bucket:
-        raise S3Error(400, "InvalidRequest",
-                      "RenameObject source and destination must be in the same bucket "
-                      f"(source bucket {source_bucket!r}, destination bucket {bucket!r})")
+        raise S3Error(
+            400,
+            "InvalidRequest",
+            "RenameObject source and destination must be in the same bucket "
+            f"(source bucket {source_bucket!r}, destination bucket {bucket!r})",
+        )
     if not source_key:
-        raise S3Error(400, "InvalidArgument", "x-amz-rename-source must be bucket/key",
-                      ArgumentName="x-amz-rename-source")
+        raise S3Error(
+            400,
+            "InvalidArgument",
+            "x-amz-rename-source must be bucket/key",
+            ArgumentName="x-amz-rename-source",
+        )
     return source_key
 
 
@@ -76,16 +94,28 @@ def _check_source(key: FakeKey, headers: Mapping[str, str | None]) -> None:
     if_none = headers.get("x-amz-rename-source-if-none-match")
     if if_none is not None and (if_none.strip() == "*" or same_etag(if_none, key.etag)):
         raise precondition_failed("x-amz-rename-source-if-none-match")
-    _check_dates(modified, headers, "x-amz-rename-source-if-modified-since", "x-amz-rename-source-if-unmodified-since")
+    _check_dates(
+        modified,
+        headers,
+        "x-amz-rename-source-if-modified-since",
+        "x-amz-rename-source-if-unmodified-since",
+    )
 
 
 def _check_destination_dates(existing: FakeKey | None, headers: Mapping[str, str | None]) -> None:
     if existing is None:
         return
-    _check_dates(existing.last_modified.replace(microsecond=0), headers, "If-Modified-Since", "If-Unmodified-Since")
+    _check_dates(
+        existing.last_modified.replace(microsecond=0),
+        headers,
+        "If-Modified-Since",
+        "If-Unmodified-Since",
+    )
 
 
-def _check_dates(modified: datetime, headers: Mapping[str, str | None], if_modified: str, if_unmodified: str) -> None:
+def _check_dates(
+    modified: datetime, headers: Mapping[str, str | None], if_modified: str, if_unmodified: str
+) -> None:
     """The two date preconditions, read from the given header names."""
     since = parse_http_date(headers.get(if_modified))
     if since is not None and modified <= since:
@@ -109,16 +139,26 @@ def _move(backend: S3Backend, bucket_obj: object, key: FakeKey, dest: str) -> No
         backend.tagger.tag_resource(key.arn, [{"Key": k, "Value": v} for k, v in tags.items()])
 
 
-def rename_object(backend: S3Backend, bucket: str, dest: str,
-                  headers: Mapping[str, str | None], tokens: ClientTokens) -> Response:
+def rename_object(
+    backend: S3Backend,
+    bucket: str,
+    dest: str,
+    headers: Mapping[str, str | None],
+    tokens: ClientTokens,
+) -> Response:
     """Perform RenameObject; call with the mutation lock held. Raises S3Error on refusal."""
     source = parse_rename_source(headers.get("x-amz-rename-source"), bucket)
     bucket_obj = get_bucket(backend, bucket)
     if bucket_obj.versioning_status is not None:
-        raise S3Error(400, "InvalidRequest",
-                      "RenameObject is not supported on buckets that have had versioning enabled")
+        raise S3Error(
+            400,
+            "InvalidRequest",
+            "RenameObject is not supported on buckets that have had versioning enabled",
+        )
     token = headers.get("x-amz-client-token")
-    params = (bucket, dest, source) + tuple(headers.get(h) for h in SOURCE_CONDITIONS + DEST_CONDITIONS)
+    params = (bucket, dest, source) + tuple(
+        headers.get(h) for h in SOURCE_CONDITIONS + DEST_CONDITIONS
+    )
     if token and tokens.check(token, params):
         return Response(200, [("Content-Length", "0")], [])
     if token:

@@ -3,6 +3,7 @@
 A handler returns a :class:`Response`; S3 errors are raised as :class:`S3Error` and
 rendered as the XML body real S3 sends, so boto3 parses code and message as usual.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,7 +29,9 @@ class Response:
     body: Iterable[bytes] = ()
 
     def send(self, start_response: StartResponse) -> Iterable[bytes]:
-        phrase = HTTPStatus(self.status).phrase if self.status in HTTPStatus._value2member_map_ else ""
+        phrase = (
+            HTTPStatus(self.status).phrase if self.status in HTTPStatus._value2member_map_ else ""
+        )
         start_response(f"{self.status} {phrase}", self.headers)
         return self.body
 
@@ -44,9 +47,11 @@ class S3Error(Exception):
         """The XML error response (no body for HEAD, as in S3)."""
         request_id = uuid.uuid4().hex[:16].upper()
         fields = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in self.extra.items())
-        xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(self.code)}</Code>'
-               f"<Message>{escape(self.message)}</Message>{fields}"
-               f"<RequestId>{request_id}</RequestId></Error>").encode()
+        xml = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(self.code)}</Code>'
+            f"<Message>{escape(self.message)}</Message>{fields}"
+            f"<RequestId>{request_id}</RequestId></Error>"
+        ).encode()
         out = [("x-amz-request-id", request_id), *(headers or {}).items()]
         if method == "HEAD":
             return Response(self.status, out + [("Content-Length", "0")], [])
@@ -57,8 +62,9 @@ class S3Error(Exception):
 def json_response(payload: Any, status: int = 200) -> Response:
     """A JSON response for the control API."""
     body = json.dumps(payload, default=str).encode()
-    return Response(status, [("Content-Type", "application/json"),
-                             ("Content-Length", str(len(body)))], [body])
+    return Response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], [body]
+    )
 
 
 def read_body(environ: dict[str, Any]) -> bytes:
@@ -127,6 +133,9 @@ def parse_http_date(value: str | None) -> datetime | None:
 
 def precondition_failed(condition: str) -> S3Error:
     """The 412 S3 answers when a conditional header does not hold."""
-    return S3Error(412, "PreconditionFailed",
-                   "At least one of the pre-conditions you specified did not hold",
-                   Condition=condition)
+    return S3Error(
+        412,
+        "PreconditionFailed",
+        "At least one of the pre-conditions you specified did not hold",
+        Condition=condition,
+    )

@@ -3,6 +3,7 @@
 Seeding through HTTP would make test set-up slow and pollute request counts; tests
 instead seed here and compare what they read against :func:`pattern`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,8 +39,9 @@ def object_body(spec: dict[str, Any]) -> bytes:
     return pattern(spec["key"], int(spec.get("size", 0)))
 
 
-def seed_objects(backend: S3Backend, bucket: str, objects: Iterable[dict[str, Any]],
-                 create_bucket: bool = True) -> list[dict[str, Any]]:
+def seed_objects(
+    backend: S3Backend, bucket: str, objects: Iterable[dict[str, Any]], create_bucket: bool = True
+) -> list[dict[str, Any]]:
     """Create objects directly in the backend; returns key, size and ETag of each.
 
     Each entry: ``key`` plus one of ``size``/``body_b64``/``text``; optional
@@ -70,17 +72,33 @@ def demo_objects() -> list[dict[str, Any]]:
     """A small tree for the demo: text files, a nested folder, a marker dir, a 5 MiB file."""
     text = "text/plain; charset=utf-8"
     return [
-        {"key": "README.txt", "content_type": text,
-         "text": "Welcome to cwfs: this bucket is served by the embedded S3 server.\n"},
+        {
+            "key": "README.txt",
+            "content_type": text,
+            "text": "Welcome to cwfs: this bucket is served by the embedded S3 server.\n",
+        },
         {"key": "hello.txt", "content_type": text, "text": "hello, world\n"},
-        {"key": "docs/guide.md", "content_type": "text/markdown",
-         "text": "# Guide\n\nFiles are objects; folders are key prefixes.\n"},
-        {"key": "docs/notes/todo.txt", "content_type": text,
-         "text": "- mount the bucket\n- read a file\n- rename a file\n"},
-        {"key": "docs/notes/ideas.txt", "content_type": text, "text": "ranged reads\n",
-         "metadata": {"author": "cwfs"}},
+        {
+            "key": "docs/guide.md",
+            "content_type": "text/markdown",
+            "text": "# Guide\n\nFiles are objects; folders are key prefixes.\n",
+        },
+        {
+            "key": "docs/notes/todo.txt",
+            "content_type": text,
+            "text": "- mount the bucket\n- read a file\n- rename a file\n",
+        },
+        {
+            "key": "docs/notes/ideas.txt",
+            "content_type": text,
+            "text": "ranged reads\n",
+            "metadata": {"author": "cwfs"},
+        },
         {"key": "empty/", "size": 0, "content_type": "application/x-directory"},
-        {"key": "data/sample.bin", "size": 5 * (1 << 20) + 123,
-         "content_type": "application/octet-stream"},
+        {
+            "key": "data/sample.bin",
+            "size": 5 * (1 << 20) + 123,
+            "content_type": "application/octet-stream",
+        },
         {"key": "data/small.csv", "content_type": "text/csv", "text": "id,name\n1,alpha\n2,beta\n"},
     ]

@@ -1,4 +1,5 @@
 """Everything the endpoints of one server process share: store, lock, counters, rules."""
+
 from __future__ import annotations
 
 import threading

@@ -3,6 +3,7 @@
 Counting requests is how tests assert on client behaviour (e.g. "a stat costs one
 HeadObject"), since timing a Python S3 server says little.
 """
+
 from __future__ import annotations
 
 import threading
@@ -14,30 +15,55 @@ from typing import Any
 from .checksums import ALGORITHMS
 from .ops import Target, environ_header
 
-LOGGED_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
-                  "Range", "x-amz-rename-source", "x-amz-client-token", "x-amz-copy-source",
-                  "x-amz-sdk-checksum-algorithm", "x-amz-trailer", "x-amz-checksum-algorithm",
-                  "x-amz-checksum-type", "Content-Length", "Content-Type", "Expect")
+LOGGED_HEADERS = (
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+    "Range",
+    "x-amz-rename-source",
+    "x-amz-client-token",
+    "x-amz-copy-source",
+    "x-amz-sdk-checksum-algorithm",
+    "x-amz-trailer",
+    "x-amz-checksum-algorithm",
+    "x-amz-checksum-type",
+    "Content-Length",
+    "Content-Type",
+    "Expect",
+)
 
 
 def _checksum_info(environ: Mapping[str, object]) -> dict[str, Any]:
     """Which checksum the client sent or asked for (value headers, algorithm, mode)."""
-    names = (k[5:].lower().replace("_", "-") for k in environ
-             if isinstance(k, str) and k.startswith("HTTP_X_AMZ_CHECKSUM_"))
+    names = (
+        k[5:].lower().replace("_", "-")
+        for k in environ
+        if isinstance(k, str) and k.startswith("HTTP_X_AMZ_CHECKSUM_")
+    )
     headers = sorted(n for n in names if n.rsplit("-", 1)[-1].upper() in ALGORITHMS)
     trailer = environ_header(environ, "x-amz-trailer") or ""
-    algorithm = (environ_header(environ, "x-amz-sdk-checksum-algorithm")
-                 or environ_header(environ, "x-amz-checksum-algorithm")
-                 or (headers[0].rsplit("-", 1)[-1] if headers else None)
-                 or (trailer.rsplit("-", 1)[-1] if trailer.startswith("x-amz-checksum-") else None))
-    return {"algorithm": algorithm.upper() if algorithm else None, "headers": headers,
-            "trailer": trailer or None, "mode": environ_header(environ, "x-amz-checksum-mode")}
+    algorithm = (
+        environ_header(environ, "x-amz-sdk-checksum-algorithm")
+        or environ_header(environ, "x-amz-checksum-algorithm")
+        or (headers[0].rsplit("-", 1)[-1] if headers else None)
+        or (trailer.rsplit("-", 1)[-1] if trailer.startswith("x-amz-checksum-") else None)
+    )
+    return {
+        "algorithm": algorithm.upper() if algorithm else None,
+        "headers": headers,
+        "trailer": trailer or None,
+        "mode": environ_header(environ, "x-amz-checksum-mode"),
+    }
 
 
 def _user_metadata(environ: Mapping[str, object]) -> dict[str, str]:
     prefix = "HTTP_X_AMZ_META_"
-    return {k[len(prefix):].lower().replace("_", "-"): str(v) for k, v in environ.items()
-            if isinstance(k, str) and k.startswith(prefix)}
+    return {
+        k[len(prefix) :].lower().replace("_", "-"): str(v)
+        for k, v in environ.items()
+        if isinstance(k, str) and k.startswith(prefix)
+    }
 
 
 class RequestStats:
@@ -50,26 +76,40 @@ class RequestStats:
         self._log: deque[dict[str, Any]] = deque(maxlen=log_size)
         self._seq = 0
 
-    def begin(self, endpoint: str, op: str, method: str, target: Target,
-              environ: Mapping[str, object]) -> dict[str, Any]:
+    def begin(
+        self, endpoint: str, op: str, method: str, target: Target, environ: Mapping[str, object]
+    ) -> dict[str, Any]:
         """Count a request and open its log entry (status filled in by :meth:`finish`)."""
         headers = {h: v for h in LOGGED_HEADERS if (v := environ_header(environ, h)) is not None}
         with self._lock:
             self._seq += 1
             self._counts.setdefault(endpoint, Counter())[op] += 1
-            entry = {"seq": self._seq, "time": time.time(), "endpoint": endpoint, "op": op,
-                     "method": method, "bucket": target.bucket, "key": target.key,
-                     "addressing": "virtual" if target.virtual else "path",
-                     "status": None, "failed": None, "fault": False, "error_code": None,
-                     "headers": headers, "checksum": _checksum_info(environ),
-                     "metadata": _user_metadata(environ),
-                     "body_bytes": 0, "body_complete": None}
+            entry = {
+                "seq": self._seq,
+                "time": time.time(),
+                "endpoint": endpoint,
+                "op": op,
+                "method": method,
+                "bucket": target.bucket,
+                "key": target.key,
+                "addressing": "virtual" if target.virtual else "path",
+                "status": None,
+                "failed": None,
+                "fault": False,
+                "error_code": None,
+                "headers": headers,
+                "checksum": _checksum_info(environ),
+                "metadata": _user_metadata(environ),
+                "body_bytes": 0,
+                "body_complete": None,
+            }
             self._log.append(entry)
         return entry
 
     @staticmethod
-    def finish(entry: dict[str, Any], status: int, error_code: str | None = None,
-               fault: bool | str = False) -> None:
+    def finish(
+        entry: dict[str, Any], status: int, error_code: str | None = None, fault: bool | str = False
+    ) -> None:
         """Close a log entry; ``fault`` is True (refused) or "after" (done, answer lost)."""
         entry["status"], entry["failed"] = status, status >= 400
         entry["error_code"], entry["fault"] = error_code, fault
