@@ -68,14 +68,11 @@ def _signature(secret: str, scope: list[str], amz_date: str, canonical: str) -> 
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
 
-def verify_request(
-    environ: Mapping[str, object], target: Target, access_key: str, secret_key: str
-) -> None:
-    """Raise the S3Error S3 would send if the request is not signed by our credentials.
-
-    Supports header-signed requests and presigned URLs (X-Amz-Signature in the query).
-    """
-    method = str(environ.get("REQUEST_METHOD", "GET"))
+def _signature_parts(
+    environ: Mapping[str, object], target: Target
+) -> tuple[str, str, str, str, str, str | None]:
+    """Credential, signed headers, signature, date, payload hash, and the query key the
+    signature itself sits in, from the Authorization header or a presigned URL."""
     authorization = environ_header(environ, "Authorization")
     query = dict(parse_qsl(target.raw_query, keep_blank_values=True))
     if authorization:
@@ -88,18 +85,27 @@ def verify_request(
                 "AuthorizationHeaderMalformed",
                 "The authorization header is malformed; only AWS4-HMAC-SHA256 is supported",
             )
-        credential, signed, given = match.group(1), match.group(2), match.group(3)
         amz_date = environ_header(environ, "x-amz-date") or environ_header(environ, "Date") or ""
         payload = environ_header(environ, "x-amz-content-sha256") or "UNSIGNED-PAYLOAD"
-        drop = None
-    elif "X-Amz-Signature" in query:
+        return match.group(1), match.group(2), match.group(3), amz_date, payload, None
+    if "X-Amz-Signature" in query:
         credential, signed = query.get("X-Amz-Credential", ""), query.get("X-Amz-SignedHeaders", "")
         given, amz_date = query["X-Amz-Signature"], query.get("X-Amz-Date", "")
-        payload, drop = "UNSIGNED-PAYLOAD", "X-Amz-Signature"
-    elif "Signature" in query or "AWSAccessKeyId" in query:
+        return credential, signed, given, amz_date, "UNSIGNED-PAYLOAD", "X-Amz-Signature"
+    if "Signature" in query or "AWSAccessKeyId" in query:
         raise S3Error(400, "InvalidRequest", "Signature Version 2 is not supported; use SigV4")
-    else:
-        raise S3Error(403, "AccessDenied", "Access Denied (the request is not signed)")
+    raise S3Error(403, "AccessDenied", "Access Denied (the request is not signed)")
+
+
+def verify_request(
+    environ: Mapping[str, object], target: Target, access_key: str, secret_key: str
+) -> None:
+    """Raise the S3Error S3 would send if the request is not signed by our credentials.
+
+    Supports header-signed requests and presigned URLs (X-Amz-Signature in the query).
+    """
+    method = str(environ.get("REQUEST_METHOD", "GET"))
+    credential, signed, given, amz_date, payload, drop = _signature_parts(environ, target)
     scope = credential.split("/")
     if len(scope) != 5:
         raise S3Error(400, "AuthorizationHeaderMalformed", "The credential scope is malformed")

@@ -62,15 +62,8 @@ def _watch_parent(stop: threading.Event) -> None:
             stop.set()
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the endpoint(s), set up buckets, announce readiness, serve until signalled."""
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("werkzeug").setLevel(logging.INFO if args.verbose else logging.WARNING)
-
+def _make_servers(args: argparse.Namespace) -> dict[str, Any]:
+    """One HTTP server per endpoint (primary, and LOTA if asked), sharing one S3 state."""
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -104,6 +97,19 @@ def run(args: argparse.Namespace) -> int:
             ensure_bucket(state.backend, bucket)
         if args.demo:
             seed_objects(state.backend, DEMO_BUCKET, demo_objects())
+    return servers
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the endpoint(s), set up buckets, announce readiness, serve until signalled."""
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("werkzeug").setLevel(logging.INFO if args.verbose else logging.WARNING)
+
+    servers = _make_servers(args)
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
