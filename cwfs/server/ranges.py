@@ -35,6 +35,16 @@ DEFER_TO_MOTO = (
 )
 
 
+def _unsatisfiable(header: str, size: int) -> S3Error:
+    return S3Error(
+        416,
+        "InvalidRange",
+        "The requested range is not satisfiable",
+        RangeRequested=header,
+        ActualObjectSize=str(size),
+    )
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(start, length) for a single byte range, None to serve the whole object.
 
@@ -53,23 +63,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         if last and int(last) < start:
             return None
         if start >= size:
-            raise S3Error(
-                416,
-                "InvalidRange",
-                "The requested range is not satisfiable",
-                RangeRequested=header,
-                ActualObjectSize=str(size),
-            )
+            raise _unsatisfiable(header, size)
         return start, end - start + 1
     suffix = int(last)
     if suffix == 0 or size == 0:
-        raise S3Error(
-            416,
-            "InvalidRange",
-            "The requested range is not satisfiable",
-            RangeRequested=header,
-            ActualObjectSize=str(size),
-        )
+        raise _unsatisfiable(header, size)
     length = min(suffix, size)
     return size - length, length
 
