@@ -401,6 +401,13 @@ class Config:
         metavar="DIR",
         default_text="a private 0700 directory per mount in `~/.cache/cwfs/`",
     )
+    attribute_store: str = option(
+        "",
+        "where the exact mtime and mode of objects this machine wrote or looked up are kept "
+        "across mounts (SQLite, shared by mounts); `off` keeps them in memory only.",
+        metavar="FILE",
+        default_text="`~/.cache/cwfs/attributes.sqlite`",
+    )
     cache_limit: int = _size(
         16 << 30,
         "staged bytes before writers wait for uploads (`K`, `M`, `G`, `T`: binary units).",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from cwfs.attrstore import AttrStore, keep_written
 from cwfs.config import Config
 from cwfs.fs import Filesystem, max_file_size
 from cwfs.fuse import FuseOperations
@@ -23,7 +24,7 @@ from cwfs.namespace import Namespace
 from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher
 from cwfs.preflight import MountError, check_mountable
 from cwfs.rename import Renamer
-from cwfs.staging import StagingArea, create_cache_dir
+from cwfs.staging import StagingArea, create_cache_dir, default_cache_base
 from cwfs.store import ObjectStore
 from cwfs.upload import Uploader
 
@@ -88,6 +89,13 @@ async def _read_endpoint(config: Config, primary: ObjectStore) -> ReadEndpoint:
     return ReadEndpoint(primary, lota)
 
 
+def attribute_file(setting: str) -> Path | None:
+    """Where the attribute store lives: ``--attribute-store``, its default, or None (off)."""
+    if setting == "off":
+        return None
+    return Path(setting) if setting else default_cache_base() / "attributes.sqlite"
+
+
 def build_filesystem(
     config: Config,
     store: ObjectStore,
@@ -115,8 +123,15 @@ def build_filesystem(
         part_size=config.read_part_size,
         max_window=config.max_read_ahead,
     )
+    known = AttrStore(
+        attribute_file(config.attribute_store),
+        settings.endpoint,
+        config.bucket,
+        config.metadata_cache_entries,
+    )
+    nursery.start_soon(keep_written, known)
     core = Filesystem(
-        Namespace(store, cache, config.prefix, config.exact_metadata),
+        Namespace(store, cache, config.prefix, config.exact_metadata, known),
         StagingArea(cache_dir, config.cache_limit),
         uploader,
         renamer,

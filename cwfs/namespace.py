@@ -9,6 +9,7 @@ visible while the kernel holds it, as it would on a local disk.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -16,10 +17,11 @@ import trio
 from cachetools import TTLCache
 
 from cwfs.attrs import DIRECTORY, Attrs, file_attrs
+from cwfs.attrstore import AttrStore, Known
 from cwfs.errors import NotEmpty
 from cwfs.listing import SubtreeListing
 from cwfs.metacache import MetadataCache
-from cwfs.store import ObjectInfo, ObjectStore, WriteCondition
+from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,13 @@ class Namespace:
         cache: MetadataCache,
         prefix: str = "",
         exact_metadata: bool = False,
+        known: AttrStore | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.prefix = prefix
-        self.exact_metadata = (
-            exact_metadata  # a file seen only in a listing is looked up on its own
-        )
+        self.exact_metadata = exact_metadata  # a file seen only in a listing is looked up alone
+        self.known = known  # exact attributes of versions seen before, kept across mounts
         self._reported: set[str] = set()
         self._kept_dirs: set[str] = set()
         self._listing: dict[str, trio.Event] = {}
@@ -90,9 +92,29 @@ class Namespace:
             self._reported.add(key)
             log.warning(message, *args)
 
-    @staticmethod
-    def _file_attrs(info: ObjectInfo) -> Attrs:
-        return file_attrs(info.size, int(info.mtime * 1e9), info.etag, info.metadata)
+    def _file_attrs(self, info: ObjectInfo) -> Attrs:
+        """A file's attributes; a listing's view of a version known exactly gets them back."""
+        attrs = file_attrs(info.size, int(info.mtime * 1e9), info.etag, info.metadata)
+        if self.known is None or info.etag is None:
+            return attrs
+        if attrs.exact:
+            self.known.remember(info.key, Known(info.etag, attrs.mtime_ns, attrs.mode))
+        elif (known := self.known.recall(info.key, info.etag)) is not None:
+            return dataclasses.replace(attrs, mtime_ns=known.mtime_ns, mode=known.mode, exact=True)
+        return attrs
+
+    async def _page(
+        self,
+        prefix: str,
+        token: str | None = None,
+        delimiter: str = "/",
+        start_after: str | None = None,
+    ) -> ListPage:
+        """One listing page, with what the attribute file knows of its objects loaded."""
+        page = await self.store.list_page(prefix, token, delimiter, start_after=start_after)
+        if self.known is not None and page.objects:
+            await trio.to_thread.run_sync(self.known.load, [info.key for info in page.objects])
+        return page
 
     async def stat(self, path: str) -> Attrs | None:
         """Attributes of ``path``, or None if nothing exists there.
@@ -151,7 +173,7 @@ class Namespace:
             is_dir = bool(page.objects)
         else:
             tree = self._subtree(key + "/")
-            tree.add_page(await self.store.list_page(key + "/", delimiter=""))
+            tree.add_page(await self._page(key + "/", delimiter=""))
             is_dir = tree.last_key is not None
             if is_dir:
                 self._remember_subtree(path, tree)
@@ -246,7 +268,7 @@ class Namespace:
         """
         tree = self._started.pop(path, None) or self._subtree(prefix)
         while not tree.complete and tree.pages < FLAT_LISTING_PAGES:
-            tree.add_page(await self.store.list_page(prefix, tree.next_token, delimiter=""))
+            tree.add_page(await self._page(prefix, tree.next_token, delimiter=""))
         self._remember_subtree(path, tree)
         return tree
 
@@ -271,9 +293,7 @@ class Namespace:
         """The rest of ``path``'s entries, one ListObjectsV2 page (delimiter ``/``) at a time."""
         token: str | None = None
         while True:
-            page = await self.store.list_page(
-                prefix, token, start_after=None if token else start_after
-            )
+            page = await self._page(prefix, token, start_after=None if token else start_after)
             entries: list[tuple[str, Attrs]] = []
             for common in page.prefixes:
                 name = common[len(prefix) : -1]
@@ -332,6 +352,9 @@ class Namespace:
 
     def stored(self, path: str, attrs: Attrs) -> None:
         """This mount just wrote ``path``: show it at once, in its directory's listing too."""
+        if self.known is not None and not attrs.is_dir and attrs.etag is not None:
+            known = Known(attrs.etag, attrs.mtime_ns, attrs.mode)
+            self.known.remember(self.object_key(path), known)
         self.cache.put(path, attrs)
         self._update_listing(path, attrs)
 

@@ -131,7 +131,9 @@ def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
         log_file = tmp_path / f"cwfs{len(mounts)}.log"
         cache_dir = tmp_path / f"cache{len(mounts)}"
         options = ["--endpoint", server.url, "--addressing-style", "path"]
-        options += ["--cache-dir", str(cache_dir), "--log-level", "DEBUG", *args]
+        options += ["--cache-dir", str(cache_dir), "--log-level", "DEBUG"]
+        # The machine's attribute file, as mounts of one test share it (never the user's).
+        options += ["--attribute-store", str(tmp_path / "attributes.sqlite"), *args]
         env = env or cwfs_env(server)
         try:
             proc = start_mount(

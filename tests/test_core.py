@@ -38,7 +38,8 @@ def run_core(server, tmp_path, monkeypatch):
 
     def run(bucket: str, scenario: Scenario, *flags: str) -> None:
         argv = ["mount", bucket, str(tmp_path / "mnt"), "--endpoint", server.url,
-                "--addressing-style", "path", "--cache-dir", str(tmp_path / "cache"), *flags]  # fmt: skip
+                "--addressing-style", "path", "--cache-dir", str(tmp_path / "cache"),
+                "--attribute-store", str(tmp_path / "attributes.sqlite"), *flags]  # fmt: skip
         config = build_config(build_parser().parse_args(argv), environ={}, home=tmp_path)
         clock = trio.testing.MockClock(autojump_threshold=0)
 

@@ -1,0 +1,72 @@
+"""Everyday tools on a real mount with default options see what they wrote."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+
+MTIME_NS = 978_307_200_123_456_789  # 2001-01-01T00:00:00.123456789Z
+
+
+def stat_of(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return stat.S_IMODE(st.st_mode), st.st_mtime_ns
+
+
+def test_a_listing_after_the_ttl_keeps_the_mode_and_mtime_we_set(server, bucket, mount):
+    m = mount(bucket)
+    (m.path / "d").mkdir()
+    f = m.path / "d" / "f"
+    f.write_bytes(b"x\n")
+    os.chmod(f, 0o750)
+    os.utime(f, ns=(MTIME_NS, MTIME_NS))
+    assert stat_of(f) == (0o750, MTIME_NS)
+    time.sleep(1.5)  # past the default 1 s TTL: the kernel and the cache ask again
+    os.listdir(m.path / "d")
+    assert stat_of(f) == (0o750, MTIME_NS)
+
+
+def test_a_script_made_executable_still_runs_after_the_ttl(server, bucket, mount):
+    m = mount(bucket)
+    script = m.path / "s.sh"
+    script.write_text("#!/bin/sh\necho ran\n")
+    os.chmod(script, 0o755)
+    assert subprocess.run([str(script)], capture_output=True, text=True).stdout == "ran\n"
+    time.sleep(1.5)
+    os.listdir(m.path)
+    assert subprocess.run([str(script)], capture_output=True, text=True).stdout == "ran\n"
+
+
+def test_a_new_mount_on_this_machine_knows_the_attributes_without_head_requests(
+    server, bucket, mount
+):
+    first = mount(bucket)
+    (first.path / "t").mkdir()
+    for i in range(20):
+        path = first.path / "t" / f"f{i}"
+        path.write_bytes(b"data")
+        os.chmod(path, 0o600 + i % 8)
+        os.utime(path, ns=(MTIME_NS + i, MTIME_NS + i))
+    first.stop()
+    second = mount(bucket)
+    server.reset()
+    out = subprocess.run(["ls", "-l", "--time-style=+%s", str(second.path / "t")], check=True)
+    assert out.returncode == 0
+    for i in range(20):
+        assert stat_of(second.path / "t" / f"f{i}") == (0o600 + i % 8, MTIME_NS + i)
+    assert server.counts().get("HeadObject", 0) == 0, server.counts()
+
+
+def test_another_writers_version_wins_over_what_we_knew(server, bucket, s3, mount):
+    m = mount(bucket)
+    f = m.path / "f"
+    f.write_bytes(b"ours")
+    os.chmod(f, 0o700)
+    s3.put_object(Bucket=bucket, Key="f", Body=b"theirs, no metadata")
+    time.sleep(1.5)
+    os.listdir(m.path)
+    mode, mtime_ns = stat_of(f)
+    assert mode == 0o644 and mtime_ns != MTIME_NS  # the listing's view of the new version
+    assert f.read_bytes() == b"theirs, no metadata"
