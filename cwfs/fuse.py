@@ -51,16 +51,7 @@ def edge(handler: Handler[P, T]) -> Handler[P, T]:
         except pyfuse3.FUSEError:
             raise
         except FsError as exc:
-            level = (
-                logging.DEBUG
-                if isinstance(exc, NotFound)
-                else logging.WARNING
-                if isinstance(exc, StoreError)
-                else logging.INFO
-            )
-            context = exc.context()
-            log.log(level, "%s %s: %s%s -> %s", handler.__name__, self.where(handler.__name__, args), exc.message,
-                    f" ({context})" if context else "", errno.errorcode.get(exc.errno, exc.errno))  # fmt: skip
+            self.log_failure(handler.__name__, args, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except OSError as exc:
             err = exc.errno or errno.EIO
@@ -110,6 +101,20 @@ class FuseOperations(pyfuse3.Operations):
         # ETag each path had when last opened: an unchanged object keeps the page cache.
         self._opened_etags: LRUCache[str, str] = LRUCache(config.metadata_cache_entries)
         self._mounted_at_ns = time.time_ns()
+
+    def log_failure(self, request: str, args: tuple[Any, ...], exc: FsError) -> None:
+        """One line per failure: ENOENT at DEBUG (tools probe names all the time), what the
+        store refused and every ESTALE or EIO at WARNING, the caller's own mistakes at INFO."""
+        if isinstance(exc, NotFound):
+            level = logging.DEBUG
+        elif isinstance(exc, StoreError) or exc.errno in (errno.ESTALE, errno.EIO):
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        context = f" ({exc.context()})" if exc.context() else ""
+        code = errno.errorcode.get(exc.errno, str(exc.errno))
+        where = self.where(request, args)
+        log.log(level, "%s %s: %s%s -> %s", request, where, exc.message, context, code)
 
     def where(self, request: str, args: tuple[Any, ...]) -> str:
         """The path ``request`` is about, for its log line: its arguments are numbers."""

@@ -31,6 +31,7 @@ class SubtreeListing:
         self.next_token: str | None = None  # where the listing continues
         self.complete = False  # whether every key below the prefix was added
         self.hidden: list[str] = []  # keys of objects hidden by a directory of the same name
+        self.since = 0  # the namespace's change generation when the listing was requested
 
     def add_page(self, page: ListPage) -> None:
         self.add(page.objects)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import trio
 from cachetools import TTLCache
 
 from cwfs.attrs import DIRECTORY, Attrs, file_attrs
 from cwfs.attrstore import AttrStore, Known
+from cwfs.changes import ChangeLog, touched
 from cwfs.errors import NotEmpty
 from cwfs.listing import SubtreeListing
 from cwfs.metacache import MetadataCache
@@ -66,6 +68,7 @@ class Namespace:
         self.prefix = prefix
         self.exact_metadata = exact_metadata  # a file seen only in a listing is looked up alone
         self.known = known  # exact attributes of versions seen before, kept across mounts
+        self._changes = ChangeLog()
         self._reported: set[str] = set()
         self._kept_dirs: set[str] = set()
         self._listing: dict[str, trio.Event] = {}
@@ -138,12 +141,24 @@ class Namespace:
                 self.cache.put_missing(path)
                 return None
             return await self._exact(path, attrs)
+        since = self._changes.generation
         attrs = await self._look_up(path, parent)
+        ours = self._ours_if_newer(path, since)
+        if ours is not None:
+            return ours or None
         if attrs is None:
             self.cache.put_missing(path)
         else:
             self.cache.put(path, attrs)
         return attrs
+
+    def _ours_if_newer(self, path: str, since: int) -> Attrs | Literal[False] | None:
+        """What we know of ``path`` if we changed it after ``since`` (an answer requested
+        before then is older than our change), else None."""
+        changed = self._changes.since(since)
+        if changed is not None and not touched(path, changed):
+            return None
+        return self.cache.get(path)
 
     async def _look_up(self, path: str, parent: str) -> Attrs | None:
         """Ask the store what ``path`` is, in as few requests as the likely answer allows.
@@ -192,7 +207,11 @@ class Namespace:
         """``attrs``, or with ``exact_metadata`` what HeadObject says of a file seen only in a listing."""
         if attrs.exact or not self.exact_metadata:
             return attrs
+        since = self._changes.generation
         info = await self.store.head_object(self.object_key(path))
+        ours = self._ours_if_newer(path, since)
+        if ours is not None:
+            return ours or None
         if info is None:  # gone since it was listed
             self.cache.put_missing(path)
             return None
@@ -250,14 +269,18 @@ class Namespace:
             return
         prefix = self.dir_prefix(path)
         tree = await self._flat_pass(path, prefix)
-        entries = dict(tree.dirs[""])
+        listed = dict(tree.dirs[""])
+        entries = self._with_ours(path, dict(listed), tree.since)
+        if entries is None:
+            entries = listed
         yield list(entries.items())
         if tree.complete:
             return
-        async for batch in self._list_delimited(path, prefix, tree.last_key, set(entries)):
+        delimited = self._list_delimited(path, prefix, tree.last_key, set(entries), tree.since)
+        async for batch in delimited:
             entries.update(batch)
             yield batch
-        self._remember_listing(path, entries)
+        self._remember_listing(path, entries, tree.since)
 
     async def _flat_pass(self, path: str, prefix: str) -> SubtreeListing:
         """List the subtree below ``path`` flat, up to `FLAT_LISTING_PAGES` pages.
@@ -273,7 +296,9 @@ class Namespace:
         return tree
 
     def _subtree(self, prefix: str) -> SubtreeListing:
-        return SubtreeListing(prefix, self._usable, self._file_attrs)
+        tree = SubtreeListing(prefix, self._usable, self._file_attrs)
+        tree.since = self._changes.generation
+        return tree
 
     def _remember_subtree(self, path: str, tree: SubtreeListing) -> None:
         """Cache the listing of every directory ``tree`` saw whole; note a large ``path``."""
@@ -283,12 +308,14 @@ class Namespace:
             )
         complete = tree.dirs if tree.complete else {d: tree.dirs[d] for d in tree.complete_dirs()}
         for directory, entries in complete.items():
-            self._remember_listing(join(path, directory) if directory else path, entries)
+            self._remember_listing(
+                join(path, directory) if directory else path, entries, tree.since
+            )
         if not tree.complete:
             self._large[path] = True
 
     async def _list_delimited(
-        self, path: str, prefix: str, start_after: str | None, seen: set[str]
+        self, path: str, prefix: str, start_after: str | None, seen: set[str], since: int
     ) -> AsyncIterator[list[tuple[str, Attrs]]]:
         """The rest of ``path``'s entries, one ListObjectsV2 page (delimiter ``/``) at a time."""
         token: str | None = None
@@ -313,17 +340,46 @@ class Namespace:
                 elif self._usable(info.key, name):
                     seen.add(name)
                     entries.append((name, self._file_attrs(info)))
-            for name, attrs in entries:
-                self.cache.put(join(path, name), attrs)
+            batch = self._with_ours(path, dict(entries), since)
+            if batch is not None:
+                entries = list(batch.items())
+                for name, attrs in entries:
+                    self.cache.put(join(path, name), attrs)
             yield entries
             token = page.next_token
             if token is None:
                 return
 
-    def _remember_listing(self, path: str, entries: dict[str, Attrs]) -> None:
+    def _with_ours(
+        self, path: str, entries: dict[str, Attrs], since: int
+    ) -> dict[str, Attrs] | None:
+        """A listing of ``path`` requested at generation ``since``, with our own later
+        changes in it (they are newer); None when that cannot be told for sure."""
+        changed = self._changes.since(since)
+        if changed is None or touched(path, changed):
+            return None
+        for child in changed:
+            parent, _, name = child.rpartition("/")
+            if parent != path:
+                continue
+            ours = self.cache.get(child)
+            if ours is None:
+                return None  # our change is no longer cached: nothing to put in its place
+            if ours:
+                entries[name] = ours
+            else:
+                entries.pop(name, None)
+        return entries
+
+    def _remember_listing(self, path: str, entries: dict[str, Attrs], since: int) -> None:
         """Cache a complete listing and its entries; one with entries also shows that
         ``path`` is a directory now, so a lookup of it within the TTL needs no request
-        (``ls -l`` of a large directory outlives the lookup it started with)."""
+        (``ls -l`` of a large directory outlives the lookup it started with). Names we
+        changed after the listing was requested keep what we know of them."""
+        patched = self._with_ours(path, entries, since)
+        if patched is None:
+            return
+        entries = patched
         for name, attrs in entries.items():
             self.cache.put(join(path, name), attrs)
         if entries and path:
@@ -355,11 +411,13 @@ class Namespace:
         if self.known is not None and not attrs.is_dir and attrs.etag is not None:
             known = Known(attrs.etag, attrs.mtime_ns, attrs.mode)
             self.known.remember(self.object_key(path), known)
+        self._changes.record(path)
         self.cache.put(path, attrs)
         self._update_listing(path, attrs)
 
     def removed(self, path: str) -> None:
         """``path`` is gone; its directory stays visible even if that made it empty."""
+        self._changes.record(path)
         self.cache.put_missing(path)
         parent = self._update_listing(path, None)
         if parent:
@@ -367,6 +425,7 @@ class Namespace:
 
     def forget_tree(self, path: str) -> None:
         """Everything at and below ``path`` may have changed: ask the store next time."""
+        self._changes.record(path)
         self.cache.forget_below(path)
         self.cache.forget(path)
         self._drop_started(path)

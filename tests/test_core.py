@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -302,3 +303,40 @@ def test_a_large_directory_is_looked_up_again_with_one_key(server, bucket, run_c
 
     server.seed(bucket, [{"key": f"big/f{i:04d}", "size": 1} for i in range(1200)])
     run_core(bucket, scenario, "--metadata-ttl", "1")
+
+
+def test_a_listing_sent_before_our_upload_does_not_bring_the_old_etag_back(
+    server, bucket, s3, run_core
+):
+    """The listing is computed by the server before our upload and delivered after it:
+    applying it would make the next conditional request fail with ESTALE."""
+
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        server.add_fault(op="ListObjectsV2", bucket=bucket, phase="slow", delay=1, times=1)
+        listed = trio.Event()
+
+        async def list_slowly() -> None:
+            await core.list_dir("x/y").entry(0)
+            listed.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(list_slowly)
+            while not server.counts().get("ListObjectsV2"):
+                await trio.to_thread.run_sync(time.sleep, 0.01)
+            handle, _ = await core.open("x/y/f", os.O_WRONLY | os.O_APPEND)
+            await core.write(handle, 4, b"two\n")
+            await core.flush(handle)
+            await core.release(handle)
+            assert not listed.is_set(), "the slow listing must arrive after our upload"
+        new_etag = s3.head_object(Bucket=bucket, Key="x/y/f")["ETag"]
+        assert (await core.stat("x/y/f")).etag == new_etag
+        listing = core.list_dir("x/y")
+        assert (await listing.entry(0)) == ("f", await core.stat("x/y/f"))
+        handle, _ = await core.open("x/y/f", os.O_WRONLY | os.O_APPEND)
+        await core.write(handle, 8, b"three\n")  # fetches the base version: If-Match
+        await core.flush(handle)
+        await core.release(handle)
+        assert body_of(s3, bucket, "x/y/f") == b"one\ntwo\nthree\n"
+
+    s3.put_object(Bucket=bucket, Key="x/y/f", Body=b"one\n")
+    run_core(bucket, scenario)

@@ -70,3 +70,14 @@ def test_another_writers_version_wins_over_what_we_knew(server, bucket, s3, moun
     mode, mtime_ns = stat_of(f)
     assert mode == 0o644 and mtime_ns != MTIME_NS  # the listing's view of the new version
     assert f.read_bytes() == b"theirs, no metadata"
+
+
+def test_two_shells_appending_to_one_file_keep_every_line(server, bucket, mount):
+    m = mount(bucket)
+    (m.path / "x" / "y").mkdir(parents=True)
+    script = "for p in A B; do (for i in $(seq 100); do echo $p$i >> f; done) & done; wait"
+    result = subprocess.run(["sh", "-c", script], cwd=m.path / "x" / "y", capture_output=True)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
+    lines = (m.path / "x" / "y" / "f").read_text().splitlines()
+    assert sorted(lines) == sorted(f"{p}{i}" for p in "AB" for i in range(1, 101))
+    assert "Stale" not in m.log()
