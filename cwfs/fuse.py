@@ -35,6 +35,7 @@ P = ParamSpec("P")
 BLOCK_SIZE = 1 << 20
 KERNEL_TIMEOUT_MAX = 365 * 24 * 3600.0  # what "indefinite" tells the kernel
 STATFS_BLOCKS = 1 << 40  # an object store has no meaningful capacity; report plenty
+DOT_ENTRIES = 2  # "." and "..", at readdir offsets 1 and 2
 HANDLE_REQUESTS = frozenset({"read", "write", "flush", "fsync", "release", "readdir", "releasedir"})
 
 
@@ -219,16 +220,32 @@ class FuseOperations(pyfuse3.Operations):
         if listing is None:
             raise BadHandle(f"no open directory handle {fh}")
         async with listing.lock:
-            index = start_id
+            if not await self._dot_entries(listing.path, start_id, token):
+                return
+            index = max(start_id - DOT_ENTRIES, 0)
             while (item := await listing.entry(index)) is not None:
                 name, attrs = item
                 inode = self.inodes.ref(join(listing.path, name))
+                entry = self._attributes(inode, attrs)
                 if not pyfuse3.readdir_reply(
-                    token, name.encode("utf-8"), self._attributes(inode, attrs), index + 1
+                    token, name.encode("utf-8"), entry, index + DOT_ENTRIES + 1
                 ):
                     self.inodes.forget(inode, 1)
                     return
                 index += 1
+
+    async def _dot_entries(self, path: str, start_id: int, token: pyfuse3.ReaddirToken) -> bool:
+        """``.`` and ``..`` first, as every filesystem lists them; False when the buffer is full.
+
+        The kernel takes no reference for them, so none is counted here either.
+        """
+        parent = path.rpartition("/")[0]
+        for offset, (name, target) in enumerate(((b".", path), (b"..", parent)), 1):
+            if start_id < offset:
+                attrs = self._attributes(self.inodes.number(target), await self._core.stat(target))
+                if not pyfuse3.readdir_reply(token, name, attrs, offset):
+                    return False
+        return True
 
     @edge
     async def releasedir(self, fh: int) -> None:

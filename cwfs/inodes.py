@@ -31,6 +31,11 @@ class InodeTable:
             raise NotFound(f"inode {inode} has no name (forgotten, or its name was replaced)")
         return path
 
+    def number(self, path: str) -> int:
+        """The inode of ``path`` without counting a reference (``.`` and ``..`` in readdir);
+        the root's for a path the kernel does not hold."""
+        return self._inodes.get(path, ROOT_INODE)
+
     def ref(self, path: str) -> int:
         """The inode for ``path``, counting one more kernel reference to it."""
         inode = self._inodes.get(path)

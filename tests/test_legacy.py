@@ -81,3 +81,20 @@ def test_two_shells_appending_to_one_file_keep_every_line(server, bucket, mount)
     lines = (m.path / "x" / "y" / "f").read_text().splitlines()
     assert sorted(lines) == sorted(f"{p}{i}" for p in "AB" for i in range(1, 101))
     assert "Stale" not in m.log()
+
+
+def test_ls_a_shows_dot_and_dotdot_with_their_inodes(server, bucket, s3, mount):
+    s3.put_object(Bucket=bucket, Key="d/f", Body=b"x")
+    m = mount(bucket)
+    out = subprocess.run(["ls", "-ai", str(m.path / "d")], capture_output=True, text=True)
+    inodes = {
+        name: int(number)
+        for number, name in (line.split() for line in out.stdout.split("\n") if line)
+    }
+    assert set(inodes) == {".", "..", "f"}
+    assert inodes["."] == os.stat(m.path / "d").st_ino
+    assert inodes[".."] == os.stat(m.path).st_ino
+    assert os.listdir(m.path / "d") == ["f"]
+    assert sorted(
+        subprocess.run(["ls", "-a", str(m.path)], capture_output=True, text=True).stdout.split()
+    ) == [".", "..", "d"]
