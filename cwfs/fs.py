@@ -25,6 +25,7 @@ from cwfs.errors import (
     FsError,
     InvalidArgument,
     IsADirectory,
+    NameTooLong,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -34,7 +35,7 @@ from cwfs.errors import (
     StoreError,
     TooLarge,
 )
-from cwfs.namespace import Namespace, join
+from cwfs.namespace import NAME_MAX, Namespace, join
 from cwfs.openfile import OpenFile
 from cwfs.prefetch import Prefetcher
 from cwfs.rename import Renamer
@@ -44,6 +45,7 @@ from cwfs.upload import Uploader
 log = logging.getLogger(__name__)
 
 S3_MAX_OBJECT_SIZE = 5 << 40  # 5 TiB
+MAX_KEY_BYTES = 1024  # S3's longest key, in UTF-8
 MULTIPART_MAX_OBJECT_SIZE = 10_000 * (5 << 30)  # 10,000 parts of at most 5 GiB: 48.8 TiB
 
 
@@ -71,6 +73,7 @@ class FileHandle:
 
     path: str
     reader: Prefetcher
+    attrs: Attrs  # as opened
     open_file: OpenFile | None = None
     # Flushed since its last write: its close() has (probably) begun, and its RELEASE,
     # which the kernel sends after close() returns, may still be on its way.
@@ -135,6 +138,9 @@ class Filesystem:
         # is hidden on this mount until the same rename is repeated and completes it.
         self._interrupted: dict[str, str] = {}
         self._open: dict[str, OpenFile] = {}
+        # Names unlinked while descriptors on this mount still had them open: hidden at
+        # once, their object (this ETag) deleted when the last of those descriptors closes.
+        self._doomed: dict[str, str | None] = {}
         self._handles: set[FileHandle] = set()  # given out and not yet released
 
     # -- names and attributes ----------------------------------------------------------
@@ -144,9 +150,15 @@ class Filesystem:
         open_file = self._open.get(path)
         if open_file is not None and not open_file.unlinked:
             return open_file.attrs()
-        if path in self._interrupted:
+        if path in self._interrupted or path in self._doomed:
             return None
         return await self._ns.stat(path)
+
+    def handle_attrs(self, handle: FileHandle) -> Attrs:
+        """What ``fstat`` shows of an open file, also once its name is gone."""
+        if handle.open_file is not None:
+            return handle.open_file.attrs()
+        return handle.attrs
 
     async def stat(self, path: str) -> Attrs:
         attrs = await self.find(path)
@@ -154,15 +166,21 @@ class Filesystem:
             raise NotFound("no such file or directory", key=self._ns.object_key(path))
         return attrs
 
-    async def setattr(self, path: str, changes: AttrChanges, handle: FileHandle | None) -> Attrs:
+    async def setattr(
+        self, path: str | None, changes: AttrChanges, handle: FileHandle | None
+    ) -> Attrs:
         """Truncate, and keep mtime and mode as object metadata; ownership is mount-wide.
 
         A change through a descriptor open for writing (``ftruncate``), or by path while
         one is in use, goes out with that file's close or fsync, as its writes do. Any
         other change by path is in the store when this returns: a file just closed may
         still count as open here, because the kernel sends its RELEASE after ``close()``
-        returned, so the change holds a handle of its own while it is committed.
+        returned, so the change holds a handle of its own while it is committed. A file
+        unlinked while open (``path`` None) is changed in its staged copy only.
         """
+        unlinked = handle is not None and handle.open_file is not None and handle.open_file.unlinked
+        if path is None or unlinked:
+            return await self._setattr_unlinked(handle, changes)
         attrs = await self.stat(path)
         if attrs.is_dir or changes == AttrChanges():
             return attrs  # chown, atime, directory times: accepted, not stored
@@ -182,6 +200,17 @@ class Filesystem:
         finally:
             self._close_for_write(open_file)
 
+    async def _setattr_unlinked(self, handle: FileHandle | None, changes: AttrChanges) -> Attrs:
+        open_file = handle.open_file if handle is not None else None
+        if open_file is None:
+            raise NotFound("no such file (unlinked)")
+        if changes.size is not None:
+            self._check_size(open_file.path, changes.size)
+            await open_file.truncate(self._store, changes.size)
+        if changes.mtime_ns is not None or changes.mode is not None:
+            open_file.set_metadata(changes.mtime_ns, changes.mode)
+        return open_file.attrs()
+
     def _in_use(self, open_file: OpenFile) -> bool:
         """Whether a descriptor is writing ``open_file``: opened or written since its last flush."""
         return any(h.open_file is open_file and not h.flushed for h in self._handles)
@@ -200,7 +229,7 @@ class Filesystem:
             path,
             self._ns.list_dir(path),
             lambda: self._local_entries(path),
-            self._interrupted.__contains__,
+            lambda name: name in self._interrupted or name in self._doomed,
         )
 
     def _local_entries(self, directory: str) -> dict[str, Attrs]:
@@ -216,7 +245,7 @@ class Filesystem:
         self._ns.release_dir(path)
 
     async def make_dir(self, path: str) -> Attrs:
-        self._check_writable(path)
+        self._check_new_name(path, directory=True)
         try:
             await self._ns.make_dir(path)
         except PreconditionFailed:
@@ -232,18 +261,52 @@ class Filesystem:
         await self._ns.remove_dir(path)
 
     async def unlink(self, path: str) -> None:
+        """Remove a file. Open on this mount, it stays usable through its descriptors (as
+        on a local disk): its name goes at once, its object when the last one closes."""
         self._check_writable(path)
+        attrs = await self.stat(path)
         open_file = self._open.pop(path, None)
         if open_file is not None:
-            open_file.unlinked = True
+            open_file.unlinked = True  # never uploaded from now on
+            attrs = open_file.attrs()
+        if any(h.path == path for h in self._handles):
+            self._doomed[path] = attrs.etag
+            self._ns.removed(path)
+        elif attrs.etag is None:
+            self._ns.removed(path)  # never uploaded: nothing to delete
+        else:
+            await self._ns.remove_file(path)
+
+    async def _delete_when_unused(self, path: str) -> None:
+        """The last descriptor of an unlinked name closed: its object goes now."""
+        if path not in self._doomed or any(h.path == path for h in self._handles):
+            return
+        if self._doomed.pop(path) is not None:
+            try:
+                await self._ns.remove_file(path)
+            except FsError as exc:
+                log.warning("could not delete %r, unlinked while open: %s", path, exc)
+
+    def _reuse_doomed(self, path: str, open_file: OpenFile) -> None:
+        """A new file at a name unlinked while open replaces the object still there."""
+        if path in self._doomed:
+            etag = self._doomed.pop(path)
             if open_file.etag is None:
-                self._ns.removed(path)
-                return  # never uploaded: nothing to delete
-        await self._ns.remove_file(path)
+                open_file.etag = etag
 
     def _check_writable(self, path: str) -> None:
         if self._read_only:
             raise ReadOnly("read-only mount", key=self._ns.object_key(path))
+
+    def _check_new_name(self, path: str, directory: bool = False) -> None:
+        """Refuse, before any request, a name no listing could show or S3 could store."""
+        self._check_writable(path)
+        name = path.rpartition("/")[2]
+        key = self._ns.dir_prefix(path) if directory else self._ns.object_key(path)
+        if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise NameTooLong(f"a name has at most {NAME_MAX} bytes", key=key)
+        if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+            raise NameTooLong(f"an object key has at most {MAX_KEY_BYTES} bytes", key=key)
 
     # -- rename ------------------------------------------------------------------------
 
@@ -258,6 +321,7 @@ class Filesystem:
             raise InvalidArgument("RENAME_EXCHANGE is not supported", key=self._ns.object_key(old))
         self._check_writable(old)
         attrs = await self.stat(old)
+        self._check_new_name(new, directory=attrs.is_dir)
         target = await self.find(new)
         if target is not None and no_replace:
             raise Exists("the destination exists", key=self._ns.object_key(new))
@@ -287,6 +351,11 @@ class Filesystem:
             replaced = self._open.pop(new, None)
             if replaced is not None:
                 replaced.unlinked = True  # its writers now write to a file with no name
+            self._doomed.pop(new, None)  # that object was just replaced
+            for handle in self._handles:
+                if handle.path == old:
+                    handle.path = new
+                    handle.reader.moved(new_key)
             if open_file is not None and self._open.get(old) is open_file:
                 del self._open[old]
                 open_file.moved(new, new_key, attrs.etag)
@@ -345,9 +414,8 @@ class Filesystem:
             open_file.close()
 
     def _new_handle(self, path: str, attrs: Attrs, open_file: OpenFile | None) -> FileHandle:
-        handle = FileHandle(
-            path, self._readers(self._ns.object_key(path), attrs.size, attrs.etag), open_file
-        )
+        reader = self._readers(self._ns.object_key(path), attrs.size, attrs.etag)
+        handle = FileHandle(path, reader, attrs, open_file)
         self._handles.add(handle)
         return handle
 
@@ -370,8 +438,9 @@ class Filesystem:
 
     async def create(self, path: str, mode: int) -> tuple[FileHandle, Attrs]:
         """A new file, uploaded (``If-None-Match: *``) when it is first flushed or closed."""
-        self._check_writable(path)
+        self._check_new_name(path)
         open_file = self._open_for_write(path, None, mode)
+        self._reuse_doomed(path, open_file)
         attrs = open_file.attrs()
         return self._new_handle(path, attrs, open_file), attrs
 
@@ -408,12 +477,12 @@ class Filesystem:
         self._handles.discard(handle)
         await handle.reader.close()
         open_file = handle.open_file
-        if open_file is None:
-            return
-        try:
-            if open_file.handles == 1 and open_file.failure is None:
-                await self._commit(open_file)
-        except FsError:
-            pass  # logged; the data is kept
-        finally:
-            self._close_for_write(open_file)
+        if open_file is not None:
+            try:
+                if open_file.handles == 1 and open_file.failure is None:
+                    await self._commit(open_file)
+            except FsError:
+                pass  # logged; the data is kept
+            finally:
+                self._close_for_write(open_file)
+        await self._delete_when_unused(handle.path)

@@ -99,6 +99,7 @@ class FuseOperations(pyfuse3.Operations):
         self._numbers = itertools.count(1)
         self._dirs: dict[int, DirListing] = {}
         self._files: dict[int, FileHandle] = {}
+        self._file_inodes: dict[int, int] = {}  # handle number -> inode
         # ETag each path had when last opened: an unchanged object keeps the page cache.
         self._opened_etags: LRUCache[str, str] = LRUCache(config.metadata_cache_entries)
         self._mounted_at_ns = time.time_ns()
@@ -181,7 +182,21 @@ class FuseOperations(pyfuse3.Operations):
 
     @edge
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attributes(inode, await self._core.stat(self.inodes.path(inode)))
+        try:
+            path = self.inodes.path(inode)
+        except NotFound:
+            handle = self._open_file_of(inode)
+            if handle is None:
+                raise
+            entry = self._attributes(inode, self._core.handle_attrs(handle))
+            entry.st_nlink = 0  # open, but its name is gone
+            return entry
+        return self._attributes(inode, await self._core.stat(path))
+
+    def _open_file_of(self, inode: int) -> FileHandle | None:
+        """An open descriptor of ``inode``: what still knows a file whose name is gone."""
+        fh = next((fh for fh, number in self._file_inodes.items() if number == inode), None)
+        return None if fh is None else self._files.get(fh)
 
     @edge
     async def setattr(
@@ -198,9 +213,13 @@ class FuseOperations(pyfuse3.Operations):
             mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
         )
         handle = None if fh is None else self._file(fh)
-        return self._attributes(
-            inode, await self._core.setattr(self.inodes.path(inode), changes, handle)
-        )
+        try:
+            path: str | None = self.inodes.path(inode)
+        except NotFound:
+            if handle is None:
+                raise
+            path = None  # unlinked while open: changed through its descriptor
+        return self._attributes(inode, await self._core.setattr(path, changes, handle))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
@@ -267,7 +286,9 @@ class FuseOperations(pyfuse3.Operations):
 
     @edge
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._core.unlink(self._child(parent_inode, name))
+        path = self._child(parent_inode, name)
+        await self._core.unlink(path)
+        self.inodes.detach(path)  # a new file of that name is another inode
 
     @edge
     async def rename(
@@ -286,10 +307,11 @@ class FuseOperations(pyfuse3.Operations):
         )
         self.inodes.rename(old, new)
 
-    def _file_info(self, handle: FileHandle, attrs: Attrs) -> pyfuse3.FileInfo:
+    def _file_info(self, handle: FileHandle, attrs: Attrs, inode: int) -> pyfuse3.FileInfo:
         """A handle number for ``handle``; the page cache is kept when the object is unchanged."""
         fh = next(self._numbers)
         self._files[fh] = handle
+        self._file_inodes[fh] = inode
         unchanged = (
             handle.open_file is None
             and attrs.etag is not None
@@ -302,7 +324,7 @@ class FuseOperations(pyfuse3.Operations):
     @edge
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         handle, attrs = await self._core.open(self.inodes.path(inode), flags)
-        return self._file_info(handle, attrs)
+        return self._file_info(handle, attrs, inode)
 
     @edge
     async def create(
@@ -310,7 +332,8 @@ class FuseOperations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         path = self._child(parent_inode, name)
         handle, attrs = await self._core.create(path, stat.S_IMODE(mode) & ~ctx.umask)
-        return self._file_info(handle, attrs), self._attributes(self.inodes.ref(path), attrs)
+        inode = self.inodes.ref(path)
+        return self._file_info(handle, attrs, inode), self._attributes(inode, attrs)
 
     # pyfuse3 declares bytes but takes any contiguous buffer (PyObject_GetBuffer): a
     # memoryview of a read-ahead chunk goes to the kernel without a copy.
@@ -333,6 +356,7 @@ class FuseOperations(pyfuse3.Operations):
     @edge
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
+        self._file_inodes.pop(fh, None)
         if handle is not None:
             await self._core.release(handle)
 

@@ -64,6 +64,12 @@ class InodeTable:
             del self._inodes[path]
         return None if path == DETACHED else path
 
+    def detach(self, path: str) -> None:
+        """``path`` was removed: its inode, still open maybe, no longer has a name."""
+        inode = self._inodes.pop(path, None)
+        if inode is not None and inode != ROOT_INODE:
+            self._paths[inode] = DETACHED
+
     def rename(self, old: str, new: str) -> None:
         """Rebind ``old`` (and, for a directory, every path below it) to ``new``.
 

@@ -161,6 +161,10 @@ class Prefetcher:
                 return await self._from_segments(offset, end)
         return await self._fetch_now(offset, end)
 
+    def moved(self, key: str) -> None:
+        """The object was renamed (same version, same ETag): read it under its new key."""
+        self._key = key
+
     async def close(self) -> None:
         async with self._lock:
             self._closed = True

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
 import time
 
 MTIME_NS = 978_307_200_123_456_789  # 2001-01-01T00:00:00.123456789Z
+
+
+def eventually(check, timeout: float = 5.0) -> None:
+    """The kernel sends RELEASE after close() returned: what it triggers comes a moment later."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within 5 s"
+        time.sleep(0.02)
+
+
+def no_objects(s3, bucket):
+    return lambda: s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
 def stat_of(path) -> tuple[int, int]:
@@ -98,3 +111,75 @@ def test_ls_a_shows_dot_and_dotdot_with_their_inodes(server, bucket, s3, mount):
     assert sorted(
         subprocess.run(["ls", "-a", str(m.path)], capture_output=True, text=True).stdout.split()
     ) == [".", "..", "d"]
+
+
+def test_a_file_written_then_unlinked_stays_readable_until_closed(server, bucket, s3, mount):
+    m = mount(bucket)
+    path = m.path / "tmp.txt"
+    with open(path, "w+") as f:
+        f.write("hi")
+        f.flush()
+        os.unlink(path)
+        assert not path.exists() and "tmp.txt" not in os.listdir(m.path)
+        f.seek(0)
+        assert f.read() == "hi"
+        assert os.fstat(f.fileno()).st_size == 2
+        f.write(" there")
+        f.truncate(5)
+        f.seek(0)
+        assert f.read() == "hi th"
+    eventually(no_objects(s3, bucket))
+    m.wait_until_nothing_staged()
+
+
+def test_a_reader_keeps_reading_a_file_removed_meanwhile(server, bucket, s3, mount):
+    data = os.urandom(3 << 20)
+    s3.put_object(Bucket=bucket, Key="r.bin", Body=data)
+    m = mount(bucket)
+    with open(m.path / "r.bin", "rb") as reader:
+        head = reader.read(1 << 20)
+        os.unlink(m.path / "r.bin")
+        assert not (m.path / "r.bin").exists()
+        time.sleep(1.5)  # past the TTL: the name must not come back from the store
+        assert not (m.path / "r.bin").exists() and os.listdir(m.path) == []
+        assert head + reader.read() == data
+        assert os.fstat(reader.fileno()).st_size == len(data)
+        assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 1  # deleted at the last close
+    eventually(no_objects(s3, bucket))
+
+
+def test_a_new_file_at_a_name_removed_while_open_is_not_deleted_later(server, bucket, s3, mount):
+    s3.put_object(Bucket=bucket, Key="log", Body=b"old")
+    m = mount(bucket)
+    reader = open(m.path / "log", "rb")
+    try:
+        os.unlink(m.path / "log")
+        (m.path / "log").write_bytes(b"new")  # log rotation: a new file, same name
+    finally:
+        reader.close()
+    time.sleep(0.5)  # the reader's RELEASE, which must not delete the new file
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"new"
+    assert (m.path / "log").read_bytes() == b"new"
+
+
+def test_names_longer_than_255_bytes_are_refused_before_any_request(server, bucket, s3, mount):
+    m = mount(bucket)
+    (m.path / "ok").write_bytes(b"x")
+    long_name = "n" * 256
+    server.reset()
+    for attempt in (
+        lambda: (m.path / long_name).write_bytes(b"x"),
+        lambda: os.mkdir(m.path / long_name),
+        lambda: os.rename(m.path / "ok", m.path / long_name),
+    ):
+        try:
+            attempt()
+        except OSError as exc:
+            assert exc.errno == errno.ENAMETOOLONG, exc
+        else:
+            raise AssertionError("accepted a 256-byte name")
+    writes = {"PutObject", "RenameObject", "CopyObject", "CreateMultipartUpload"}
+    assert not writes & set(server.counts()), server.counts()
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["ok"]
+    (m.path / ("n" * 255)).write_bytes(b"longest")
+    assert (m.path / ("n" * 255)).read_bytes() == b"longest"
