@@ -3,17 +3,24 @@
 Objects keep what legacy tools set as user metadata (x-amz-meta-*): mtime as
 "seconds.nanoseconds" (rclone's format, exact to the nanosecond) and mode as the
 decimal st_mode (s3fs's format). Listings carry no user metadata.
+
+A symbolic link is an object named ``<name>.rclonelink`` whose body is the target
+(rclone's convention, so ``rclone mount --links`` and cwfs read each other's links, and
+a listing shows a link without a request per entry). A link written by s3fs (the body
+is the target, ``x-amz-meta-mode`` says S_IFLNK) shows as a link once looked up.
 """
 
 from __future__ import annotations
 
 import logging
+import stat
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 MTIME_KEY = "mtime"
 MODE_KEY = "mode"
+LINK_SUFFIX = ".rclonelink"
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,9 @@ class Attrs:
     ``mode`` holds permission bits when the object carries them, else None (the
     mount's --file-mode applies). ``mtime_ns`` is 0 for directories without one.
     ``exact`` is False for a file seen only in a listing: its user metadata (the mtime
-    and mode tools stored) is unknown, so mtime is its Last-Modified time.
+    and mode tools stored) is unknown, so mtime is its Last-Modified time. ``link`` is
+    set for a symbolic link: what its object's key has after the name (`LINK_SUFFIX`,
+    or "" for an s3fs link); its size is the target's length.
     """
 
     is_dir: bool
@@ -32,6 +41,11 @@ class Attrs:
     etag: str | None = None
     mode: int | None = None
     exact: bool = True
+    link: str | None = None
+
+    @property
+    def is_link(self) -> bool:
+        return self.link is not None
 
 
 DIRECTORY = Attrs(is_dir=True)
@@ -54,15 +68,24 @@ def file_attrs(
     (None: not known, as in a listing)."""
     if metadata is None:
         return Attrs(is_dir=False, size=size, mtime_ns=last_modified_ns, etag=etag, exact=False)
-    mtime_ns, mode = last_modified_ns, None
+    mtime_ns, mode, link = last_modified_ns, None, None
     try:
         if MTIME_KEY in metadata:
             mtime_ns = parse_mtime(metadata[MTIME_KEY])
         if MODE_KEY in metadata:
-            mode = int(metadata[MODE_KEY]) & 0o7777
+            st_mode = int(metadata[MODE_KEY])
+            mode = st_mode & 0o7777
+            link = "" if stat.S_ISLNK(st_mode) else None
     except ValueError:
         log.warning("ignoring unparsable metadata %r", metadata)
-    return Attrs(is_dir=False, size=size, mtime_ns=mtime_ns, etag=etag, mode=mode)
+    return Attrs(is_dir=False, size=size, mtime_ns=mtime_ns, etag=etag, mode=mode, link=link)
+
+
+def link_name(name: str) -> str | None:
+    """The link's name if ``name`` (an object's last key component) stores a link."""
+    if name.endswith(LINK_SUFFIX) and len(name) > len(LINK_SUFFIX):
+        return name[: -len(LINK_SUFFIX)]
+    return None
 
 
 def object_metadata(mtime_ns: int, mode: int | None, file_type: int) -> dict[str, str]:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import stat
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import trio
+from cachetools import LRUCache
 
-from cwfs.attrs import DIRECTORY, Attrs
+from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs, object_metadata
 from cwfs.errors import (
     BadHandle,
     Busy,
@@ -40,12 +43,14 @@ from cwfs.openfile import OpenFile
 from cwfs.prefetch import Prefetcher
 from cwfs.rename import Renamer
 from cwfs.staging import StagingArea
+from cwfs.store import WriteCondition
 from cwfs.upload import Uploader
 
 log = logging.getLogger(__name__)
 
 S3_MAX_OBJECT_SIZE = 5 << 40  # 5 TiB
 MAX_KEY_BYTES = 1024  # S3's longest key, in UTF-8
+LINK_TARGETS = 10_000  # link targets remembered, by key and ETag
 MULTIPART_MAX_OBJECT_SIZE = 10_000 * (5 << 30)  # 10,000 parts of at most 5 GiB: 48.8 TiB
 
 
@@ -140,8 +145,9 @@ class Filesystem:
         self._open: dict[str, OpenFile] = {}
         # Names unlinked while descriptors on this mount still had them open: hidden at
         # once, their object (this ETag) deleted when the last of those descriptors closes.
-        self._doomed: dict[str, str | None] = {}
+        self._doomed: dict[str, Attrs] = {}
         self._handles: set[FileHandle] = set()  # given out and not yet released
+        self._targets: LRUCache[tuple[str, str | None], str] = LRUCache(LINK_TARGETS)
 
     # -- names and attributes ----------------------------------------------------------
 
@@ -182,8 +188,8 @@ class Filesystem:
         if path is None or unlinked:
             return await self._setattr_unlinked(handle, changes)
         attrs = await self.stat(path)
-        if attrs.is_dir or changes == AttrChanges():
-            return attrs  # chown, atime, directory times: accepted, not stored
+        if attrs.is_dir or attrs.is_link or changes == AttrChanges():
+            return attrs  # chown, atime, directory and link times: accepted, not stored
         if self._read_only:
             raise ReadOnly("read-only mount", key=self._ns.object_key(path))
         if changes.size is not None:
@@ -270,29 +276,30 @@ class Filesystem:
             open_file.unlinked = True  # never uploaded from now on
             attrs = open_file.attrs()
         if any(h.path == path for h in self._handles):
-            self._doomed[path] = attrs.etag
+            self._doomed[path] = attrs
             self._ns.removed(path)
         elif attrs.etag is None:
             self._ns.removed(path)  # never uploaded: nothing to delete
         else:
-            await self._ns.remove_file(path)
+            await self._ns.remove_file(path, attrs)
 
     async def _delete_when_unused(self, path: str) -> None:
         """The last descriptor of an unlinked name closed: its object goes now."""
         if path not in self._doomed or any(h.path == path for h in self._handles):
             return
-        if self._doomed.pop(path) is not None:
+        attrs = self._doomed.pop(path)
+        if attrs.etag is not None:
             try:
-                await self._ns.remove_file(path)
+                await self._ns.remove_file(path, attrs)
             except FsError as exc:
                 log.warning("could not delete %r, unlinked while open: %s", path, exc)
 
     def _reuse_doomed(self, path: str, open_file: OpenFile) -> None:
         """A new file at a name unlinked while open replaces the object still there."""
         if path in self._doomed:
-            etag = self._doomed.pop(path)
-            if open_file.etag is None:
-                open_file.etag = etag
+            attrs = self._doomed.pop(path)
+            if open_file.etag is None and not attrs.is_link:
+                open_file.etag = attrs.etag
 
     def _check_writable(self, path: str) -> None:
         if self._read_only:
@@ -307,6 +314,40 @@ class Filesystem:
             raise NameTooLong(f"a name has at most {NAME_MAX} bytes", key=key)
         if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
             raise NameTooLong(f"an object key has at most {MAX_KEY_BYTES} bytes", key=key)
+
+    # -- symbolic links ----------------------------------------------------------------
+
+    async def symlink(self, path: str, target: str) -> Attrs:
+        """A link: the object ``<path>.rclonelink``, its body the target (created only if new)."""
+        self._check_new_name(path + LINK_SUFFIX)
+        body = target.encode("utf-8", "surrogateescape")
+        mtime_ns = time.time_ns()
+        key = self._ns.object_key(path) + LINK_SUFFIX
+        metadata = object_metadata(mtime_ns, 0o777, stat.S_IFLNK)
+        try:
+            response = await self._store.put_object(key, body, WriteCondition(None), metadata, None)
+        except PreconditionFailed:
+            raise Exists("a link of that name exists", key=key) from None
+        attrs = Attrs(False, len(body), mtime_ns, response["ETag"], 0o777, link=LINK_SUFFIX)
+        self._ns.stored(path, attrs)
+        return attrs
+
+    async def readlink(self, path: str) -> str:
+        """A link's target: one GetObject, then remembered for that version."""
+        attrs = await self.stat(path)
+        key = self._ns.key_of(path, attrs)
+        if not attrs.is_link:
+            raise InvalidArgument("not a symbolic link", key=key)
+        target = self._targets.get((key, attrs.etag))
+        if target is None:
+            chunks = (
+                await self._store.get_range(key, 0, attrs.size - 1, attrs.etag)
+                if attrs.size
+                else []
+            )
+            target = b"".join(chunks).decode("utf-8", "surrogateescape")
+            self._targets[(key, attrs.etag)] = target
+        return target
 
     # -- rename ------------------------------------------------------------------------
 
@@ -333,20 +374,20 @@ class Filesystem:
     async def _rename_file(
         self, old: str, new: str, attrs: Attrs, target: Attrs | None, no_replace: bool
     ) -> None:
-        new_key = self._ns.object_key(new)
+        new_key = self._ns.key_of(new, attrs)
         if target is not None and target.is_dir:
             raise IsADirectory("the destination is a directory", key=new_key)
         open_file = self._open.get(old)
         if open_file is not None:
-            open_file.handles += (
-                1  # its last descriptor may be released meanwhile: not closed under us
-            )
+            # Its last descriptor may be released meanwhile: not closed under us.
+            open_file.handles += 1
         try:
-            if open_file is not None:
-                attrs = (
-                    await self._commit(open_file) or open_file.attrs()
-                )  # its data first, under the old name
+            if open_file is not None:  # its data first, under the old name
+                attrs = await self._commit(open_file) or open_file.attrs()
             new_etag = await self._move(old, new, attrs, no_replace)
+            if target is not None and target.link != attrs.link:
+                # A link over a file, or a file over a link: two keys, the old one goes.
+                await self._ns.remove_file(new, target)
             attrs = dataclasses.replace(attrs, etag=new_etag or attrs.etag)
             replaced = self._open.pop(new, None)
             if replaced is not None:
@@ -366,10 +407,10 @@ class Filesystem:
                 self._close_for_write(open_file)
 
     async def _move(self, old: str, new: str, attrs: Attrs, no_replace: bool) -> str | None:
-        new_key = self._ns.object_key(new)
+        new_key = self._ns.key_of(new, attrs)
         try:
             return await self._renamer.rename(
-                self._ns.object_key(old), new_key, attrs.size, attrs.etag, no_replace
+                self._ns.key_of(old, attrs), new_key, attrs.size, attrs.etag, no_replace
             )
         except PreconditionFailed as exc:
             kind = Exists if no_replace else Stale

@@ -13,6 +13,7 @@ import errno
 import functools
 import itertools
 import logging
+import os
 import stat
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -140,6 +141,8 @@ class FuseOperations(pyfuse3.Operations):
             entry.attr_timeout = 0  # a readdir's view: the kernel asks again on stat
         if attrs.is_dir:
             entry.st_mode = stat.S_IFDIR | cfg.dir_mode
+        elif attrs.is_link:
+            entry.st_mode = stat.S_IFLNK | 0o777
         else:
             entry.st_mode = stat.S_IFREG | (cfg.file_mode if attrs.mode is None else attrs.mode)
         entry.st_nlink = 1  # on directories: tells find(1) not to count subdirectories from it
@@ -279,6 +282,18 @@ class FuseOperations(pyfuse3.Operations):
         path = self._child(parent_inode, name)
         attrs = await self._core.make_dir(path)
         return self._attributes(self.inodes.ref(path), attrs)
+
+    @edge
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        path = self._child(parent_inode, name)
+        attrs = await self._core.symlink(path, os.fsdecode(target))
+        return self._attributes(self.inodes.ref(path), attrs)
+
+    @edge
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return os.fsencode(await self._core.readlink(self.inodes.path(inode)))
 
     @edge
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from cwfs.attrs import DIRECTORY, Attrs
+from cwfs.attrs import DIRECTORY, Attrs, link_name
 from cwfs.store import ListPage, ObjectInfo
 
 
@@ -58,9 +58,10 @@ class SubtreeListing:
             if name == "":
                 continue  # a directory's marker object
             entries = self.dirs[directory]
+            name = link_name(name) or name
             existing = entries.get(name)
-            if existing is not None and existing.is_dir:
-                self.hidden.append(info.key)
+            if existing is not None and (existing.is_dir or existing.is_link):
+                self.hidden.append(info.key)  # a directory, or a link, of the same name wins
             elif self._usable(info.key, name):
                 entries[name] = self._attrs(info)
 

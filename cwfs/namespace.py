@@ -17,7 +17,7 @@ from typing import Literal
 import trio
 from cachetools import TTLCache
 
-from cwfs.attrs import DIRECTORY, Attrs, file_attrs
+from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs, file_attrs, link_name
 from cwfs.attrstore import AttrStore, Known
 from cwfs.changes import ChangeLog, touched
 from cwfs.errors import NotEmpty
@@ -98,6 +98,8 @@ class Namespace:
     def _file_attrs(self, info: ObjectInfo) -> Attrs:
         """A file's attributes; a listing's view of a version known exactly gets them back."""
         attrs = file_attrs(info.size, int(info.mtime * 1e9), info.etag, info.metadata)
+        if info.key.endswith(LINK_SUFFIX) and link_name(info.key.rpartition("/")[2]):
+            attrs = dataclasses.replace(attrs, link=LINK_SUFFIX)
         if self.known is None or info.etag is None:
             return attrs
         if attrs.exact:
@@ -177,7 +179,7 @@ class Namespace:
         log.debug("looking up %r in the store", key)
         if path in self._large:
             is_dir = bool((await self.store.list_page(key + "/", max_keys=1, delimiter="")).objects)
-            info = None if is_dir else await self.store.head_object(key)
+            info = None if is_dir else await self._head_file(key)
         elif parent in self._large:
             info, page = await gather(
                 [
@@ -186,6 +188,8 @@ class Namespace:
                 ]
             )
             is_dir = bool(page.objects)
+            if info is None and not is_dir:
+                info = await self.store.head_object(key + LINK_SUFFIX)
         else:
             tree = self._subtree(key + "/")
             tree.add_page(await self._page(key + "/", delimiter=""))
@@ -194,7 +198,7 @@ class Namespace:
                 self._remember_subtree(path, tree)
                 if not tree.complete:
                     self._started[path] = tree
-            info = None if is_dir else await self.store.head_object(key)
+            info = None if is_dir else await self._head_file(key)
         if is_dir or (info is None and path in self._kept_dirs):
             if info is not None:
                 self._report_once(
@@ -203,12 +207,22 @@ class Namespace:
             return DIRECTORY
         return None if info is None else self._file_attrs(info)
 
+    async def _head_file(self, key: str) -> ObjectInfo | None:
+        """HeadObject of a file, or else of a link of that name (a second request only
+        when there is no file)."""
+        info = await self.store.head_object(key)
+        return info if info is not None else await self.store.head_object(key + LINK_SUFFIX)
+
+    def key_of(self, path: str, attrs: Attrs) -> str:
+        """The key of the object that ``path`` with ``attrs`` is (a link's has a suffix)."""
+        return self.object_key(path) + (attrs.link or "")
+
     async def _exact(self, path: str, attrs: Attrs) -> Attrs | None:
         """``attrs``, or with ``exact_metadata`` what HeadObject says of a file seen only in a listing."""
         if attrs.exact or not self.exact_metadata:
             return attrs
         since = self._changes.generation
-        info = await self.store.head_object(self.object_key(path))
+        info = await self.store.head_object(self.key_of(path, attrs))
         ours = self._ours_if_newer(path, since)
         if ours is not None:
             return ours or None
@@ -329,6 +343,7 @@ class Namespace:
                     entries.append((name, DIRECTORY))
             for info in page.objects:
                 name = info.key[len(prefix) :]
+                name = link_name(name) or name
                 if name == "" or name in seen:
                     if name:
                         self._report_once(
@@ -402,15 +417,15 @@ class Namespace:
         self.cache.drop_listing(path)
         self.removed(path)
 
-    async def remove_file(self, path: str) -> None:
-        await self.store.delete_object(self.object_key(path))
+    async def remove_file(self, path: str, attrs: Attrs) -> None:
+        await self.store.delete_object(self.key_of(path, attrs))
         self.removed(path)
 
     def stored(self, path: str, attrs: Attrs) -> None:
         """This mount just wrote ``path``: show it at once, in its directory's listing too."""
         if self.known is not None and not attrs.is_dir and attrs.etag is not None:
             known = Known(attrs.etag, attrs.mtime_ns, attrs.mode)
-            self.known.remember(self.object_key(path), known)
+            self.known.remember(self.key_of(path, attrs), known)
         self._changes.record(path)
         self.cache.put(path, attrs)
         self._update_listing(path, attrs)

@@ -8,6 +8,8 @@ import stat
 import subprocess
 import time
 
+import pytest
+
 MTIME_NS = 978_307_200_123_456_789  # 2001-01-01T00:00:00.123456789Z
 
 
@@ -183,3 +185,61 @@ def test_names_longer_than_255_bytes_are_refused_before_any_request(server, buck
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["ok"]
     (m.path / ("n" * 255)).write_bytes(b"longest")
     assert (m.path / ("n" * 255)).read_bytes() == b"longest"
+
+
+def test_symlinks_are_rclone_links_read_back_with_one_request(server, bucket, s3, mount, tmp_path):
+    m = mount(bucket)
+    (m.path / "data").mkdir()
+    (m.path / "data" / "real.txt").write_bytes(b"content")
+    os.symlink("real.txt", m.path / "data" / "link")
+    assert os.readlink(m.path / "data" / "link") == "real.txt"
+    assert (m.path / "data" / "link").read_bytes() == b"content"
+    stored = s3.get_object(Bucket=bucket, Key="data/link.rclonelink")
+    assert stored["Body"].read() == b"real.txt"
+    assert stat.S_ISLNK(int(stored["Metadata"]["mode"]))
+    with pytest.raises(FileExistsError):
+        os.symlink("elsewhere", m.path / "data" / "link")
+    m.stop()
+    fresh = mount(bucket)
+    server.reset()
+    assert sorted(os.listdir(fresh.path / "data")) == ["link", "real.txt"]
+    assert stat.S_ISLNK(os.lstat(fresh.path / "data" / "link").st_mode)
+    assert os.lstat(fresh.path / "data" / "link").st_size == len("real.txt")
+    assert os.readlink(fresh.path / "data" / "link") == "real.txt"
+    assert os.readlink(fresh.path / "data" / "link") == "real.txt"
+    counts = server.counts()
+    assert counts.get("GetObject") == 1 and counts.get("HeadObject", 0) == 0, counts
+    os.rename(fresh.path / "data" / "link", fresh.path / "data" / "moved")
+    assert os.readlink(fresh.path / "data" / "moved") == "real.txt"
+    os.unlink(fresh.path / "data" / "moved")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["data/", "data/real.txt"]
+
+
+def test_an_s3fs_link_shows_as_a_link(server, bucket, s3, mount):
+    mode = str(stat.S_IFLNK | 0o777)
+    s3.put_object(Bucket=bucket, Key="s3fs-link", Body=b"target/file", Metadata={"mode": mode})
+    m = mount(bucket)
+    assert os.readlink(m.path / "s3fs-link") == "target/file"
+
+
+def test_tar_cp_and_rsync_keep_links(server, bucket, mount, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_bytes(b"f")
+    os.symlink("sub/f", src / "rel")
+    os.symlink("/etc/hostname", src / "abs")
+    tarball = tmp_path / "t.tar"
+    subprocess.run(["tar", "cf", str(tarball), "-C", str(src), "."], check=True)
+    m = mount(bucket)
+    for name, command in {
+        "tar": ["tar", "xf", str(tarball), "-C", "{dst}"],
+        "cp": ["cp", "-a", f"{src}/.", "{dst}/"],
+        "rsync": ["rsync", "-a", f"{src}/", "{dst}/"],
+    }.items():
+        dst = m.path / name
+        dst.mkdir()
+        result = subprocess.run([c.format(dst=dst) for c in command], capture_output=True)
+        assert result.returncode == 0, result.stderr.decode()
+        assert os.readlink(dst / "rel") == "sub/f" and os.readlink(dst / "abs") == "/etc/hostname"
+        assert (dst / "rel").read_bytes() == b"f"
