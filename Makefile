@@ -3,14 +3,14 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config rsync
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config rsync git
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast lint bench system-deps venv clean
 
 # System packages pyfuse3 needs to build and to mount, and rsync for the tests (skipped when present).
 system-deps:
-	@if ! command -v fusermount3 >/dev/null || ! command -v rsync >/dev/null || ! pkg-config --exists fuse3 2>/dev/null; then \
+	@if ! command -v fusermount3 >/dev/null || ! command -v rsync >/dev/null || ! command -v git >/dev/null || ! pkg-config --exists fuse3 2>/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \

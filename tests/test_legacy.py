@@ -243,3 +243,87 @@ def test_tar_cp_and_rsync_keep_links(server, bucket, mount, tmp_path):
         assert result.returncode == 0, result.stderr.decode()
         assert os.readlink(dst / "rel") == "sub/f" and os.readlink(dst / "abs") == "/etc/hostname"
         assert (dst / "rel").read_bytes() == b"f"
+
+
+def run(*command: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"{command}: {result.stderr}"
+    return result
+
+
+def test_git_status_is_clean_after_the_ttl(server, bucket, mount):
+    m = mount(bucket)
+    repo = m.path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    run(*git, "init", "-q", cwd=repo)
+    (repo / "a.txt").write_text("a\n")
+    (repo / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(repo / "run.sh", 0o755)
+    run(*git, "add", ".", cwd=repo)
+    run(*git, "commit", "-q", "-m", "first", cwd=repo)
+    time.sleep(1.5)
+    assert run(*git, "status", "--porcelain", cwd=repo).stdout == ""
+    assert run(*git, "log", "--oneline", cwd=repo).stdout.strip().endswith("first")
+
+
+def test_tar_c_of_a_tree_just_extracted_sees_no_change(server, bucket, mount, tmp_path):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(20):
+        (src / "d" / f"f{i}").write_bytes(os.urandom(1000 + i))
+        os.utime(src / "d" / f"f{i}", ns=(MTIME_NS + i, MTIME_NS + i))
+    tarball = tmp_path / "t.tar"
+    run("tar", "--format=posix", "-cf", str(tarball), "-C", str(src), ".")
+    m = mount(bucket)
+    (m.path / "x").mkdir()
+    run("tar", "xf", str(tarball), "-C", str(m.path / "x"))
+    result = run("tar", "cf", str(tmp_path / "again.tar"), "-C", str(m.path / "x"), ".")
+    assert result.stderr == ""
+    for i in range(20):
+        assert os.stat(m.path / "x" / "d" / f"f{i}").st_mtime_ns == MTIME_NS + i
+
+
+def transferred(stats: str) -> int:
+    line = next(x for x in stats.splitlines() if "regular files transferred" in x)
+    return int(line.rsplit(":", 1)[1].replace(",", ""))
+
+
+def test_a_second_rsync_copies_nothing_also_after_a_remount(server, bucket, mount, tmp_path):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(30):
+        (src / "d" / f"f{i}").write_bytes(os.urandom(100 + i))
+    first = mount(bucket)
+    assert transferred(run("rsync", "-a", "--stats", f"{src}/", f"{first.path}/").stdout) == 30
+    assert transferred(run("rsync", "-a", "--stats", f"{src}/", f"{first.path}/").stdout) == 0
+    time.sleep(1.5)
+    assert transferred(run("rsync", "-a", "--stats", f"{src}/", f"{first.path}/").stdout) == 0
+    first.stop()
+    second = mount(bucket)
+    server.reset()
+    assert transferred(run("rsync", "-a", "--stats", f"{src}/", f"{second.path}/").stdout) == 0
+    assert server.counts().get("HeadObject", 0) == 0, server.counts()
+
+
+def test_sqlite_and_zip_append_work(server, bucket, mount):
+    import sqlite3
+    import zipfile
+
+    m = mount(bucket)
+    db = sqlite3.connect(m.path / "t.db")
+    db.execute("CREATE TABLE t (n INTEGER)")
+    db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+    db.commit()
+    db.execute("INSERT INTO t VALUES (100)")
+    db.commit()
+    db.close()
+    db = sqlite3.connect(m.path / "t.db")
+    assert db.execute("SELECT count(*), sum(n) FROM t").fetchone() == (101, 5050)
+    db.close()
+    with zipfile.ZipFile(m.path / "a.zip", "w") as archive:
+        archive.writestr("one.txt", "1")
+    with zipfile.ZipFile(m.path / "a.zip", "a") as archive:
+        archive.writestr("two.txt", "2")
+    with zipfile.ZipFile(m.path / "a.zip") as archive:
+        assert archive.namelist() == ["one.txt", "two.txt"] and archive.read("two.txt") == b"2"
