@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 MTIME_KEY = "mtime"
 MODE_KEY = "mode"
+UID_KEY = "uid"  # s3fs's names for the owner
+GID_KEY = "gid"
 LINK_SUFFIX = ".rclonelink"
 
 
@@ -32,7 +34,8 @@ class Attrs:
     ``exact`` is False for a file seen only in a listing: its user metadata (the mtime
     and mode tools stored) is unknown, so mtime is its Last-Modified time. ``link`` is
     set for a symbolic link: what its object's key has after the name (`LINK_SUFFIX`,
-    or "" for an s3fs link); its size is the target's length.
+    or "" for an s3fs link); its size is the target's length. ``uid`` and ``gid`` are
+    the owner stored with the object, or None (the mount's --uid/--gid apply).
     """
 
     is_dir: bool
@@ -42,6 +45,8 @@ class Attrs:
     mode: int | None = None
     exact: bool = True
     link: str | None = None
+    uid: int | None = None
+    gid: int | None = None
 
     @property
     def is_link(self) -> bool:
@@ -69,7 +74,12 @@ def file_attrs(
     if metadata is None:
         return Attrs(is_dir=False, size=size, mtime_ns=last_modified_ns, etag=etag, exact=False)
     mtime_ns, mode, link = last_modified_ns, None, None
+    uid = gid = None
     try:
+        if UID_KEY in metadata:
+            uid = int(metadata[UID_KEY])
+        if GID_KEY in metadata:
+            gid = int(metadata[GID_KEY])
         if MTIME_KEY in metadata:
             mtime_ns = parse_mtime(metadata[MTIME_KEY])
         if MODE_KEY in metadata:
@@ -78,7 +88,7 @@ def file_attrs(
             link = "" if stat.S_ISLNK(st_mode) else None
     except ValueError:
         log.warning("ignoring unparsable metadata %r", metadata)
-    return Attrs(is_dir=False, size=size, mtime_ns=mtime_ns, etag=etag, mode=mode, link=link)
+    return Attrs(False, size, mtime_ns, etag, mode, link=link, uid=uid, gid=gid)
 
 
 def link_name(name: str) -> str | None:
@@ -88,9 +98,19 @@ def link_name(name: str) -> str | None:
     return None
 
 
-def object_metadata(mtime_ns: int, mode: int | None, file_type: int) -> dict[str, str]:
-    """The user metadata to store for ``mtime_ns`` and ``mode`` (None: not stored)."""
+def object_metadata(
+    mtime_ns: int,
+    mode: int | None,
+    file_type: int,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> dict[str, str]:
+    """The user metadata to store for ``mtime_ns``, ``mode`` and the owner (None: not stored)."""
     metadata = {MTIME_KEY: format_mtime(mtime_ns)}
     if mode is not None:
         metadata[MODE_KEY] = str(file_type | mode)
+    if uid is not None:
+        metadata[UID_KEY] = str(uid)
+    if gid is not None:
+        metadata[GID_KEY] = str(gid)
     return metadata

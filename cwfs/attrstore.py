@@ -28,6 +28,8 @@ from typing import Any
 import trio
 from cachetools import LRUCache
 
+from cwfs.attrs import Attrs
+
 log = logging.getLogger(__name__)
 
 MAX_ROWS = 1_000_000  # about 150 MB of file at most
@@ -36,7 +38,8 @@ BUSY_TIMEOUT_MS = 5000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attrs (
     endpoint TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
-    etag TEXT NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER, used INTEGER NOT NULL,
+    etag TEXT NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER, uid INTEGER, gid INTEGER,
+    used INTEGER NOT NULL,
     PRIMARY KEY (endpoint, bucket, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS attrs_used ON attrs (used);
@@ -50,6 +53,13 @@ class Known:
     etag: str
     mtime_ns: int
     mode: int | None
+    uid: int | None = None
+    gid: int | None = None
+
+
+def known_of(attrs: Attrs, etag: str) -> Known:
+    """What to remember of a version whose attributes are known exactly."""
+    return Known(etag, attrs.mtime_ns, attrs.mode, attrs.uid, attrs.gid)
 
 
 class AttrStore:
@@ -84,14 +94,14 @@ class AttrStore:
         if self._db is None or not wanted:
             return
         query = (
-            "SELECT key, etag, mtime_ns, mode FROM attrs"
+            "SELECT key, etag, mtime_ns, mode, uid, gid FROM attrs"
             " WHERE endpoint = ? AND bucket = ? AND key BETWEEN ? AND ?"
         )
         rows = self._run(query, (*self._scope, min(wanted), max(wanted)))
         names = set(wanted)
-        for key, etag, mtime_ns, mode in rows:
+        for key, etag, mtime_ns, mode, uid, gid in rows:
             if key in names and key not in self._memory:
-                self._memory[key] = Known(etag, mtime_ns, mode)
+                self._memory[key] = Known(etag, mtime_ns, mode, uid, gid)
 
     def flush(self) -> None:
         """Write what was remembered since the last flush. Blocking: a worker thread."""
@@ -99,8 +109,12 @@ class AttrStore:
             return
         batch, self._pending = self._pending, {}
         now = int(time.time())
-        rows = [(*self._scope, k, v.etag, v.mtime_ns, v.mode, now) for k, v in batch.items()]
-        self._run("INSERT OR REPLACE INTO attrs VALUES (?, ?, ?, ?, ?, ?, ?)", rows, many=True)
+        rows = [
+            (*self._scope, k, v.etag, v.mtime_ns, v.mode, v.uid, v.gid, now)
+            for k, v in batch.items()
+        ]
+        insert = "INSERT OR REPLACE INTO attrs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        self._run(insert, rows, many=True)
         count = self._run("SELECT count(*) FROM attrs", ())
         if count and count[0][0] > MAX_ROWS:
             excess = count[0][0] - PRUNE_TO

@@ -70,6 +70,15 @@ class AttrChanges:
     size: int | None = None
     mtime_ns: int | None = None
     mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+    def apply_metadata(self, open_file: OpenFile) -> None:
+        """The times, mode and owner this change sets, onto ``open_file``."""
+        if self.mtime_ns is not None or self.mode is not None:
+            open_file.set_metadata(self.mtime_ns, self.mode)
+        if self.uid is not None or self.gid is not None:
+            open_file.set_owner(self.uid, self.gid)
 
 
 @dataclass(eq=False)
@@ -198,8 +207,7 @@ class Filesystem:
         try:
             if changes.size is not None:
                 await open_file.truncate(self._store, changes.size)
-            if changes.mtime_ns is not None or changes.mode is not None:
-                open_file.set_metadata(changes.mtime_ns, changes.mode)
+            changes.apply_metadata(open_file)
             if handle is None and not self._in_use(open_file):
                 await self._commit(open_file)
             return open_file.attrs()
@@ -213,8 +221,7 @@ class Filesystem:
         if changes.size is not None:
             self._check_size(open_file.path, changes.size)
             await open_file.truncate(self._store, changes.size)
-        if changes.mtime_ns is not None or changes.mode is not None:
-            open_file.set_metadata(changes.mtime_ns, changes.mode)
+        changes.apply_metadata(open_file)
         return open_file.attrs()
 
     def _in_use(self, open_file: OpenFile) -> bool:
@@ -477,10 +484,17 @@ class Filesystem:
                     raise
         return self._new_handle(path, attrs, open_file), attrs
 
-    async def create(self, path: str, mode: int) -> tuple[FileHandle, Attrs]:
-        """A new file, uploaded (``If-None-Match: *``) when it is first flushed or closed."""
+    async def create(
+        self, path: str, mode: int, owner: tuple[int, int] | None = None
+    ) -> tuple[FileHandle, Attrs]:
+        """A new file, uploaded (``If-None-Match: *``) when it is first flushed or closed.
+
+        ``owner`` (uid, gid) is stored with it: a creator other than the mount's user.
+        """
         self._check_new_name(path)
         open_file = self._open_for_write(path, None, mode)
+        if owner is not None:
+            open_file.uid, open_file.gid = owner
         self._reuse_doomed(path, open_file)
         attrs = open_file.attrs()
         return self._new_handle(path, attrs, open_file), attrs

@@ -146,8 +146,8 @@ class FuseOperations(pyfuse3.Operations):
         else:
             entry.st_mode = stat.S_IFREG | (cfg.file_mode if attrs.mode is None else attrs.mode)
         entry.st_nlink = 1  # on directories: tells find(1) not to count subdirectories from it
-        entry.st_uid = cfg.uid
-        entry.st_gid = cfg.gid
+        entry.st_uid = cfg.uid if attrs.uid is None else attrs.uid
+        entry.st_gid = cfg.gid if attrs.gid is None else attrs.gid
         entry.st_size = attrs.size
         entry.st_blksize = BLOCK_SIZE
         entry.st_blocks = (attrs.size + 511) // 512
@@ -214,6 +214,8 @@ class FuseOperations(pyfuse3.Operations):
             size=attr.st_size if fields.update_size else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
             mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
         )
         handle = None if fh is None else self._file(fh)
         try:
@@ -346,7 +348,9 @@ class FuseOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         path = self._child(parent_inode, name)
-        handle, attrs = await self._core.create(path, stat.S_IMODE(mode) & ~ctx.umask)
+        creator = (ctx.uid, ctx.gid)
+        owner = None if creator == (self._config.uid, self._config.gid) else creator
+        handle, attrs = await self._core.create(path, stat.S_IMODE(mode) & ~ctx.umask, owner)
         inode = self.inodes.ref(path)
         return self._file_info(handle, attrs, inode), self._attributes(inode, attrs)
 

@@ -18,7 +18,7 @@ import trio
 from cachetools import TTLCache
 
 from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs, file_attrs, link_name
-from cwfs.attrstore import AttrStore, Known
+from cwfs.attrstore import AttrStore, known_of
 from cwfs.changes import ChangeLog, touched
 from cwfs.errors import NotEmpty
 from cwfs.listing import SubtreeListing
@@ -103,9 +103,16 @@ class Namespace:
         if self.known is None or info.etag is None:
             return attrs
         if attrs.exact:
-            self.known.remember(info.key, Known(info.etag, attrs.mtime_ns, attrs.mode))
+            self.known.remember(info.key, known_of(attrs, info.etag))
         elif (known := self.known.recall(info.key, info.etag)) is not None:
-            return dataclasses.replace(attrs, mtime_ns=known.mtime_ns, mode=known.mode, exact=True)
+            return dataclasses.replace(
+                attrs,
+                mtime_ns=known.mtime_ns,
+                mode=known.mode,
+                uid=known.uid,
+                gid=known.gid,
+                exact=True,
+            )
         return attrs
 
     async def _page(
@@ -424,8 +431,7 @@ class Namespace:
     def stored(self, path: str, attrs: Attrs) -> None:
         """This mount just wrote ``path``: show it at once, in its directory's listing too."""
         if self.known is not None and not attrs.is_dir and attrs.etag is not None:
-            known = Known(attrs.etag, attrs.mtime_ns, attrs.mode)
-            self.known.remember(self.key_of(path, attrs), known)
+            self.known.remember(self.key_of(path, attrs), known_of(attrs, attrs.etag))
         self._changes.record(path)
         self.cache.put(path, attrs)
         self._update_listing(path, attrs)

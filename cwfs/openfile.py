@@ -38,6 +38,8 @@ class OpenFile:
         self._metadata_dirty = False
         self.mtime_ns = base.mtime_ns if base else time.time_ns()
         self.mode = base.mode if base else mode
+        self.uid = base.uid if base else None
+        self.gid = base.gid if base else None
         self.handles = 0
         self.unlinked = False
         self.failure: FsError | None = None
@@ -49,7 +51,13 @@ class OpenFile:
 
     def attrs(self) -> Attrs:
         return Attrs(
-            is_dir=False, size=self.size, mtime_ns=self.mtime_ns, etag=self.etag, mode=self.mode
+            is_dir=False,
+            size=self.size,
+            mtime_ns=self.mtime_ns,
+            etag=self.etag,
+            mode=self.mode,
+            uid=self.uid,
+            gid=self.gid,
         )
 
     async def _stage(self, store: ObjectStore, fetch: bool = True) -> StagedFile:
@@ -86,6 +94,14 @@ class OpenFile:
         """Staged bytes, or None when nothing is staged (read from the store then)."""
         return self.staged.read(offset, size) if self.staged else None
 
+    def set_owner(self, uid: int | None, gid: int | None) -> None:
+        """Who owns the file (None: unchanged), stored as s3fs stores it."""
+        if uid is not None:
+            self.uid = uid
+        if gid is not None:
+            self.gid = gid
+        self._metadata_dirty = True
+
     def set_metadata(self, mtime_ns: int | None, mode: int | None) -> None:
         if mtime_ns is not None:
             self.mtime_ns = mtime_ns
@@ -103,7 +119,7 @@ class OpenFile:
         async with self._lock:
             if self.unlinked or not (self.dirty or self._metadata_dirty):
                 return None
-            metadata = object_metadata(self.mtime_ns, self.mode, stat.S_IFREG)
+            metadata = object_metadata(self.mtime_ns, self.mode, stat.S_IFREG, self.uid, self.gid)
             try:
                 if self.dirty:
                     staged = await self._stage(store, fetch=False)

@@ -327,3 +327,41 @@ def test_sqlite_and_zip_append_work(server, bucket, mount):
         archive.writestr("two.txt", "2")
     with zipfile.ZipFile(m.path / "a.zip") as archive:
         assert archive.namelist() == ["one.txt", "two.txt"] and archive.read("two.txt") == b"2"
+
+
+USER = 4321  # a second user, for the kernel's permission checks
+
+
+def as_user(*command: str) -> subprocess.CompletedProcess[str]:
+    setpriv = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups"]
+    return subprocess.run([*setpriv, *command], capture_output=True, text=True)
+
+
+def reachable_by_others(path) -> None:
+    """pytest's temporary directories are 0700: let the second user walk to the mount."""
+    for directory in [path, *path.parents]:
+        if directory == directory.parent:
+            break
+        os.chmod(directory, os.stat(directory).st_mode | 0o011)
+
+
+def test_chown_is_stored_and_the_kernel_honours_it_for_a_second_user(server, bucket, s3, mount):
+    m = mount(bucket, "--allow-other")
+    reachable_by_others(m.path.parent)
+    private = m.path / "private.txt"
+    private.write_text("secret")
+    os.chmod(private, 0o600)
+    assert as_user("cat", str(private)).returncode != 0  # root's file, mode 0600
+    os.chown(private, USER, USER)
+    assert (os.stat(private).st_uid, os.stat(private).st_gid) == (USER, USER)
+    assert as_user("cat", str(private)).stdout == "secret"
+    metadata = s3.head_object(Bucket=bucket, Key="private.txt")["Metadata"]
+    assert (metadata["uid"], metadata["gid"]) == (str(USER), str(USER))
+    time.sleep(1.5)
+    os.listdir(m.path)  # a listing after the TTL keeps the owner
+    assert os.stat(private).st_uid == USER
+    m.stop()
+    again = mount(bucket, "--allow-other")
+    os.listdir(again.path)
+    assert os.stat(again.path / "private.txt").st_uid == USER
+    assert as_user("cat", str(again.path / "private.txt")).stdout == "secret"
