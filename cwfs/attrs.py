@@ -22,6 +22,8 @@ MTIME_KEY = "mtime"
 MODE_KEY = "mode"
 UID_KEY = "uid"  # s3fs's names for the owner
 GID_KEY = "gid"
+RDEV_KEY = "rdev"
+SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 LINK_SUFFIX = ".rclonelink"
 
 
@@ -36,6 +38,8 @@ class Attrs:
     set for a symbolic link: what its object's key has after the name (`LINK_SUFFIX`,
     or "" for an s3fs link); its size is the target's length. ``uid`` and ``gid`` are
     the owner stored with the object, or None (the mount's --uid/--gid apply).
+    ``special`` is the file type of a FIFO, socket or device node (its object is empty,
+    its type in ``x-amz-meta-mode``, as s3fs stores them), 0 for a regular file.
     """
 
     is_dir: bool
@@ -47,6 +51,8 @@ class Attrs:
     link: str | None = None
     uid: int | None = None
     gid: int | None = None
+    special: int = 0
+    rdev: int = 0
 
     @property
     def is_link(self) -> bool:
@@ -75,7 +81,10 @@ def file_attrs(
         return Attrs(is_dir=False, size=size, mtime_ns=last_modified_ns, etag=etag, exact=False)
     mtime_ns, mode, link = last_modified_ns, None, None
     uid = gid = None
+    special = rdev = 0
     try:
+        if RDEV_KEY in metadata:
+            rdev = int(metadata[RDEV_KEY])
         if UID_KEY in metadata:
             uid = int(metadata[UID_KEY])
         if GID_KEY in metadata:
@@ -86,9 +95,12 @@ def file_attrs(
             st_mode = int(metadata[MODE_KEY])
             mode = st_mode & 0o7777
             link = "" if stat.S_ISLNK(st_mode) else None
+            special = stat.S_IFMT(st_mode) if stat.S_IFMT(st_mode) in SPECIAL_TYPES else 0
     except ValueError:
         log.warning("ignoring unparsable metadata %r", metadata)
-    return Attrs(False, size, mtime_ns, etag, mode, link=link, uid=uid, gid=gid)
+    return Attrs(
+        False, size, mtime_ns, etag, mode, link=link, uid=uid, gid=gid, special=special, rdev=rdev
+    )
 
 
 def link_name(name: str) -> str | None:

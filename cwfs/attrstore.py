@@ -36,13 +36,13 @@ MAX_ROWS = 1_000_000  # about 150 MB of file at most
 PRUNE_TO = MAX_ROWS * 9 // 10
 BUSY_TIMEOUT_MS = 5000
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS attrs (
+CREATE TABLE IF NOT EXISTS attributes_v1 (
     endpoint TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
     etag TEXT NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER, uid INTEGER, gid INTEGER,
-    used INTEGER NOT NULL,
+    special INTEGER NOT NULL, used INTEGER NOT NULL,
     PRIMARY KEY (endpoint, bucket, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS attrs_used ON attrs (used);
+CREATE INDEX IF NOT EXISTS attributes_v1_used ON attributes_v1 (used);
 """
 
 
@@ -55,11 +55,12 @@ class Known:
     mode: int | None
     uid: int | None = None
     gid: int | None = None
+    special: int = 0
 
 
 def known_of(attrs: Attrs, etag: str) -> Known:
     """What to remember of a version whose attributes are known exactly."""
-    return Known(etag, attrs.mtime_ns, attrs.mode, attrs.uid, attrs.gid)
+    return Known(etag, attrs.mtime_ns, attrs.mode, attrs.uid, attrs.gid, attrs.special)
 
 
 class AttrStore:
@@ -94,14 +95,14 @@ class AttrStore:
         if self._db is None or not wanted:
             return
         query = (
-            "SELECT key, etag, mtime_ns, mode, uid, gid FROM attrs"
+            "SELECT key, etag, mtime_ns, mode, uid, gid, special FROM attributes_v1"
             " WHERE endpoint = ? AND bucket = ? AND key BETWEEN ? AND ?"
         )
         rows = self._run(query, (*self._scope, min(wanted), max(wanted)))
         names = set(wanted)
-        for key, etag, mtime_ns, mode, uid, gid in rows:
+        for key, etag, mtime_ns, mode, uid, gid, special in rows:
             if key in names and key not in self._memory:
-                self._memory[key] = Known(etag, mtime_ns, mode, uid, gid)
+                self._memory[key] = Known(etag, mtime_ns, mode, uid, gid, special)
 
     def flush(self) -> None:
         """Write what was remembered since the last flush. Blocking: a worker thread."""
@@ -110,16 +111,18 @@ class AttrStore:
         batch, self._pending = self._pending, {}
         now = int(time.time())
         rows = [
-            (*self._scope, k, v.etag, v.mtime_ns, v.mode, v.uid, v.gid, now)
+            (*self._scope, k, v.etag, v.mtime_ns, v.mode, v.uid, v.gid, v.special, now)
             for k, v in batch.items()
         ]
-        insert = "INSERT OR REPLACE INTO attrs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        insert = "INSERT OR REPLACE INTO attributes_v1 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         self._run(insert, rows, many=True)
-        count = self._run("SELECT count(*) FROM attrs", ())
+        count = self._run("SELECT count(*) FROM attributes_v1", ())
         if count and count[0][0] > MAX_ROWS:
             excess = count[0][0] - PRUNE_TO
-            oldest = "SELECT endpoint, bucket, key FROM attrs ORDER BY used LIMIT ?"
-            self._run(f"DELETE FROM attrs WHERE (endpoint, bucket, key) IN ({oldest})", (excess,))
+            oldest = "SELECT endpoint, bucket, key FROM attributes_v1 ORDER BY used LIMIT ?"
+            self._run(
+                f"DELETE FROM attributes_v1 WHERE (endpoint, bucket, key) IN ({oldest})", (excess,)
+            )
 
     def close(self) -> None:
         if self._db is not None:
@@ -137,7 +140,7 @@ class AttrStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
-                db.execute("SELECT count(*) FROM attrs WHERE key = ''").fetchall()
+                db.execute("SELECT count(*) FROM attributes_v1 WHERE key = ''").fetchall()
                 return db
             except sqlite3.DatabaseError as exc:
                 if attempt:

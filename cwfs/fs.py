@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 import trio
 from cachetools import LRUCache
 
-from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs, object_metadata
+from cwfs.attrs import (
+    DIRECTORY,
+    LINK_SUFFIX,
+    RDEV_KEY,
+    SPECIAL_TYPES,
+    Attrs,
+    object_metadata,
+)
 from cwfs.errors import (
     BadHandle,
     Busy,
@@ -321,6 +328,32 @@ class Filesystem:
             raise NameTooLong(f"a name has at most {NAME_MAX} bytes", key=key)
         if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
             raise NameTooLong(f"an object key has at most {MAX_KEY_BYTES} bytes", key=key)
+
+    # -- special files -----------------------------------------------------------------
+
+    async def make_node(
+        self, path: str, mode: int, rdev: int, owner: tuple[int, int] | None = None
+    ) -> Attrs:
+        """A FIFO, socket or device node: an empty object with its type in its mode, as s3fs
+        stores them; the kernel gives them their meaning. Regular files go through `create`."""
+        kind = stat.S_IFMT(mode)
+        key = self._ns.object_key(path)
+        if kind not in SPECIAL_TYPES:
+            raise InvalidArgument(f"mknod of file type {kind:o} is not supported", key=key)
+        self._check_new_name(path)
+        uid, gid = owner if owner is not None else (None, None)
+        attrs = Attrs(False, 0, time.time_ns(), None, stat.S_IMODE(mode), uid=uid, gid=gid)
+        attrs = dataclasses.replace(attrs, special=kind, rdev=rdev)
+        metadata = object_metadata(attrs.mtime_ns, attrs.mode, kind, uid, gid)
+        if rdev:
+            metadata[RDEV_KEY] = str(rdev)
+        try:
+            response = await self._store.put_object(key, b"", WriteCondition(None), metadata, None)
+        except PreconditionFailed:
+            raise Exists("the name exists", key=key) from None
+        attrs = dataclasses.replace(attrs, etag=response["ETag"])
+        self._ns.stored(path, attrs)
+        return attrs
 
     # -- symbolic links ----------------------------------------------------------------
 

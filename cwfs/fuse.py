@@ -143,6 +143,9 @@ class FuseOperations(pyfuse3.Operations):
             entry.st_mode = stat.S_IFDIR | cfg.dir_mode
         elif attrs.is_link:
             entry.st_mode = stat.S_IFLNK | 0o777
+        elif attrs.special:
+            entry.st_mode = attrs.special | (cfg.file_mode if attrs.mode is None else attrs.mode)
+            entry.st_rdev = attrs.rdev
         else:
             entry.st_mode = stat.S_IFREG | (cfg.file_mode if attrs.mode is None else attrs.mode)
         entry.st_nlink = 1  # on directories: tells find(1) not to count subdirectories from it
@@ -286,6 +289,20 @@ class FuseOperations(pyfuse3.Operations):
         return self._attributes(self.inodes.ref(path), attrs)
 
     @edge
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        path = self._child(parent_inode, name)
+        mode = stat.S_IFMT(mode) | (stat.S_IMODE(mode) & ~ctx.umask)
+        attrs = await self._core.make_node(path, mode, rdev, self._owner(ctx))
+        return self._attributes(self.inodes.ref(path), attrs)
+
+    def _owner(self, ctx: pyfuse3.RequestContext) -> tuple[int, int] | None:
+        """The owner to store for what ``ctx``'s process creates: none when it is the mount's."""
+        creator = (ctx.uid, ctx.gid)
+        return None if creator == (self._config.uid, self._config.gid) else creator
+
+    @edge
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -348,9 +365,8 @@ class FuseOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         path = self._child(parent_inode, name)
-        creator = (ctx.uid, ctx.gid)
-        owner = None if creator == (self._config.uid, self._config.gid) else creator
-        handle, attrs = await self._core.create(path, stat.S_IMODE(mode) & ~ctx.umask, owner)
+        umasked = stat.S_IMODE(mode) & ~ctx.umask
+        handle, attrs = await self._core.create(path, umasked, self._owner(ctx))
         inode = self.inodes.ref(path)
         return self._file_info(handle, attrs, inode), self._attributes(inode, attrs)
 

@@ -111,6 +111,7 @@ class Namespace:
                 mode=known.mode,
                 uid=known.uid,
                 gid=known.gid,
+                special=known.special,
                 exact=True,
             )
         return attrs

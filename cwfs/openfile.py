@@ -40,6 +40,7 @@ class OpenFile:
         self.mode = base.mode if base else mode
         self.uid = base.uid if base else None
         self.gid = base.gid if base else None
+        self.special = base.special if base else 0  # a FIFO's type survives a chmod
         self.handles = 0
         self.unlinked = False
         self.failure: FsError | None = None
@@ -58,6 +59,7 @@ class OpenFile:
             mode=self.mode,
             uid=self.uid,
             gid=self.gid,
+            special=self.special,
         )
 
     async def _stage(self, store: ObjectStore, fetch: bool = True) -> StagedFile:
@@ -119,7 +121,8 @@ class OpenFile:
         async with self._lock:
             if self.unlinked or not (self.dirty or self._metadata_dirty):
                 return None
-            metadata = object_metadata(self.mtime_ns, self.mode, stat.S_IFREG, self.uid, self.gid)
+            file_type = self.special or stat.S_IFREG
+            metadata = object_metadata(self.mtime_ns, self.mode, file_type, self.uid, self.gid)
             try:
                 if self.dirty:
                     staged = await self._stage(store, fetch=False)

@@ -44,7 +44,7 @@ def test_a_damaged_file_is_rebuilt_empty(tmp_path, caplog):
     assert "starting it again, empty" in caplog.text
     s.remember("k", Known('"e"', 1, None))
     s.flush()
-    assert sqlite3.connect(path).execute("SELECT key FROM attrs").fetchall() == [("k",)]
+    assert sqlite3.connect(path).execute("SELECT key FROM attributes_v1").fetchall() == [("k",)]
 
 
 def test_the_file_is_pruned_to_its_bound(tmp_path, monkeypatch):
@@ -54,7 +54,7 @@ def test_the_file_is_pruned_to_its_bound(tmp_path, monkeypatch):
     for i in range(150):
         s.remember(f"k{i:03d}", Known('"e"', i, None))
     s.flush()
-    count = sqlite3.connect(tmp_path / "a.sqlite").execute("SELECT count(*) FROM attrs")
+    count = sqlite3.connect(tmp_path / "a.sqlite").execute("SELECT count(*) FROM attributes_v1")
     assert count.fetchone()[0] == 90
 
 

@@ -365,3 +365,23 @@ def test_chown_is_stored_and_the_kernel_honours_it_for_a_second_user(server, buc
     os.listdir(again.path)
     assert os.stat(again.path / "private.txt").st_uid == USER
     assert as_user("cat", str(again.path / "private.txt")).stdout == "secret"
+
+
+def test_mkfifo_makes_a_working_fifo_that_stays_one(server, bucket, s3, mount):
+    m = mount(bucket)
+    fifo = m.path / "pipe"
+    os.mkfifo(fifo, 0o640)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_IMODE(os.stat(fifo).st_mode) == 0o640
+    mode = int(s3.head_object(Bucket=bucket, Key="pipe")["Metadata"]["mode"])
+    assert stat.S_ISFIFO(mode)
+    writer = subprocess.Popen(["sh", "-c", f"echo through > {fifo}"])
+    assert fifo.read_text() == "through\n"
+    assert writer.wait(10) == 0
+    os.chmod(fifo, 0o600)
+    time.sleep(1.5)
+    os.listdir(m.path)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_IMODE(os.stat(fifo).st_mode) == 0o600
+    os.mknod(m.path / "sock", stat.S_IFSOCK | 0o600)
+    assert stat.S_ISSOCK(os.stat(m.path / "sock").st_mode)
+    os.unlink(fifo)
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == ["sock"]
