@@ -131,7 +131,7 @@ def build_filesystem(
     )
     nursery.start_soon(keep_written, known)
     core = Filesystem(
-        Namespace(store, cache, config.prefix, config.exact_metadata, known),
+        Namespace(store, cache, config.prefix, config.exact_metadata, known, nursery),
         StagingArea(cache_dir, config.cache_limit),
         uploader,
         renamer,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Literal
 
 import trio
@@ -23,6 +23,7 @@ from cwfs.changes import ChangeLog, touched
 from cwfs.errors import NotEmpty
 from cwfs.listing import SubtreeListing
 from cwfs.metacache import MetadataCache
+from cwfs.statahead import StatAhead
 from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 
@@ -62,6 +63,7 @@ class Namespace:
         prefix: str = "",
         exact_metadata: bool = False,
         known: AttrStore | None = None,
+        background: trio.Nursery | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -69,6 +71,10 @@ class Namespace:
         self.exact_metadata = exact_metadata  # a file seen only in a listing is looked up alone
         self.known = known  # exact attributes of versions seen before, kept across mounts
         self._changes = ChangeLog()
+        self._heads: dict[str, trio.Event] = {}  # HeadObjects of listed files in flight
+        self._stat_ahead = (
+            StatAhead(self._head_ahead, background) if exact_metadata and background else None
+        )
         self._reported: set[str] = set()
         self._kept_dirs: set[str] = set()
         self._listing: dict[str, trio.Event] = {}
@@ -229,6 +235,25 @@ class Namespace:
         """``attrs``, or with ``exact_metadata`` what HeadObject says of a file seen only in a listing."""
         if attrs.exact or not self.exact_metadata:
             return attrs
+        pending = self._heads.get(path)
+        if pending is not None:  # stat-ahead asked already: its answer, not a second request
+            await pending.wait()
+            cached = self.cache.get(path)
+            return (cached or None) if cached is not None else attrs
+        self._heads[path] = done = trio.Event()
+        try:
+            return await self._head_listed(path, attrs)
+        finally:
+            del self._heads[path]
+            done.set()
+
+    async def _head_ahead(self, path: str, attrs: Attrs) -> None:
+        """Stat-ahead of one listed file, unless its exact attributes are cached already."""
+        cached = self.cache.get(path)
+        if cached is None or (cached and not cached.exact):
+            await self._exact(path, attrs)
+
+    async def _head_listed(self, path: str, attrs: Attrs) -> Attrs | None:
         since = self._changes.generation
         info = await self.store.head_object(self.key_of(path, attrs))
         ours = self._ours_if_newer(path, since)
@@ -287,6 +312,7 @@ class Namespace:
         """
         cached = self.cache.get_listing(path)
         if cached is not None:
+            self._look_ahead(path, cached.items())
             yield list(cached.items())
             return
         prefix = self.dir_prefix(path)
@@ -295,14 +321,22 @@ class Namespace:
         entries = self._with_ours(path, dict(listed), tree.since)
         if entries is None:
             entries = listed
+        self._look_ahead(path, entries.items())
         yield list(entries.items())
         if tree.complete:
             return
         delimited = self._list_delimited(path, prefix, tree.last_key, set(entries), tree.since)
         async for batch in delimited:
             entries.update(batch)
+            self._look_ahead(path, batch)
             yield batch
         self._remember_listing(path, entries, tree.since)
+
+    def _look_ahead(self, directory: str, entries: Iterable[tuple[str, Attrs]]) -> None:
+        """With ``exact_metadata``: the HeadObjects the ``stat``s after a readdir need, now."""
+        if self._stat_ahead is not None:
+            listed = ((join(directory, name), attrs) for name, attrs in entries)
+            self._stat_ahead.start(item for item in listed if not item[1].is_dir)
 
     async def _flat_pass(self, path: str, prefix: str) -> SubtreeListing:
         """List the subtree below ``path`` flat, up to `FLAT_LISTING_PAGES` pages.

@@ -385,3 +385,21 @@ def test_mkfifo_makes_a_working_fifo_that_stays_one(server, bucket, s3, mount):
     assert stat.S_ISSOCK(os.stat(m.path / "sock").st_mode)
     os.unlink(fifo)
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == ["sock"]
+
+
+def test_exact_metadata_stats_ahead_of_ls_l(server, bucket, s3, mount):
+    """ls -l stats entries one at a time; with --exact-metadata their HeadObjects are
+    already in flight, together, by then (the first 40 held 1 s here, then retried)."""
+    server.seed(bucket, [{"key": f"d/f{i:03d}", "size": i} for i in range(100)])
+    s3.put_object(Bucket=bucket, Key="d/f007", Body=b"x" * 7, Metadata={"mode": str(0o100600)})
+    m = mount(bucket, "--exact-metadata")
+    os.listdir(m.path)
+    server.reset()
+    server.add_fault(op="HeadObject", bucket=bucket, status=503, code="SlowDown", delay=1, times=40)
+    listing = run("ls", "-l", str(m.path / "d")).stdout
+    server.clear_faults()
+    assert "-rw-------" in next(line for line in listing.splitlines() if line.endswith("f007"))
+    heads = [r for r in server.requests() if r["op"] == "HeadObject"]
+    assert len({r["key"] for r in heads}) == 100 and len(heads) == 140, "each once, 40 retried"
+    first = min(r["time"] for r in heads)
+    assert sum(r["time"] < first + 0.5 for r in heads) >= 16, "sent one after the other"
