@@ -400,6 +400,8 @@ def cwfs_argv(spec: MountSpec) -> list[str]:
         "path",
         "--cache-dir",
         str(spec.workdir / "cache"),
+        "--attribute-store",  # each run starts knowing nothing, as a new machine would
+        str(spec.workdir / "attributes.sqlite"),
     ]
     if spec.server.kind == "rclone":  # ignores conditional headers, has no RenameObject
         argv += ["--checksum", "off", "--rename-mode", "copy"]
@@ -408,6 +410,10 @@ def cwfs_argv(spec: MountSpec) -> list[str]:
 
 def cwfs_direct_io_argv(spec: MountSpec) -> list[str]:
     return cwfs_argv(spec) + ["--direct-io"]
+
+
+def cwfs_exact_argv(spec: MountSpec) -> list[str]:
+    return cwfs_argv(spec) + ["--exact-metadata"]
 
 
 def cwfs_env(spec: MountSpec) -> dict[str, str]:
@@ -478,6 +484,15 @@ TOOLS: dict[str, Tool] = {
             cwfs_env,
             cwfs=True,
             cases=READ_CASES,
+        ),
+        Tool(
+            "cwfs-exact",
+            "cwfs with --exact-metadata (a HeadObject per file, as s3fs and rclone mount), "
+            "listing cases only",
+            cwfs_exact_argv,
+            cwfs_env,
+            cwfs=True,
+            cases=("ls", "find"),
         ),
         Tool("s3fs", "s3fs -f -o use_path_request_style,sigv4, otherwise defaults", s3fs_argv),
         Tool(
