@@ -116,6 +116,14 @@ def _checksum_params(checksum: Checksum | None) -> dict[str, str]:
     return {checksum.response_field: checksum.value} if checksum else {}
 
 
+def quoted(etag: str | None) -> str | None:
+    """An ETag as S3 writes it, in double quotes: some servers (rclone serve s3) leave them
+    out of listings but not of HeadObject, and the two must compare equal."""
+    if etag is None or (etag.startswith('"') and etag.endswith('"')):
+        return etag
+    return f'"{etag}"'
+
+
 def timestamp_seconds(value: str | datetime | None) -> float:
     """Seconds since the epoch of an S3 timestamp: ISO 8601 in bodies, RFC 7231 in headers.
 
@@ -207,7 +215,7 @@ class ObjectStore:
             key,
             resp["ContentLength"],
             timestamp_seconds(resp.get("LastModified")),
-            resp.get("ETag"),
+            quoted(resp.get("ETag")),
             resp.get("Metadata", {}),
         )
 
@@ -229,7 +237,9 @@ class ObjectStore:
             params["ContinuationToken"] = token
         resp = await self._call("ListObjectsV2", prefix, self._client.list_objects_v2, **params)
         objects = [
-            ObjectInfo(o["Key"], o["Size"], timestamp_seconds(o.get("LastModified")), o.get("ETag"))
+            ObjectInfo(
+                o["Key"], o["Size"], timestamp_seconds(o.get("LastModified")), quoted(o.get("ETag"))
+            )
             for o in resp.get("Contents", [])
         ]
         prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]

@@ -19,7 +19,7 @@ from cwfs.inodes import ROOT_INODE, InodeTable
 from cwfs.mountrecords import cwfs_mountpoints
 from cwfs.namespace import invalid_name_reason
 from cwfs.preflight import MountError, require_tls13
-from cwfs.store import timestamp_seconds
+from cwfs.store import quoted, timestamp_seconds
 from cwfs.upload import part_size_for
 
 
@@ -225,3 +225,8 @@ def test_mount_table_paths_are_unescaped_as_the_kernel_escaped_them():
         b"37 25 0:51 / /srv/data rw - ext4 /dev/sda1 rw\n"
     )
     assert cwfs_mountpoints(table) == ["/tmp/a b\\c\td\n\u00e9"]
+
+
+def test_etags_are_compared_in_s3s_quoted_form():
+    assert quoted("abc") == quoted('"abc"') == '"abc"'
+    assert quoted(None) is None
