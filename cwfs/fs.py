@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 S3_MAX_OBJECT_SIZE = 5 << 40  # 5 TiB
 MAX_KEY_BYTES = 1024  # S3's longest key, in UTF-8
 LINK_TARGETS = 10_000  # link targets remembered, by key and ETag
+DIRECTORY_TIMES = 100_000  # directories whose entries this mount changed, remembered
 MULTIPART_MAX_OBJECT_SIZE = 10_000 * (5 << 30)  # 10,000 parts of at most 5 GiB: 48.8 TiB
 
 
@@ -114,6 +115,7 @@ class DirListing:
     pages: AsyncIterator[list[tuple[str, Attrs]]]
     local: Callable[[], dict[str, Attrs]]
     hidden: Callable[[str], bool]
+    adjust: Callable[[str, Attrs], Attrs]
     entries: list[tuple[str, Attrs]] = field(default_factory=list)
     complete: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -127,7 +129,10 @@ class DirListing:
                 self.complete = True
                 listed = {name for name, _ in self.entries}
                 batch = [item for item in self.local().items() if item[0] not in listed]
-            self.entries.extend(item for item in batch if not self.hidden(join(self.path, item[0])))
+            for name, attrs in batch:
+                path = join(self.path, name)
+                if not self.hidden(path):
+                    self.entries.append((name, self.adjust(path, attrs)))
         return self.entries[index] if index < len(self.entries) else None
 
     async def close(self) -> None:
@@ -164,6 +169,9 @@ class Filesystem:
         self._doomed: dict[str, Attrs] = {}
         self._handles: set[FileHandle] = set()  # given out and not yet released
         self._targets: LRUCache[tuple[str, str | None], str] = LRUCache(LINK_TARGETS)
+        # When this mount last added or removed an entry of a directory: its mtime (S3
+        # keeps none for a prefix), in memory.
+        self._dir_mtimes: LRUCache[str, int] = LRUCache(DIRECTORY_TIMES)
 
     # -- names and attributes ----------------------------------------------------------
 
@@ -174,7 +182,20 @@ class Filesystem:
             return open_file.attrs()
         if path in self._interrupted or path in self._doomed:
             return None
-        return await self._ns.stat(path)
+        attrs = await self._ns.stat(path)
+        return None if attrs is None else self._with_dir_time(path, attrs)
+
+    def _with_dir_time(self, path: str, attrs: Attrs) -> Attrs:
+        """A directory whose entries this mount changed shows when it did."""
+        if attrs.is_dir and path in self._dir_mtimes:
+            return dataclasses.replace(attrs, mtime_ns=self._dir_mtimes[path])
+        return attrs
+
+    def _entries_changed(self, *paths: str) -> None:
+        """Entries ``paths`` were added or removed: their directories' mtime is now."""
+        now = time.time_ns()
+        for path in paths:
+            self._dir_mtimes[path.rpartition("/")[0]] = now
 
     def handle_attrs(self, handle: FileHandle) -> Attrs:
         """What ``fstat`` shows of an open file, also once its name is gone."""
@@ -250,6 +271,7 @@ class Filesystem:
             self._ns.list_dir(path),
             lambda: self._local_entries(path),
             lambda name: name in self._interrupted or name in self._doomed,
+            self._with_dir_time,
         )
 
     def _local_entries(self, directory: str) -> dict[str, Attrs]:
@@ -268,17 +290,20 @@ class Filesystem:
         self._check_new_name(path, directory=True)
         try:
             await self._ns.make_dir(path)
+            self._entries_changed(path)
+            self._dir_mtimes[path] = time.time_ns()  # a new directory shows when it was made
         except PreconditionFailed:
             raise Exists(
                 "a directory marker already exists", key=self._ns.dir_prefix(path)
             ) from None
-        return DIRECTORY
+        return dataclasses.replace(DIRECTORY, mtime_ns=self._dir_mtimes[path])
 
     async def remove_dir(self, path: str) -> None:
         self._check_writable(path)
         if self._local_entries(path):
             raise NotEmpty("files below it are being written", key=self._ns.dir_prefix(path))
         await self._ns.remove_dir(path)
+        self._entries_changed(path)
 
     async def unlink(self, path: str) -> None:
         """Remove a file. Open on this mount, it stays usable through its descriptors (as
@@ -289,6 +314,7 @@ class Filesystem:
         if open_file is not None:
             open_file.unlinked = True  # never uploaded from now on
             attrs = open_file.attrs()
+        self._entries_changed(path)
         if any(h.path == path for h in self._handles):
             self._doomed[path] = attrs
             self._ns.removed(path)
@@ -352,6 +378,7 @@ class Filesystem:
         except PreconditionFailed:
             raise Exists("the name exists", key=key) from None
         attrs = dataclasses.replace(attrs, etag=response["ETag"])
+        self._entries_changed(path)
         self._ns.stored(path, attrs)
         return attrs
 
@@ -369,6 +396,7 @@ class Filesystem:
         except PreconditionFailed:
             raise Exists("a link of that name exists", key=key) from None
         attrs = Attrs(False, len(body), mtime_ns, response["ETag"], 0o777, link=LINK_SUFFIX)
+        self._entries_changed(path)
         self._ns.stored(path, attrs)
         return attrs
 
@@ -410,6 +438,7 @@ class Filesystem:
             await self._rename_dir(old, new, target)
         else:
             await self._rename_file(old, new, attrs, target, no_replace)
+        self._entries_changed(old, new)
 
     async def _rename_file(
         self, old: str, new: str, attrs: Attrs, target: Attrs | None, no_replace: bool
@@ -525,6 +554,7 @@ class Filesystem:
         ``owner`` (uid, gid) is stored with it: a creator other than the mount's user.
         """
         self._check_new_name(path)
+        self._entries_changed(path)
         open_file = self._open_for_write(path, None, mode)
         if owner is not None:
             open_file.uid, open_file.gid = owner

@@ -403,3 +403,23 @@ def test_exact_metadata_stats_ahead_of_ls_l(server, bucket, s3, mount):
     assert len({r["key"] for r in heads}) == 100 and len(heads) == 140, "each once, 40 retried"
     first = min(r["time"] for r in heads)
     assert sum(r["time"] < first + 0.5 for r in heads) >= 16, "sent one after the other"
+
+
+def test_directory_times_follow_their_entries(server, bucket, mount):
+    m = mount(bucket)
+    before = time.time_ns()
+    (m.path / "d").mkdir()
+    made = os.stat(m.path / "d").st_mtime_ns
+    assert made >= before, "a new directory shows when it was made, not the mount time"
+    for change in (
+        lambda: (m.path / "d" / "f").write_bytes(b"x"),
+        lambda: os.rename(m.path / "d" / "f", m.path / "d" / "g"),
+        lambda: os.symlink("g", m.path / "d" / "l"),
+        lambda: os.unlink(m.path / "d" / "l"),
+        lambda: os.mkdir(m.path / "d" / "sub"),
+        lambda: os.rmdir(m.path / "d" / "sub"),
+    ):
+        earlier = os.stat(m.path / "d").st_mtime_ns
+        time.sleep(0.01)
+        change()
+        assert os.stat(m.path / "d").st_mtime_ns > earlier
