@@ -83,10 +83,8 @@ class AttrChanges:
 
     def apply_metadata(self, open_file: OpenFile) -> None:
         """The times, mode and owner this change sets, onto ``open_file``."""
-        if self.mtime_ns is not None or self.mode is not None:
-            open_file.set_metadata(self.mtime_ns, self.mode)
-        if self.uid is not None or self.gid is not None:
-            open_file.set_owner(self.uid, self.gid)
+        if (self.mtime_ns, self.mode, self.uid, self.gid) != (None, None, None, None):
+            open_file.set_metadata(self.mtime_ns, self.mode, self.uid, self.gid)
 
 
 @dataclass(eq=False)

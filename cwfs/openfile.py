@@ -96,19 +96,22 @@ class OpenFile:
         """Staged bytes, or None when nothing is staged (read from the store then)."""
         return self.staged.read(offset, size) if self.staged else None
 
-    def set_owner(self, uid: int | None, gid: int | None) -> None:
-        """Who owns the file (None: unchanged), stored as s3fs stores it."""
-        if uid is not None:
-            self.uid = uid
-        if gid is not None:
-            self.gid = gid
-        self._metadata_dirty = True
-
-    def set_metadata(self, mtime_ns: int | None, mode: int | None) -> None:
+    def set_metadata(
+        self,
+        mtime_ns: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Times, mode and owner (None: unchanged), stored as object metadata."""
         if mtime_ns is not None:
             self.mtime_ns = mtime_ns
         if mode is not None:
             self.mode = mode
+        if uid is not None:
+            self.uid = uid
+        if gid is not None:
+            self.gid = gid
         self._metadata_dirty = True
 
     async def commit(self, store: ObjectStore, uploader: Uploader) -> Attrs | None:
