@@ -1,0 +1,62 @@
+"""Where `ls -l --exact-metadata` spends its time: requests and the mount's CPU seconds.
+
+    .venv/bin/python scripts/exact_metadata_probe.py 2000 [cwfs mount options...]
+
+Seeds N objects (no user metadata, as another machine would write them) into the
+embedded server, mounts them with the options given, runs `ls -l` cold and warm, and
+prints the wall time, the server's request counts and the mount process's CPU seconds
+(user + system, from /proc) for each. A diagnostic beside scripts/bench.py, which
+compares tools; this looks inside one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cwfs.launch import start_mount
+from cwfs.server.control import EmbeddedServer
+
+BUCKET = "probe"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main(count: int, options: list[str]) -> None:
+    with EmbeddedServer.start() as server:
+        server.client().create_bucket(Bucket=BUCKET)
+        server.seed(BUCKET, [{"key": f"d/f{i:06d}", "size": 10} for i in range(count)])
+        work = Path(tempfile.mkdtemp(prefix="cwfs-probe-"))
+        mountpoint = work / "mnt"
+        mountpoint.mkdir()
+        env = dict(os.environ, ACCESS_KEY_ID=server.access_key, SECRET_ACCESS_KEY=server.secret_key)
+        argv = [BUCKET, str(mountpoint), "--endpoint", server.url, "--addressing-style", "path"]
+        argv += ["--attribute-store", str(work / "attributes.sqlite"), *options]
+        process = start_mount(argv, log_file=work / "mount.log", env=env)
+        try:
+            for run in ("cold", "warm"):
+                server.reset()
+                started, cpu = time.perf_counter(), cpu_seconds(process.pid)
+                listing = subprocess.run(
+                    ["ls", "-l", str(mountpoint / "d")], capture_output=True, text=True, check=True
+                )
+                wall = time.perf_counter() - started
+                cpu = cpu_seconds(process.pid) - cpu
+                lines = len(listing.stdout.splitlines()) - 1
+                print(
+                    f"{run}: {wall:.2f} s, {lines} entries, mount CPU {cpu:.2f} s, {server.counts()}"
+                )
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False)
+            process.wait(30)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2:])
