@@ -223,8 +223,10 @@ class Filesystem:
         if path is None or unlinked:
             return await self._setattr_unlinked(handle, changes)
         attrs = await self.stat(path)
-        if attrs.is_dir or attrs.is_link or changes == AttrChanges():
-            return attrs  # chown, atime, directory and link times: accepted, not stored
+        if attrs.is_dir:
+            return await self._set_dir_attrs(path, attrs, changes)
+        if attrs.is_link or changes == AttrChanges():
+            return attrs  # atime, link times and owners: accepted, not stored
         if self._read_only:
             raise ReadOnly("read-only mount", key=self._ns.object_key(path))
         if changes.size is not None:
@@ -284,17 +286,41 @@ class Filesystem:
         """The kernel no longer holds ``path``: an emptied directory may now vanish."""
         self._ns.release_dir(path)
 
-    async def make_dir(self, path: str) -> Attrs:
+    async def make_dir(
+        self, path: str, mode: int | None = None, owner: tuple[int, int] | None = None
+    ) -> Attrs:
+        """A directory marker ``path/``, carrying the mode asked for and its creator."""
         self._check_new_name(path, directory=True)
+        uid, gid = owner if owner is not None else (None, None)
+        attrs = Attrs(True, 0, time.time_ns(), None, mode, uid=uid, gid=gid)
+        metadata = object_metadata(attrs.mtime_ns, mode, stat.S_IFDIR, uid, gid)
         try:
-            await self._ns.make_dir(path)
-            self._entries_changed(path)
-            self._dir_mtimes[path] = time.time_ns()  # a new directory shows when it was made
+            attrs = await self._ns.make_dir(path, attrs, metadata)
         except PreconditionFailed:
             raise Exists(
                 "a directory marker already exists", key=self._ns.dir_prefix(path)
             ) from None
-        return dataclasses.replace(DIRECTORY, mtime_ns=self._dir_mtimes[path])
+        self._entries_changed(path)
+        return attrs
+
+    async def _set_dir_attrs(self, path: str, attrs: Attrs, changes: AttrChanges) -> Attrs:
+        """chmod, chown and touch of a directory: stored on its marker object."""
+        if not path or (changes.mode, changes.uid, changes.gid, changes.mtime_ns) == (None,) * 4:
+            return attrs  # the mount's root has no marker; atime is not kept
+        self._check_writable(path)
+        changed = dataclasses.replace(
+            attrs,
+            mode=attrs.mode if changes.mode is None else changes.mode,
+            uid=attrs.uid if changes.uid is None else changes.uid,
+            gid=attrs.gid if changes.gid is None else changes.gid,
+            mtime_ns=changes.mtime_ns or attrs.mtime_ns or time.time_ns(),
+        )
+        metadata = object_metadata(
+            changed.mtime_ns, changed.mode, stat.S_IFDIR, changed.uid, changed.gid
+        )
+        if changes.mtime_ns is not None:
+            self._dir_mtimes.pop(path, None)  # the time set wins over our entries' changes
+        return await self._ns.set_dir_metadata(path, changed, metadata)
 
     async def remove_dir(self, path: str) -> None:
         self._check_writable(path)

@@ -140,7 +140,7 @@ class FuseOperations(pyfuse3.Operations):
         if cfg.exact_metadata and not attrs.exact:
             entry.attr_timeout = 0  # a readdir's view: the kernel asks again on stat
         if attrs.is_dir:
-            entry.st_mode = stat.S_IFDIR | cfg.dir_mode
+            entry.st_mode = stat.S_IFDIR | (cfg.dir_mode if attrs.mode is None else attrs.mode)
         elif attrs.is_link:
             entry.st_mode = stat.S_IFLNK | 0o777
         elif attrs.special:
@@ -285,7 +285,7 @@ class FuseOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         path = self._child(parent_inode, name)
-        attrs = await self._core.make_dir(path)
+        attrs = await self._core.make_dir(path, stat.S_IMODE(mode) & ~ctx.umask, self._owner(ctx))
         return self._attributes(self.inodes.ref(path), attrs)
 
     @edge

@@ -16,6 +16,10 @@ from cwfs.attrs import DIRECTORY, Attrs, link_name
 from cwfs.store import ListPage, ObjectInfo
 
 
+def join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
+
+
 class SubtreeListing:
     """Directory listings under ``prefix``, relative paths ("" is the top) to entries."""
 
@@ -31,6 +35,7 @@ class SubtreeListing:
         self.next_token: str | None = None  # where the listing continues
         self.complete = False  # whether every key below the prefix was added
         self.hidden: list[str] = []  # keys of objects hidden by a directory of the same name
+        self.markers: dict[str, Attrs] = {}  # directory -> its marker object's attributes
         self.since = 0  # the namespace's change generation when the listing was requested
 
     def add_page(self, page: ListPage) -> None:
@@ -49,14 +54,19 @@ class SubtreeListing:
             for part in parts[:-1]:
                 entries = self.dirs[directory]
                 existing = entries.get(part)
-                if existing is not None and not existing.is_dir:
-                    self.hidden.append(self._prefix + (directory + "/" if directory else "") + part)
-                entries[part] = DIRECTORY
-                directory = f"{directory}/{part}" if directory else part
+                if existing is None or not existing.is_dir:
+                    if existing is not None:
+                        self.hidden.append(self._prefix + join(directory, part))
+                    entries[part] = DIRECTORY
+                directory = join(directory, part)
                 self.dirs.setdefault(directory, {})
             name = parts[-1]
-            if name == "":
-                continue  # a directory's marker object
+            if name == "":  # a directory's marker object: it carries the directory's metadata
+                self.markers[directory] = attrs = self._attrs(info)
+                if directory:
+                    parent, _, last = directory.rpartition("/")
+                    self.dirs[parent][last] = attrs
+                continue
             entries = self.dirs[directory]
             name = link_name(name) or name
             existing = entries.get(name)

@@ -20,11 +20,11 @@ from cachetools import TTLCache
 from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs, file_attrs, link_name
 from cwfs.attrstore import AttrStore, known_of
 from cwfs.changes import ChangeLog, touched
-from cwfs.errors import NotEmpty
+from cwfs.errors import NotEmpty, PreconditionFailed
 from cwfs.listing import SubtreeListing
 from cwfs.metacache import MetadataCache
 from cwfs.statahead import StatAhead
-from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition
+from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition, quoted
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,9 @@ class Namespace:
     def _file_attrs(self, info: ObjectInfo) -> Attrs:
         """A file's attributes; a listing's view of a version known exactly gets them back."""
         attrs = file_attrs(info.size, int(info.mtime * 1e9), info.etag, info.metadata)
-        if info.key.endswith(LINK_SUFFIX) and link_name(info.key.rpartition("/")[2]):
+        if info.key.endswith("/"):  # a directory's marker object
+            attrs = dataclasses.replace(attrs, is_dir=True, size=0)
+        elif info.key.endswith(LINK_SUFFIX) and link_name(info.key.rpartition("/")[2]):
             attrs = dataclasses.replace(attrs, link=LINK_SUFFIX)
         if self.known is None or info.etag is None:
             return attrs
@@ -213,6 +215,8 @@ class Namespace:
                 if not tree.complete:
                     self._started[path] = tree
             info = None if is_dir else await self._head_file(key)
+            if is_dir and info is None:
+                return tree.markers.get("", DIRECTORY)
         if is_dir or (info is None and path in self._kept_dirs):
             if info is not None:
                 self._report_once(
@@ -228,7 +232,10 @@ class Namespace:
         return info if info is not None else await self.store.head_object(key + LINK_SUFFIX)
 
     def key_of(self, path: str, attrs: Attrs) -> str:
-        """The key of the object that ``path`` with ``attrs`` is (a link's has a suffix)."""
+        """The key of the object that ``path`` with ``attrs`` is: a link's has a suffix, a
+        directory's is its marker."""
+        if attrs.is_dir:
+            return self.dir_prefix(path)
         return self.object_key(path) + (attrs.link or "")
 
     async def _exact(self, path: str, attrs: Attrs) -> Attrs | None:
@@ -440,14 +447,41 @@ class Namespace:
         for name, attrs in entries.items():
             self.cache.put(join(path, name), attrs)
         if entries and path:
-            self.cache.put(path, DIRECTORY)
+            current = self.cache.get(path)  # keep what its marker says, if we know it
+            self.cache.put(path, current if current and current.is_dir else DIRECTORY)
         self.cache.put_listing(path, entries)
 
-    async def make_dir(self, path: str) -> None:
-        """Create the marker object ``path/``; PreconditionFailed if it already exists."""
-        await self.store.put_object(self.dir_prefix(path), b"", WriteCondition(None), {}, None)
-        self.stored(path, DIRECTORY)
+    async def make_dir(self, path: str, attrs: Attrs, metadata: dict[str, str]) -> Attrs:
+        """Create the marker object ``path/`` with ``metadata``; PreconditionFailed if it
+        already exists."""
+        key = self.dir_prefix(path)
+        response = await self.store.put_object(key, b"", WriteCondition(None), metadata, None)
+        attrs = dataclasses.replace(attrs, etag=response["ETag"])
+        self.stored(path, attrs)
         self.cache.put_listing(path, {})  # a directory just created holds nothing yet
+        return attrs
+
+    async def set_dir_metadata(self, path: str, attrs: Attrs, metadata: dict[str, str]) -> Attrs:
+        """Store a directory's mode, owner and mtime on its marker object: created for an
+        implicit directory, else replaced with a self-copy."""
+        key = self.dir_prefix(path)
+        source = attrs.etag
+        if source is None:
+            try:
+                response = await self.store.put_object(
+                    key, b"", WriteCondition(None), metadata, None
+                )
+                return self._dir_stored(path, attrs, response["ETag"])
+            except PreconditionFailed:  # a marker we had not seen: its metadata is replaced
+                head = await self.store.head_object(key)
+                source = None if head is None else head.etag
+        result = await self.store.copy_object(key, key, source, metadata, None)
+        return self._dir_stored(path, attrs, result["ETag"])
+
+    def _dir_stored(self, path: str, attrs: Attrs, etag: str) -> Attrs:
+        attrs = dataclasses.replace(attrs, etag=quoted(etag), exact=True)
+        self.stored(path, attrs)
+        return attrs
 
     async def remove_dir(self, path: str) -> None:
         """Remove an empty directory (its marker, if any); ENOTEMPTY if anything is below."""
@@ -465,7 +499,7 @@ class Namespace:
 
     def stored(self, path: str, attrs: Attrs) -> None:
         """This mount just wrote ``path``: show it at once, in its directory's listing too."""
-        if self.known is not None and not attrs.is_dir and attrs.etag is not None:
+        if self.known is not None and attrs.etag is not None:
             self.known.remember(self.key_of(path, attrs), known_of(attrs, attrs.etag))
         self._changes.record(path)
         self.cache.put(path, attrs)

@@ -423,3 +423,29 @@ def test_directory_times_follow_their_entries(server, bucket, mount):
         time.sleep(0.01)
         change()
         assert os.stat(m.path / "d").st_mtime_ns > earlier
+
+
+def test_directory_modes_and_owners_are_stored_and_honoured(server, bucket, s3, mount):
+    m = mount(bucket, "--allow-other")
+    reachable_by_others(m.path.parent)
+    os.mkdir(m.path / "private", 0o751)
+    assert stat.S_IMODE(os.stat(m.path / "private").st_mode) == 0o751
+    assert int(s3.head_object(Bucket=bucket, Key="private/")["Metadata"]["mode"]) & 0o7777 == 0o751
+    shared = m.path / "shared"
+    shared.mkdir()
+    assert as_user("touch", str(shared / "mine")).returncode != 0  # root's 0755 directory
+    os.chmod(shared, 0o1777)  # world-writable and sticky, as /tmp
+    assert as_user("touch", str(shared / "mine")).returncode == 0
+    (shared / "roots").write_text("root's")
+    assert as_user("rm", "-f", str(shared / "roots")).returncode != 0  # sticky: not theirs
+    assert as_user("rm", str(shared / "mine")).returncode == 0
+    implicit = m.path / "implicit"
+    s3.put_object(Bucket=bucket, Key="implicit/f", Body=b"x")  # a directory without a marker
+    os.chown(implicit, USER, USER)
+    assert os.stat(implicit).st_uid == USER
+    assert as_user("touch", str(implicit / "g")).returncode == 0
+    time.sleep(1.5)
+    os.listdir(m.path)  # after the TTL, a listing keeps what the markers say
+    modes = {p: stat.S_IMODE(os.stat(m.path / p).st_mode) for p in ("private", "shared")}
+    assert modes == {"private": 0o751, "shared": 0o1777}
+    assert os.stat(implicit).st_uid == USER
