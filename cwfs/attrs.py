@@ -53,6 +53,7 @@ class Attrs:
     gid: int | None = None
     special: int = 0
     rdev: int = 0
+    ctime_ns: int = 0  # 0: the same as mtime
 
     @property
     def is_link(self) -> bool:

@@ -170,6 +170,7 @@ class Filesystem:
         # When this mount last added or removed an entry of a directory: its mtime (S3
         # keeps none for a prefix), in memory.
         self._dir_mtimes: LRUCache[str, int] = LRUCache(DIRECTORY_TIMES)
+        self._ctimes: LRUCache[str, int] = LRUCache(DIRECTORY_TIMES)  # status changes, in memory
 
     # -- names and attributes ----------------------------------------------------------
 
@@ -181,12 +182,17 @@ class Filesystem:
         if path in self._interrupted or path in self._doomed:
             return None
         attrs = await self._ns.stat(path)
-        return None if attrs is None else self._with_dir_time(path, attrs)
+        return None if attrs is None else self._with_times(path, attrs)
 
-    def _with_dir_time(self, path: str, attrs: Attrs) -> Attrs:
-        """A directory whose entries this mount changed shows when it did."""
+    def _with_times(self, path: str, attrs: Attrs) -> Attrs:
+        """The times this mount knows better than the store: a directory whose entries it
+        changed shows when it did, and a name it changed (chmod, chown, touch, rename)
+        shows that as its ctime. Both are kept in memory: S3 has neither."""
         if attrs.is_dir and path in self._dir_mtimes:
-            return dataclasses.replace(attrs, mtime_ns=self._dir_mtimes[path])
+            attrs = dataclasses.replace(attrs, mtime_ns=self._dir_mtimes[path])
+        ctime = self._ctimes.get(path)
+        if ctime is not None and ctime > attrs.mtime_ns:
+            attrs = dataclasses.replace(attrs, ctime_ns=ctime)
         return attrs
 
     def _entries_changed(self, *paths: str) -> None:
@@ -210,15 +216,25 @@ class Filesystem:
     async def setattr(
         self, path: str | None, changes: AttrChanges, handle: FileHandle | None
     ) -> Attrs:
-        """Truncate, and keep mtime and mode as object metadata; ownership is mount-wide.
+        """Truncate, and keep mtime, mode and owner as object metadata.
 
         A change through a descriptor open for writing (``ftruncate``), or by path while
         one is in use, goes out with that file's close or fsync, as its writes do. Any
         other change by path is in the store when this returns: a file just closed may
         still count as open here, because the kernel sends its RELEASE after ``close()``
         returned, so the change holds a handle of its own while it is committed. A file
-        unlinked while open (``path`` None) is changed in its staged copy only.
+        unlinked while open (``path`` None) is changed in its staged copy only. The
+        change time (ctime) is now, in memory.
         """
+        attrs = await self._setattr(path, changes, handle)
+        if path is not None and changes != AttrChanges():
+            self._ctimes[path] = time.time_ns()
+            attrs = self._with_times(path, attrs)
+        return attrs
+
+    async def _setattr(
+        self, path: str | None, changes: AttrChanges, handle: FileHandle | None
+    ) -> Attrs:
         unlinked = handle is not None and handle.open_file is not None and handle.open_file.unlinked
         if path is None or unlinked:
             return await self._setattr_unlinked(handle, changes)
@@ -271,7 +287,7 @@ class Filesystem:
             self._ns.list_dir(path),
             lambda: self._local_entries(path),
             lambda name: name in self._interrupted or name in self._doomed,
-            self._with_dir_time,
+            self._with_times,
         )
 
     def _local_entries(self, directory: str) -> dict[str, Attrs]:
@@ -463,6 +479,7 @@ class Filesystem:
         else:
             await self._rename_file(old, new, attrs, target, no_replace)
         self._entries_changed(old, new)
+        self._ctimes[new] = time.time_ns()
 
     async def _rename_file(
         self, old: str, new: str, attrs: Attrs, target: Attrs | None, no_replace: bool

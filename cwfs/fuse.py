@@ -155,7 +155,8 @@ class FuseOperations(pyfuse3.Operations):
         entry.st_blksize = BLOCK_SIZE
         entry.st_blocks = (attrs.size + 511) // 512
         mtime_ns = attrs.mtime_ns or self._mounted_at_ns  # implicit directories: the mount time
-        entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = mtime_ns
+        entry.st_atime_ns = entry.st_mtime_ns = mtime_ns
+        entry.st_ctime_ns = max(attrs.ctime_ns, mtime_ns)
         return entry
 
     def _child(self, parent_inode: int, name: bytes) -> str:

@@ -449,3 +449,18 @@ def test_directory_modes_and_owners_are_stored_and_honoured(server, bucket, s3, 
     modes = {p: stat.S_IMODE(os.stat(m.path / p).st_mode) for p in ("private", "shared")}
     assert modes == {"private": 0o751, "shared": 0o1777}
     assert os.stat(implicit).st_uid == USER
+
+
+def test_ctime_follows_status_changes_while_mtime_stays(server, bucket, mount):
+    m = mount(bucket)
+    f = m.path / "f"
+    f.write_bytes(b"x")
+    os.utime(f, ns=(MTIME_NS, MTIME_NS))  # as tar x does: an old mtime
+    st = os.stat(f)
+    assert st.st_mtime_ns == MTIME_NS and st.st_ctime_ns > MTIME_NS
+    for change in (lambda: os.chmod(f, 0o600), lambda: os.rename(f, m.path / "g")):
+        before = os.stat(m.path / ("g" if (m.path / "g").exists() else "f")).st_ctime_ns
+        time.sleep(0.01)
+        change()
+        after = os.stat(m.path / ("g" if (m.path / "g").exists() else "f"))
+        assert after.st_ctime_ns > before and after.st_mtime_ns == MTIME_NS
