@@ -45,7 +45,8 @@ from cwfs.errors import (
     StoreError,
     TooLarge,
 )
-from cwfs.namespace import NAME_MAX, Namespace, join
+from cwfs.listing import join
+from cwfs.namespace import NAME_MAX, Namespace
 from cwfs.openfile import OpenFile
 from cwfs.prefetch import Prefetcher
 from cwfs.rename import Renamer

@@ -27,7 +27,7 @@ from cwfs.config import Config
 from cwfs.errors import BadHandle, FsError, NotFound, StoreError
 from cwfs.fs import AttrChanges, DirListing, FileHandle, Filesystem
 from cwfs.inodes import InodeTable
-from cwfs.namespace import join
+from cwfs.listing import join
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from cwfs.store import ListPage, ObjectInfo
 
 
 def join(directory: str, name: str) -> str:
+    """The path of ``name`` in ``directory`` ("" is the mount's root)."""
     return f"{directory}/{name}" if directory else name
 
 

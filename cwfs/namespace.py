@@ -21,7 +21,7 @@ from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs, file_attrs, link_name
 from cwfs.attrstore import AttrStore, known_of
 from cwfs.changes import ChangeLog, touched
 from cwfs.errors import NotEmpty, PreconditionFailed
-from cwfs.listing import SubtreeListing
+from cwfs.listing import SubtreeListing, join
 from cwfs.metacache import MetadataCache
 from cwfs.statahead import StatAhead
 from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition, quoted
@@ -47,10 +47,6 @@ def invalid_name_reason(name: str) -> str | None:
     if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
         return f"component longer than {NAME_MAX} bytes"
     return None
-
-
-def join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
 
 
 class Namespace:
