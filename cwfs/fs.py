@@ -82,9 +82,14 @@ class AttrChanges:
     uid: int | None = None
     gid: int | None = None
 
+    @property
+    def sets_metadata(self) -> bool:
+        """Whether it sets anything stored as object metadata: times, mode or owner."""
+        return (self.mtime_ns, self.mode, self.uid, self.gid) != (None, None, None, None)
+
     def apply_metadata(self, open_file: OpenFile) -> None:
         """The times, mode and owner this change sets, onto ``open_file``."""
-        if (self.mtime_ns, self.mode, self.uid, self.gid) != (None, None, None, None):
+        if self.sets_metadata:
             open_file.set_metadata(self.mtime_ns, self.mode, self.uid, self.gid)
 
 
@@ -244,8 +249,7 @@ class Filesystem:
             return await self._set_dir_attrs(path, attrs, changes)
         if attrs.is_link or changes == AttrChanges():
             return attrs  # atime, link times and owners: accepted, not stored
-        if self._read_only:
-            raise ReadOnly("read-only mount", key=self._ns.object_key(path))
+        self._check_writable(path)
         if changes.size is not None:
             self._check_size(path, changes.size)
         open_file = self._open_for_write(path, attrs, None)
@@ -322,7 +326,7 @@ class Filesystem:
 
     async def _set_dir_attrs(self, path: str, attrs: Attrs, changes: AttrChanges) -> Attrs:
         """chmod, chown and touch of a directory: stored on its marker object."""
-        if not path or (changes.mode, changes.uid, changes.gid, changes.mtime_ns) == (None,) * 4:
+        if not path or not changes.sets_metadata:
             return attrs  # the mount's root has no marker; atime is not kept
         self._check_writable(path)
         changed = dataclasses.replace(
@@ -356,7 +360,7 @@ class Filesystem:
             open_file.unlinked = True  # never uploaded from now on
             attrs = open_file.attrs()
         self._entries_changed(path)
-        if any(h.path == path for h in self._handles):
+        if self._held(path):
             self._doomed[path] = attrs
             self._ns.removed(path)
         elif attrs.etag is None:
@@ -366,7 +370,7 @@ class Filesystem:
 
     async def _delete_when_unused(self, path: str) -> None:
         """The last descriptor of an unlinked name closed: its object goes now."""
-        if path not in self._doomed or any(h.path == path for h in self._handles):
+        if path not in self._doomed or self._held(path):
             return
         attrs = self._doomed.pop(path)
         if attrs.etag is not None:
@@ -374,6 +378,10 @@ class Filesystem:
                 await self._ns.remove_file(path, attrs)
             except FsError as exc:
                 log.warning("could not delete %r, unlinked while open: %s", path, exc)
+
+    def _held(self, path: str) -> bool:
+        """Whether a descriptor on this mount has ``path`` open."""
+        return any(handle.path == path for handle in self._handles)
 
     def _reuse_doomed(self, path: str, open_file: OpenFile) -> None:
         """A new file at a name unlinked while open replaces the object still there."""
@@ -404,8 +412,8 @@ class Filesystem:
         """A FIFO, socket or device node: an empty object with its type in its mode, as s3fs
         stores them; the kernel gives them their meaning. Regular files go through `create`."""
         kind = stat.S_IFMT(mode)
-        key = self._ns.object_key(path)
         if kind not in SPECIAL_TYPES:
+            key = self._ns.object_key(path)
             raise InvalidArgument(f"mknod of file type {kind:o} is not supported", key=key)
         self._check_new_name(path)
         uid, gid = owner if owner is not None else (None, None)
@@ -414,8 +422,15 @@ class Filesystem:
         metadata = object_metadata(attrs.mtime_ns, attrs.mode, kind, uid, gid)
         if rdev:
             metadata[RDEV_KEY] = str(rdev)
+        return await self._create_object(path, b"", attrs, metadata)
+
+    async def _create_object(
+        self, path: str, body: bytes, attrs: Attrs, metadata: dict[str, str]
+    ) -> Attrs:
+        """Write the object ``path`` (with ``attrs``) is, complete, only if its key is free."""
+        key = self._ns.key_of(path, attrs)
         try:
-            response = await self._store.put_object(key, b"", WriteCondition(None), metadata, None)
+            response = await self._store.put_object(key, body, WriteCondition(None), metadata, None)
         except PreconditionFailed:
             raise Exists("the name exists", key=key) from None
         attrs = dataclasses.replace(attrs, etag=response["ETag"])
@@ -429,17 +444,9 @@ class Filesystem:
         """A link: the object ``<path>.rclonelink``, its body the target (created only if new)."""
         self._check_new_name(path + LINK_SUFFIX)
         body = target.encode("utf-8", "surrogateescape")
-        mtime_ns = time.time_ns()
-        key = self._ns.object_key(path) + LINK_SUFFIX
-        metadata = object_metadata(mtime_ns, 0o777, stat.S_IFLNK)
-        try:
-            response = await self._store.put_object(key, body, WriteCondition(None), metadata, None)
-        except PreconditionFailed:
-            raise Exists("a link of that name exists", key=key) from None
-        attrs = Attrs(False, len(body), mtime_ns, response["ETag"], 0o777, link=LINK_SUFFIX)
-        self._entries_changed(path)
-        self._ns.stored(path, attrs)
-        return attrs
+        attrs = Attrs(False, len(body), time.time_ns(), None, 0o777, link=LINK_SUFFIX)
+        metadata = object_metadata(attrs.mtime_ns, 0o777, stat.S_IFLNK)
+        return await self._create_object(path, body, attrs, metadata)
 
     async def readlink(self, path: str) -> str:
         """A link's target: one GetObject, then remembered for that version."""
