@@ -24,7 +24,7 @@ from cwfs.errors import NotEmpty, PreconditionFailed
 from cwfs.listing import SubtreeListing, join
 from cwfs.metacache import MetadataCache
 from cwfs.statahead import StatAhead
-from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition, quoted
+from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
@@ -475,7 +475,7 @@ class Namespace:
         return self._dir_stored(path, attrs, result["ETag"])
 
     def _dir_stored(self, path: str, attrs: Attrs, etag: str) -> Attrs:
-        attrs = dataclasses.replace(attrs, etag=quoted(etag), exact=True)
+        attrs = dataclasses.replace(attrs, etag=etag, exact=True)
         self.stored(path, attrs)
         return attrs
 

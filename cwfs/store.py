@@ -415,9 +415,10 @@ class ObjectStore:
             params.update(MetadataDirective="REPLACE", Metadata=metadata)
         if condition is not None:
             params.update(condition.params())
-        return (await self._call("CopyObject", dest, self._client.copy_object, **params))[
+        result = (await self._call("CopyObject", dest, self._client.copy_object, **params))[
             "CopyObjectResult"
         ]
+        return {**result, "ETag": quoted(result.get("ETag"))}  # from the body, as listings
 
     async def upload_part_copy(
         self,
