@@ -139,15 +139,15 @@ class FuseOperations(pyfuse3.Operations):
         entry.entry_timeout = entry.attr_timeout = min(cfg.metadata_ttl, KERNEL_TIMEOUT_MAX)
         if cfg.exact_metadata and not attrs.exact:
             entry.attr_timeout = 0  # a readdir's view: the kernel asks again on stat
+        default_mode = cfg.dir_mode if attrs.is_dir else cfg.file_mode
+        permissions = default_mode if attrs.mode is None else attrs.mode
         if attrs.is_dir:
-            entry.st_mode = stat.S_IFDIR | (cfg.dir_mode if attrs.mode is None else attrs.mode)
+            entry.st_mode = stat.S_IFDIR | permissions
         elif attrs.is_link:
             entry.st_mode = stat.S_IFLNK | 0o777
-        elif attrs.special:
-            entry.st_mode = attrs.special | (cfg.file_mode if attrs.mode is None else attrs.mode)
-            entry.st_rdev = attrs.rdev
         else:
-            entry.st_mode = stat.S_IFREG | (cfg.file_mode if attrs.mode is None else attrs.mode)
+            entry.st_mode = (attrs.special or stat.S_IFREG) | permissions
+            entry.st_rdev = attrs.rdev
         entry.st_nlink = 1  # on directories: tells find(1) not to count subdirectories from it
         entry.st_uid = cfg.uid if attrs.uid is None else attrs.uid
         entry.st_gid = cfg.gid if attrs.gid is None else attrs.gid
