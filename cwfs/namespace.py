@@ -23,7 +23,7 @@ from cwfs.changes import ChangeLog, touched
 from cwfs.errors import NotEmpty, PreconditionFailed
 from cwfs.listing import SubtreeListing, join
 from cwfs.metacache import MetadataCache
-from cwfs.statahead import StatAhead
+from cwfs.statahead import Answer, StatAhead
 from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 NAME_MAX = 255
 FLAT_LISTING_PAGES = 10  # list subtrees of up to 10,000 objects in one flat pass
-FLAT_LISTING_KEYS = FLAT_LISTING_PAGES * 1000
+PAGE_KEYS = 1000  # keys in a full ListObjectsV2 page
+FLAT_LISTING_KEYS = FLAT_LISTING_PAGES * PAGE_KEYS
 MISSES_BEFORE_LISTING = 3  # cache misses in one directory before it is listed instead
 STARTED_LISTINGS = 64  # first pages kept from lookups, each up to 1,000 keys
 
@@ -69,7 +70,9 @@ class Namespace:
         self._changes = ChangeLog()
         self._heads: dict[str, trio.Event] = {}  # HeadObjects of listed files in flight
         self._stat_ahead = (
-            StatAhead(self._head_ahead, background) if exact_metadata and background else None
+            StatAhead(self._head_ahead, background, cache.timer)
+            if exact_metadata and background
+            else None
         )
         self._reported: set[str] = set()
         self._kept_dirs: set[str] = set()
@@ -145,9 +148,17 @@ class Namespace:
         cached = self.cache.get(path)
         if cached is not None:
             return await self._exact(path, cached) if cached else None
+        if self._stat_ahead is not None:
+            ahead = self._stat_ahead.answer(path)
+            if ahead is not None and self._unchanged_since(path, ahead[0]):
+                return self._keep(path, ahead[1])
+            if listed := self._stat_ahead.take(path):
+                return await self._exact(path, listed)  # its listing expired in the queue
         parent, _, name = path.rpartition("/")
         listing = self.cache.get_listing(parent)
-        if listing is None and self._worth_listing(parent):
+        # A directory seen to span pages is looked up with one key (`_look_up`), not by
+        # listing its parent flat, which would list it whole again.
+        if listing is None and path not in self._large and self._worth_listing(parent):
             listing = await self._list_once(parent)
         if listing is not None and path not in self._kept_dirs:
             attrs = listing.get(name)
@@ -160,6 +171,15 @@ class Namespace:
         ours = self._ours_if_newer(path, since)
         if ours is not None:
             return ours or None
+        return self._keep(path, attrs)
+
+    def _unchanged_since(self, path: str, since: int) -> bool:
+        """Whether this mount has not changed ``path`` since generation ``since``."""
+        changed = self._changes.since(since)
+        return changed is not None and not touched(path, changed)
+
+    def _keep(self, path: str, attrs: Attrs | None) -> Attrs | None:
+        """Cache ``attrs`` (None: missing) for ``path`` and return them."""
         if attrs is None:
             self.cache.put_missing(path)
         else:
@@ -238,6 +258,8 @@ class Namespace:
         """``attrs``, or with ``exact_metadata`` what HeadObject says of a file seen only in a listing."""
         if attrs.exact or not self.exact_metadata:
             return attrs
+        if self._stat_ahead is not None:
+            self._stat_ahead.take(path)  # sent now, not from the queue
         pending = self._heads.get(path)
         if pending is not None:  # stat-ahead asked already: its answer, not a second request
             await pending.wait()
@@ -250,11 +272,13 @@ class Namespace:
             del self._heads[path]
             done.set()
 
-    async def _head_ahead(self, path: str, attrs: Attrs) -> None:
+    async def _head_ahead(self, path: str, attrs: Attrs) -> Answer | None:
         """Stat-ahead of one listed file, unless its exact attributes are cached already."""
         cached = self.cache.get(path)
         if cached is None or (cached and not cached.exact):
-            await self._exact(path, attrs)
+            since = self._changes.generation
+            return since, await self._exact(path, attrs)
+        return None
 
     async def _head_listed(self, path: str, attrs: Attrs) -> Attrs | None:
         since = self._changes.generation
@@ -296,6 +320,7 @@ class Namespace:
             return self.cache.get_listing(directory)
         self._listing[directory] = done = trio.Event()
         try:
+            log.debug("listing %r for a lookup", directory)
             if not (await self._flat_pass(directory, self.dir_prefix(directory))).complete:
                 self._too_large[directory] = True
         finally:
@@ -367,9 +392,10 @@ class Namespace:
             )
         complete = tree.dirs if tree.complete else {d: tree.dirs[d] for d in tree.complete_dirs()}
         for directory, entries in complete.items():
-            self._remember_listing(
-                join(path, directory) if directory else path, entries, tree.since
-            )
+            below = join(path, directory) if directory else path
+            self._remember_listing(below, entries, tree.since)
+            if len(entries) > PAGE_KEYS:
+                self._large[below] = True
         if not tree.complete:
             self._large[path] = True
 

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from cwfs.config import StoreSettings
-from cwfs.credentials import build_session
+from cwfs.credentials import build_session, s3_client
 from cwfs.store import client_config
 
 PROBE_ATTEMPTS = 2
@@ -69,9 +69,7 @@ def check_mountable(settings: StoreSettings, prefix: str) -> None:
         max_attempts=PROBE_ATTEMPTS,
         connect_timeout=min(settings.connect_timeout, PROBE_CONNECT_TIMEOUT),
     )
-    probe = build_session(quick).client(
-        "s3", endpoint_url=quick.endpoint, config=client_config(quick)
-    )
+    probe = s3_client(build_session(quick), quick.endpoint, client_config(quick))
     try:
         probe.list_objects_v2(Bucket=settings.bucket, Prefix=prefix, MaxKeys=1)
     except NoCredentialsError:

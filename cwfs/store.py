@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,12 +22,19 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import botocore.config
+import botocore.session
 import botocore.utils
 import trio
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, NoCredentialsError
 
 from cwfs.config import StoreSettings
-from cwfs.credentials import build_session
+from cwfs.credentials import (
+    build_session,
+    ca_bundle,
+    s3_client,
+    signing_credentials,
+    uses_proxy,
+)
 from cwfs.errors import (
     ObjectMissing,
     ReadStopped,
@@ -36,6 +44,8 @@ from cwfs.errors import (
     StoreUnavailable,
     store_error,
 )
+from cwfs.headclient import Endpoint, HeadClient
+from cwfs.sigv4 import Signer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,7 @@ Response = Mapping[str, Any]
 """A boto3 response (or a part of one), as the store's callers read it."""
 
 DEFAULT_REGION = "us-east-1"
+META_PREFIX = "x-amz-meta-"
 DOWNLOAD_CHUNK = 1 << 20
 READ_CHUNK = 1 << 20
 EXPECT_CONTINUE_FROM = 1 << 20
@@ -134,12 +145,18 @@ def timestamp_seconds(value: str | datetime | None) -> float:
         return 0.0
     if isinstance(value, datetime):  # what botocore returns when left to parse it
         return value.timestamp()
+    return _parse_timestamp(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_timestamp(text: str) -> float:
+    """Cached: objects written together share their second, a listing repeats it."""
     try:
-        if value[:4].isdigit():
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        return email.utils.parsedate_to_datetime(value).timestamp()
+        if text[:4].isdigit():
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return email.utils.parsedate_to_datetime(text).timestamp()
     except (ValueError, TypeError):
-        return botocore.utils.parse_timestamp(value).timestamp()
+        return botocore.utils.parse_timestamp(text).timestamp()
 
 
 def _no_expect_for_small_bodies(params: dict[str, Any], **_: Any) -> None:  # after botocore's own
@@ -172,16 +189,55 @@ def client_config(settings: StoreSettings) -> botocore.config.Config:
     )
 
 
+def _head_client(
+    settings: StoreSettings, session: botocore.session.Session, region: str
+) -> HeadClient | None:
+    """The lean HeadObject client (`cwfs.headclient`), unless only botocore can send it:
+    through a proxy."""
+    if uses_proxy(settings.endpoint):
+        log.info("HeadObject through botocore: a proxy is configured for %s", settings.endpoint)
+        return None
+    tls = ssl.create_default_context(cafile=ca_bundle(session))
+    if settings.is_coreweave:
+        tls.minimum_version = ssl.TLSVersion.TLSv1_3
+    return HeadClient(
+        Endpoint.parse(settings.endpoint, settings.bucket, settings.addressing_style != "path"),
+        Signer(region),
+        signing_credentials(session),
+        limit=settings.max_concurrency,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_attempts=settings.max_attempts,
+        tls=tls,
+    )
+
+
+def _head_info(key: str, headers: Mapping[str, str]) -> ObjectInfo:
+    """An `ObjectInfo` from HeadObject's answer headers."""
+    metadata = {
+        name[len(META_PREFIX) :]: value
+        for name, value in headers.items()
+        if name.startswith(META_PREFIX)
+    }
+    return ObjectInfo(
+        key,
+        int(headers.get("content-length", "0")),
+        timestamp_seconds(headers.get("last-modified")),
+        quoted(headers.get("etag")),
+        metadata,
+    )
+
+
 class ObjectStore:
     """Async facade over one bucket (and an optional key prefix) of an S3 endpoint."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.bucket = settings.bucket
-        self._client = build_session(settings).client(
-            "s3", endpoint_url=settings.endpoint, config=client_config(settings)
-        )
+        session = build_session(settings)
+        self._client = s3_client(session, settings.endpoint, client_config(settings))
         self._client.meta.events.register_last("before-call.s3", _no_expect_for_small_bodies)
         self._limiter = trio.CapacityLimiter(settings.max_concurrency)
+        self._heads = _head_client(settings, session, self._client.meta.region_name)
 
     async def _call(self, op: str, key: str, method: Callable[..., T], **params: Any) -> T:
         """Run one boto3 call in a worker thread, bounded, and type its failure."""
@@ -207,6 +263,9 @@ class ObjectStore:
 
     async def head_object(self, key: str) -> ObjectInfo | None:
         """The object's attributes, or None when there is no such key."""
+        if self._heads is not None:
+            answer = await self._heads.head(key)
+            return None if answer is None else _head_info(key, answer.headers)
         try:
             resp = await self._call("HeadObject", key, self._client.head_object, Key=key)
         except ObjectMissing:

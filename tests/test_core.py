@@ -9,6 +9,7 @@ read-ahead, signals) stays with the real-mount tests.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -23,6 +24,7 @@ from cwfs.cli import build_parser
 from cwfs.config import build_config
 from cwfs.errors import BadHandle, Exists, FsError, NotEmpty, NotFound, Stale, TooLarge
 from cwfs.fs import AttrChanges, Filesystem
+from cwfs.headclient import HeadClient
 from cwfs.lota import ReadEndpoint
 from cwfs.mount import build_filesystem
 from cwfs.store import ObjectStore
@@ -35,6 +37,8 @@ def run_core(server, tmp_path, monkeypatch):
     """``run_core(bucket, scenario, *flags)`` runs ``scenario(core, clock)`` in trio."""
     monkeypatch.setenv("ACCESS_KEY_ID", server.access_key)
     monkeypatch.setenv("SECRET_ACCESS_KEY", server.secret_key)
+    # While a socket waits, a mock clock jumps to the next deadline: no network timeouts.
+    monkeypatch.setattr(HeadClient, "deadline", staticmethod(lambda _: contextlib.nullcontext()))
     (tmp_path / "mnt").mkdir()
 
     def run(bucket: str, scenario: Scenario, *flags: str) -> None:
@@ -300,6 +304,24 @@ def test_a_large_directory_is_looked_up_again_with_one_key(server, bucket, run_c
         listed = [r for r in server.requests() if r["bucket"] == bucket]
         assert [r["op"] for r in listed] == ["ListObjectsV2"], listed
         assert listed[0]["body_bytes"] < 4096, "a one-key listing, not a page of 1,000"
+
+    server.seed(bucket, [{"key": f"big/f{i:04d}", "size": 1} for i in range(1200)])
+    run_core(bucket, scenario, "--metadata-ttl", "1")
+
+
+def test_a_large_directory_is_looked_up_again_without_listing_its_parent(server, bucket, run_core):
+    """An ``ls -l`` of a large directory outlasts the TTL, and the kernel looks the
+    directory up again every TTL meanwhile: listing its parent for that would list the
+    directory whole again (flat), each time."""
+
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        assert await ls_l(core, "") == ["big"]
+        await ls_l(core, "big")
+        server.reset()
+        for _ in range(5):
+            clock.jump(1.5)
+            assert (await core.stat("big")).is_dir
+        assert server.counts() == {"ListObjectsV2": 5}
 
     server.seed(bucket, [{"key": f"big/f{i:04d}", "size": 1} for i in range(1200)])
     run_core(bucket, scenario, "--metadata-ttl", "1")

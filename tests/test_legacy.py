@@ -405,6 +405,24 @@ def test_exact_metadata_stats_ahead_of_ls_l(server, bucket, s3, mount):
     assert sum(r["time"] < first + 0.5 for r in heads) >= 16, "sent one after the other"
 
 
+def test_stat_ahead_answers_wait_for_their_stat_past_the_ttl(server, bucket, mount):
+    """Ahead of a slow `ls -l` the answers came in more than a TTL before their stat:
+    they are used then, not fetched again with the directory listed anew."""
+    server.seed(bucket, [{"key": f"d/f{i:04d}", "size": i} for i in range(1200)])
+    m = mount(bucket, "--exact-metadata", "--metadata-ttl", "1")
+    server.reset()
+    names = sorted(os.listdir(m.path / "d"))
+    deadline = time.monotonic() + 60
+    while server.counts().get("HeadObject", 0) < 1200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.5)  # the listing, the kernel's entries and the answers' TTL have expired
+    server.reset()
+    sizes = [os.stat(m.path / "d" / name).st_size for name in names]
+    assert sizes == list(range(1200))
+    counts = server.counts()  # one (one-key) ListObjectsV2: the kernel's lookup of d
+    assert counts.get("HeadObject", 0) == 0 and counts.get("ListObjectsV2", 0) <= 1, counts
+
+
 def test_directory_times_follow_their_entries(server, bucket, mount):
     m = mount(bucket)
     before = time.time_ns()
