@@ -1,16 +1,17 @@
 """Where `ls -l --exact-metadata` spends its time: requests and the mount's CPU seconds.
 
-    .venv/bin/python scripts/exact_metadata_probe.py 2000 [cwfs mount options...]
+    .venv/bin/python scripts/exact_metadata_probe.py [--server rclone] 2000 [mount options...]
 
 Seeds N objects (no user metadata, as another machine would write them) into the
-embedded server, mounts them with the options given, runs `ls -l` cold and warm, and
-prints the wall time, the server's request counts and the mount process's CPU seconds
-(user + system, from /proc) for each. A diagnostic beside scripts/bench.py, which
-compares tools; this looks inside one.
+embedded server or `rclone serve s3`, mounts them with the options given, runs `ls -l`
+cold and warm, and prints the wall time, the server's request counts (embedded only)
+and the mount process's CPU seconds (user + system, from /proc) for each. A diagnostic
+beside scripts/bench.py, which compares tools; this looks inside one.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -18,10 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from cwfs.launch import start_mount
-from cwfs.server.control import EmbeddedServer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BUCKET = "probe"
+from bench import BUCKET, SERVERS  # noqa: E402
+
+from cwfs.launch import start_mount  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -29,34 +31,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main(count: int, options: list[str]) -> None:
-    with EmbeddedServer.start() as server:
-        server.client().create_bucket(Bucket=BUCKET)
-        server.seed(BUCKET, [{"key": f"d/f{i:06d}", "size": 10} for i in range(count)])
-        work = Path(tempfile.mkdtemp(prefix="cwfs-probe-"))
-        mountpoint = work / "mnt"
-        mountpoint.mkdir()
-        env = dict(os.environ, ACCESS_KEY_ID=server.access_key, SECRET_ACCESS_KEY=server.secret_key)
-        argv = [BUCKET, str(mountpoint), "--endpoint", server.url, "--addressing-style", "path"]
-        argv += ["--attribute-store", str(work / "attributes.sqlite"), *options]
-        process = start_mount(argv, log_file=work / "mount.log", env=env)
-        try:
-            for run in ("cold", "warm"):
-                server.reset()
-                started, cpu = time.perf_counter(), cpu_seconds(process.pid)
-                listing = subprocess.run(
-                    ["ls", "-l", str(mountpoint / "d")], capture_output=True, text=True, check=True
-                )
-                wall = time.perf_counter() - started
-                cpu = cpu_seconds(process.pid) - cpu
-                lines = len(listing.stdout.splitlines()) - 1
-                print(
-                    f"{run}: {wall:.2f} s, {lines} entries, mount CPU {cpu:.2f} s, {server.counts()}"
-                )
-        finally:
-            subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False)
-            process.wait(30)
+def main(server_kind: str, count: int, options: list[str]) -> None:
+    server = SERVERS[server_kind]([(f"d/f{i:06d}", 10) for i in range(count)])
+    work = Path(tempfile.mkdtemp(prefix="cwfs-probe-"))
+    mountpoint = work / "mnt"
+    mountpoint.mkdir()
+    env = dict(os.environ, ACCESS_KEY_ID=server.access_key, SECRET_ACCESS_KEY=server.secret_key)
+    argv = [BUCKET, str(mountpoint), "--endpoint", server.url, "--addressing-style", "path"]
+    argv += ["--attribute-store", str(work / "attributes.sqlite"), *options]
+    process = start_mount(argv, log_file=work / "mount.log", env=env)
+    print(f"mount log: {work / 'mount.log'}")
+    try:
+        for run in ("cold", "warm"):
+            server.reset()
+            started, cpu = time.perf_counter(), cpu_seconds(process.pid)
+            listing = subprocess.run(
+                ["ls", "-l", str(mountpoint / "d")], capture_output=True, text=True, check=True
+            )
+            wall = time.perf_counter() - started
+            cpu = cpu_seconds(process.pid) - cpu
+            lines = len(listing.stdout.splitlines()) - 1
+            counts = server.counts()
+            print(f"{run}: {wall:.2f} s, {lines} entries, mount CPU {cpu:.2f} s, {counts}")
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False)
+        process.wait(30)
+        server.stop()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--server", choices=sorted(SERVERS), default="embedded")
+    parser.add_argument("count", type=int)
+    args, options = parser.parse_known_args()
+    main(args.server, args.count, options)
