@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -112,7 +112,8 @@ class DirListing:
 
     Files created on this mount and not yet uploaded are appended once the listing
     is complete, so ``ls`` shows a file while it is being written; names hidden by an
-    interrupted directory rename are left out.
+    interrupted directory rename are left out. With ``refine`` (``--exact-metadata``),
+    a file known only from the listing is given as ``stat`` would give it.
     """
 
     path: str
@@ -120,6 +121,7 @@ class DirListing:
     local: Callable[[], dict[str, Attrs]]
     hidden: Callable[[str], bool]
     adjust: Callable[[str, Attrs], Attrs]
+    refine: Callable[[str, Attrs], Awaitable[Attrs]] | None = None
     entries: list[tuple[str, Attrs]] = field(default_factory=list)
     complete: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -137,7 +139,13 @@ class DirListing:
                 path = join(self.path, name)
                 if not self.hidden(path):
                     self.entries.append((name, self.adjust(path, attrs)))
-        return self.entries[index] if index < len(self.entries) else None
+        if index >= len(self.entries):
+            return None
+        name, attrs = self.entries[index]
+        if self.refine is not None and not attrs.exact and not attrs.is_dir:
+            attrs = await self.refine(join(self.path, name), attrs)
+            self.entries[index] = (name, attrs)
+        return name, attrs
 
     async def close(self) -> None:
         await self.pages.aclose()  # type: ignore[attr-defined]
@@ -293,7 +301,18 @@ class Filesystem:
             lambda: self._local_entries(path),
             lambda name: name in self._interrupted or name in self._doomed,
             self._with_times,
+            self._as_stat if self._ns.exact_metadata else None,
         )
+
+    async def _as_stat(self, path: str, listed: Attrs) -> Attrs:
+        """A listed file's attributes as ``stat`` gives them. Stat-ahead sent its
+        HeadObject when the page arrived, so this mostly waits for an answer in flight;
+        readdirplus then carries exact attributes and ``ls -l`` sends the mount no request
+        per file. A failure is left for the ``stat`` to meet and report."""
+        try:
+            return await self.find(path) or listed
+        except FsError:
+            return listed
 
     def _local_entries(self, directory: str) -> dict[str, Attrs]:
         prefix = directory + "/" if directory else ""
