@@ -15,9 +15,11 @@ import botocore.credentials
 import pytest
 import trio
 
+from cwfs.credentials import uses_proxy
 from cwfs.errors import StoreAccessDenied, StoreUnavailable
 from cwfs.headclient import Endpoint, HeadClient, _parse
 from cwfs.sigv4 import Credentials, Signer, canonical_path
+from cwfs.store import _head_info
 
 NOW = dt.datetime(2026, 12, 3, 10, 46, 41, tzinfo=dt.timezone.utc)
 KEYS = ["d/f", "a b+c", "ünï/cödé", "x~y_z-.txt", "100%/q?x=1#y", "a//b/./c"]
@@ -218,3 +220,35 @@ def test_without_credentials_it_is_access_denied():
             await client.head("k")
 
     trio.run(main)
+
+
+@pytest.mark.parametrize(
+    "env, endpoint, expected",
+    [
+        ({}, "https://cwobject.com", False),
+        ({"https_proxy": "http://proxy:3128"}, "https://cwobject.com", True),
+        ({"https_proxy": "http://proxy:3128"}, "http://127.0.0.1:9000", False),
+        ({"http_proxy": "http://p:1", "no_proxy": "cwlota.com"}, "http://cwlota.com", False),
+    ],
+)
+def test_a_proxy_leaves_head_object_to_botocore(monkeypatch, env, endpoint, expected):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert uses_proxy(endpoint) is expected
+
+
+def test_head_answers_become_object_info():
+    info = _head_info(
+        "k",
+        {
+            "content-length": "7",
+            "etag": "abc",
+            "last-modified": "Thu, 03 Dec 2026 10:00:00 GMT",
+            "x-amz-meta-mode": "33188",
+            "x-amz-request-id": "R",
+        },
+    )
+    assert (info.size, info.etag, info.metadata) == (7, '"abc"', {"mode": "33188"})
+    assert info.mtime == dt.datetime(2026, 12, 3, 10, tzinfo=dt.timezone.utc).timestamp()
