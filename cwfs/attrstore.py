@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_ROWS = 1_000_000  # about 150 MB of file at most
 PRUNE_TO = MAX_ROWS * 9 // 10
+# Rows written between two counts of the table (a count reads all of it): the file
+# holds at most MAX_ROWS plus this many per mount sharing it.
+CHECK_EVERY = 10_000
 BUSY_TIMEOUT_MS = 5000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attributes_v1 (
@@ -70,6 +73,7 @@ class AttrStore:
         self._scope = (endpoint, bucket)
         self._memory: LRUCache[str, Known] = LRUCache(entries)
         self._pending: dict[str, Known] = {}
+        self._unchecked = CHECK_EVERY  # rows written since the table was last counted
         self._lock = threading.Lock()  # one worker thread at a time uses the connection
         self._path = path
         self._db = self._open(path) if path is not None else None
@@ -116,6 +120,13 @@ class AttrStore:
         ]
         insert = "INSERT OR REPLACE INTO attributes_v1 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         self._run(insert, rows, many=True)
+        self._unchecked += len(rows)
+        if self._unchecked >= CHECK_EVERY:
+            self._unchecked = 0
+            self._prune()
+
+    def _prune(self) -> None:
+        """Hold the file to `MAX_ROWS`, dropping the rows used least lately."""
         count = self._run("SELECT count(*) FROM attributes_v1", ())
         if count and count[0][0] > MAX_ROWS:
             excess = count[0][0] - PRUNE_TO

@@ -58,6 +58,26 @@ def test_the_file_is_pruned_to_its_bound(tmp_path, monkeypatch):
     assert count.fetchone()[0] == 90
 
 
+def test_the_table_is_counted_once_per_check_every_rows(tmp_path, monkeypatch):
+    """Counting reads the whole table: not on every flush, which came once per answer
+    under stat-ahead. The bound then holds to within CHECK_EVERY rows per mount."""
+    monkeypatch.setattr(attrstore, "MAX_ROWS", 100)
+    monkeypatch.setattr(attrstore, "PRUNE_TO", 90)
+    monkeypatch.setattr(attrstore, "CHECK_EVERY", 50)
+    s = store(tmp_path / "a.sqlite")
+    counts = []
+    real_prune = s._prune
+    monkeypatch.setattr(s, "_prune", lambda: (counts.append(1), real_prune()))
+    db = sqlite3.connect(tmp_path / "a.sqlite")
+    for batch in range(30):
+        for i in range(10):
+            s.remember(f"k{batch:02d}{i}", Known('"e"', i, None))
+        s.flush()
+        rows = db.execute("SELECT count(*) FROM attributes_v1").fetchone()[0]
+        assert rows <= 100 + 50
+    assert len(counts) == 1 + 290 // 50
+
+
 def test_off_keeps_attributes_in_memory_only(tmp_path):
     assert attribute_file("off") is None
     s = AttrStore(attribute_file("off"), ENDPOINT, "b", 10)
