@@ -55,7 +55,7 @@ def s3_client(
 def signing_credentials(
     session: botocore.session.Session,
 ) -> Callable[[], Credentials | None]:
-    """For `cwfs.headclient`: the session's current keys, refreshed as botocore would."""
+    """For `cwfs.wire`: the session's current keys, refreshed as botocore would."""
 
     def current() -> Credentials | None:
         credentials = session.get_credentials()

@@ -2,8 +2,8 @@
 
 botocore signs a request in about 0.3 ms of CPU; this signs a body-less request in a
 few microseconds, because the signing key is derived once a day and the canonical
-request is one format string. Only what `cwfs.headclient` needs: an empty payload,
-a path with no query, the headers given.
+request is one format string. Only what `cwfs.wire` needs: an empty payload, a path
+and a canonical query string, the headers given.
 """
 
 from __future__ import annotations
@@ -69,15 +69,17 @@ class Signer:
         path: str,
         credentials: Credentials,
         now: datetime | None = None,
+        query: str = "",
     ) -> list[tuple[str, str]]:
-        """The headers that authenticate ``method path`` (already encoded) to ``host``."""
+        """The headers that authenticate ``method path?query`` (both already encoded, the
+        query in canonical order) to ``host``."""
         stamp = _stamp(int(time.time())) if now is None else now.strftime(STAMP)
         signed = [("host", host), ("x-amz-content-sha256", EMPTY_PAYLOAD), ("x-amz-date", stamp)]
         if credentials.token:
             signed.append(("x-amz-security-token", credentials.token))
         names = ";".join(name for name, _ in signed)
         canonical = "\n".join(
-            [method, path, "", *(f"{name}:{value}" for name, value in signed), "", names]
+            [method, path, query, *(f"{name}:{value}" for name, value in signed), "", names]
         )
         canonical += "\n" + EMPTY_PAYLOAD
         scope = f"{stamp[:8]}/{self.region}/{self.service}/aws4_request"

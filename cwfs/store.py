@@ -3,10 +3,12 @@
 Its neighbours in the store layer also import boto3: `cwfs.credentials` builds the
 session, `cwfs.preflight` probes the bucket once before a mount.
 
-Every call runs in a worker thread through one bounded helper (`ObjectStore._call`), so
-the trio thread never blocks; botocore retries throttling, 5xx and connection errors
-with exponential back-off and jitter; whatever still fails is typed here, in one place,
-by its S3 error code (`cwfs.errors.store_error`).
+Every botocore call runs in a worker thread through one bounded helper
+(`ObjectStore._call`), so the trio thread never blocks; botocore retries throttling,
+5xx and connection errors with exponential back-off and jitter; whatever still fails is
+typed here, in one place, by its S3 error code (`cwfs.errors.store_error`). HeadObject
+and ListObjectsV2, sent by the thousand, go through `cwfs.wire` on trio sockets instead
+(unless a proxy is configured), with the same retries and the same typed errors.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from cwfs.errors import (
     StoreUnavailable,
     store_error,
 )
-from cwfs.headclient import Endpoint, HeadClient
+from cwfs.listxml import BadListing, parse_list_result
 from cwfs.sigv4 import Signer
+from cwfs.wire import Endpoint, WireClient, answer_error
 
 log = logging.getLogger(__name__)
 
@@ -189,18 +192,18 @@ def client_config(settings: StoreSettings) -> botocore.config.Config:
     )
 
 
-def _head_client(
+def _wire_client(
     settings: StoreSettings, session: botocore.session.Session, region: str
-) -> HeadClient | None:
-    """The lean HeadObject client (`cwfs.headclient`), unless only botocore can send it:
-    through a proxy."""
+) -> WireClient | None:
+    """The client for HeadObject and ListObjectsV2 (`cwfs.wire`), unless only botocore
+    can send them: through a proxy."""
     if uses_proxy(settings.endpoint):
-        log.info("HeadObject through botocore: a proxy is configured for %s", settings.endpoint)
+        log.info("every request through botocore: a proxy is configured for %s", settings.endpoint)
         return None
     tls = ssl.create_default_context(cafile=ca_bundle(session))
     if settings.is_coreweave:
         tls.minimum_version = ssl.TLSVersion.TLSv1_3
-    return HeadClient(
+    return WireClient(
         Endpoint.parse(settings.endpoint, settings.bucket, settings.addressing_style != "path"),
         Signer(region),
         signing_credentials(session),
@@ -237,7 +240,7 @@ class ObjectStore:
         self._client = s3_client(session, settings.endpoint, client_config(settings))
         self._client.meta.events.register_last("before-call.s3", _no_expect_for_small_bodies)
         self._limiter = trio.CapacityLimiter(settings.max_concurrency)
-        self._heads = _head_client(settings, session, self._client.meta.region_name)
+        self._wire = _wire_client(settings, session, self._client.meta.region_name)
 
     async def _call(self, op: str, key: str, method: Callable[..., T], **params: Any) -> T:
         """Run one boto3 call in a worker thread, bounded, and type its failure."""
@@ -263,8 +266,8 @@ class ObjectStore:
 
     async def head_object(self, key: str) -> ObjectInfo | None:
         """The object's attributes, or None when there is no such key."""
-        if self._heads is not None:
-            answer = await self._heads.head(key)
+        if self._wire is not None:
+            answer = await self._wire.head(key)
             return None if answer is None else _head_info(key, answer.headers)
         try:
             resp = await self._call("HeadObject", key, self._client.head_object, Key=key)
@@ -287,6 +290,8 @@ class ObjectStore:
         start_after: str | None = None,
     ) -> ListPage:
         """One page of ListObjectsV2 below ``prefix``."""
+        if self._wire is not None:
+            return await self._list_page_on_wire(prefix, token, delimiter, max_keys, start_after)
         params: dict[str, Any] = {"Prefix": prefix, "MaxKeys": max_keys}
         if start_after:
             params["StartAfter"] = start_after
@@ -307,6 +312,32 @@ class ObjectStore:
             prefixes,
             resp.get("NextContinuationToken") if resp.get("IsTruncated") else None,
         )
+
+    async def _list_page_on_wire(
+        self, prefix: str, token: str | None, delimiter: str, max_keys: int, start_after: str | None
+    ) -> ListPage:
+        assert self._wire is not None
+        query = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys)}
+        query["encoding-type"] = "url"
+        for name, value in (("delimiter", delimiter), ("continuation-token", token)):
+            if value:
+                query[name] = value
+        if start_after:
+            query["start-after"] = start_after
+        answer = await self._wire.get("ListObjectsV2", "", query)
+        if answer.status == 404:
+            raise answer_error("ListObjectsV2", prefix, answer)
+        try:
+            result = parse_list_result(answer.body)
+        except BadListing as exc:
+            raise StoreUnavailable(
+                str(exc), op="ListObjectsV2", key=prefix, code="BadListing"
+            ) from None
+        objects = [
+            ObjectInfo(o.key, o.size, timestamp_seconds(o.last_modified), quoted(o.etag))
+            for o in result.objects
+        ]
+        return ListPage(objects, result.prefixes, result.next_token)
 
     async def list_all(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Every object below ``prefix``, at any depth, a ListObjectsV2 page at a time."""

@@ -24,10 +24,10 @@ from cwfs.cli import build_parser
 from cwfs.config import build_config
 from cwfs.errors import BadHandle, Exists, FsError, NotEmpty, NotFound, Stale, TooLarge
 from cwfs.fs import AttrChanges, Filesystem
-from cwfs.headclient import HeadClient
 from cwfs.lota import ReadEndpoint
 from cwfs.mount import build_filesystem
 from cwfs.store import ObjectStore
+from cwfs.wire import WireClient
 
 Scenario = Callable[[Filesystem, trio.testing.MockClock], Awaitable[None]]
 
@@ -38,7 +38,7 @@ def run_core(server, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCESS_KEY_ID", server.access_key)
     monkeypatch.setenv("SECRET_ACCESS_KEY", server.secret_key)
     # While a socket waits, a mock clock jumps to the next deadline: no network timeouts.
-    monkeypatch.setattr(HeadClient, "deadline", staticmethod(lambda _: contextlib.nullcontext()))
+    monkeypatch.setattr(WireClient, "deadline", staticmethod(lambda _: contextlib.nullcontext()))
     (tmp_path / "mnt").mkdir()
 
     def run(bucket: str, scenario: Scenario, *flags: str) -> None:

@@ -16,17 +16,20 @@ import pytest
 import trio
 
 from cwfs.credentials import uses_proxy
-from cwfs.errors import StoreAccessDenied, StoreUnavailable
-from cwfs.headclient import Endpoint, HeadClient, _parse
+from cwfs.errors import ObjectMissing, StoreAccessDenied, StoreUnavailable
 from cwfs.sigv4 import Credentials, Signer, canonical_path
 from cwfs.store import _head_info
+from cwfs.wire import Endpoint, WireClient, _parse, answer_error, canonical_query
 
 NOW = dt.datetime(2026, 12, 3, 10, 46, 41, tzinfo=dt.timezone.utc)
 KEYS = ["d/f", "a b+c", "ünï/cödé", "x~y_z-.txt", "100%/q?x=1#y", "a//b/./c"]
 
 
-def botocore_headers(host: str, path: str, creds: Credentials) -> dict[str, str]:
-    request = botocore.awsrequest.AWSRequest(method="HEAD", url=f"http://{host}{path}")
+def botocore_headers(
+    host: str, path: str, creds: Credentials, method: str = "HEAD", query: str = ""
+) -> dict[str, str]:
+    url = f"http://{host}{path}" + (f"?{query}" if query else "")
+    request = botocore.awsrequest.AWSRequest(method=method, url=url)
     request.headers["x-amz-content-sha256"] = botocore.auth.EMPTY_SHA256_HASH
     signer = botocore.auth.S3SigV4Auth(
         botocore.credentials.Credentials(creds.access_key, creds.secret_key, creds.token),
@@ -48,6 +51,25 @@ def test_signature_is_botocores(key, token):
     assert ours["authorization"] == theirs["authorization"]
     assert ours["x-amz-date"] == theirs["x-amz-date"]
     assert ours.get("x-amz-security-token") == theirs.get("x-amz-security-token")
+
+
+def test_a_listings_query_is_signed_as_botocore_signs_it():
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    params = {
+        "list-type": "2",
+        "prefix": "a b+c/ü%/",
+        "delimiter": "/",
+        "continuation-token": "1/abc+def==",
+        "start-after": "a b+c/ü%/x~y",
+        "max-keys": "1000",
+        "encoding-type": "url",
+    }
+    query = canonical_query(params)
+    assert query.split("&")[0] == "continuation-token=1%2Fabc%2Bdef%3D%3D"
+    ours = dict(Signer("us-east-1").headers("GET", "h:1", "/b", creds, NOW, query=query))
+    assert (
+        ours["authorization"] == botocore_headers("h:1", "/b", creds, "GET", query)["authorization"]
+    )
 
 
 def test_the_signing_key_follows_the_date_and_the_secret():
@@ -124,7 +146,7 @@ class Server:
                     return
 
 
-def run_against(handler: Handler, test: Callable[[HeadClient, Server], Awaitable[None]], **kw):
+def run_against(handler: Handler, test: Callable[[WireClient, Server], Awaitable[None]], **kw):
     async def main() -> None:
         server = Server(handler)
         async with trio.open_nursery() as nursery:
@@ -133,7 +155,7 @@ def run_against(handler: Handler, test: Callable[[HeadClient, Server], Awaitable
             )
             port = listeners[0].socket.getsockname()[1]
             options = {"connect_timeout": 2.0, "read_timeout": 2.0, "max_attempts": 3, **kw}
-            client = HeadClient(
+            client = WireClient(
                 Endpoint.parse(f"http://127.0.0.1:{port}", "bkt", virtual=False),
                 Signer("us-east-1"),
                 lambda: Credentials("A", "S"),
@@ -148,7 +170,7 @@ def run_against(handler: Handler, test: Callable[[HeadClient, Server], Awaitable
 
 
 def test_one_connection_serves_many_heads():
-    async def test(client: HeadClient, server: Server) -> None:
+    async def test(client: WireClient, server: Server) -> None:
         for _ in range(20):
             answer = await client.head("d/f")
             assert answer is not None and answer.headers["x-amz-meta-mode"] == "33188"
@@ -163,7 +185,7 @@ def test_a_connection_closed_while_idle_costs_no_attempt():
         await answer_ok(stream, request)
         return False  # closed without saying so (no Connection: close)
 
-    async def test(client: HeadClient, server: Server) -> None:
+    async def test(client: WireClient, server: Server) -> None:
         for _ in range(5):
             assert await client.head("k") is not None
         assert (server.connections, len(server.requests)) == (5, 5)
@@ -179,8 +201,8 @@ def test_missing_is_none_denied_is_typed_and_5xx_is_retried():
         await stream.send_all(b"HTTP/1.1 " + status + b"\r\nx-amz-request-id: R1\r\n\r\n")
         return True
 
-    async def test(client: HeadClient, server: Server) -> None:
-        with mock.patch("cwfs.headclient.MAX_BACKOFF", 0.01):
+    async def test(client: WireClient, server: Server) -> None:
+        with mock.patch("cwfs.wire.MAX_BACKOFF", 0.01):
             assert await client.head("k") is not None  # third attempt
             assert await client.head("k") is None
             with pytest.raises(StoreAccessDenied) as denied:
@@ -196,8 +218,8 @@ def test_a_stalled_server_fails_within_the_read_timeout_per_attempt():
         await trio.sleep_forever()
         return False
 
-    async def test(client: HeadClient, server: Server) -> None:
-        with mock.patch("cwfs.headclient.MAX_BACKOFF", 0.01), trio.fail_after(5):
+    async def test(client: WireClient, server: Server) -> None:
+        with mock.patch("cwfs.wire.MAX_BACKOFF", 0.01), trio.fail_after(5):
             with pytest.raises(StoreUnavailable):
                 await client.head("k")
         assert len(server.requests) == 2
@@ -207,7 +229,7 @@ def test_a_stalled_server_fails_within_the_read_timeout_per_attempt():
 
 def test_without_credentials_it_is_access_denied():
     async def main() -> None:
-        client = HeadClient(
+        client = WireClient(
             Endpoint.parse("http://127.0.0.1:9", "bkt", virtual=False),
             Signer("us-east-1"),
             lambda: None,
@@ -252,3 +274,75 @@ def test_head_answers_become_object_info():
     )
     assert (info.size, info.etag, info.metadata) == (7, '"abc"', {"mode": "33188"})
     assert info.mtime == dt.datetime(2026, 12, 3, 10, tzinfo=dt.timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    ],
+)
+def test_bodies_by_length_or_by_chunks_keep_the_connection(answer):
+    async def reply(stream: trio.SocketStream, request: bytes) -> bool:
+        for i in range(0, len(answer), 7):  # in pieces, as a network delivers them
+            await stream.send_all(answer[i : i + 7])
+        return True
+
+    async def test(client: WireClient, server: Server) -> None:
+        for _ in range(3):
+            got = await client.get("ListObjectsV2", "", {"list-type": "2", "prefix": "a b"})
+            assert (got.status, got.body) == (200, b"hello world")
+        assert server.connections == 1
+        assert server.requests[0].startswith(b"GET /bkt/?list-type=2&prefix=a%20b HTTP/1.1")
+
+    run_against(reply, test)
+
+
+def test_a_body_to_the_end_of_the_connection():
+    async def reply(stream: trio.SocketStream, request: bytes) -> bool:
+        await stream.send_all(b"HTTP/1.0 200 OK\r\n\r\nall of it")
+        return False
+
+    async def test(client: WireClient, server: Server) -> None:
+        assert (await client.get("ListObjectsV2", "", {})).body == b"all of it"
+        assert (await client.get("ListObjectsV2", "", {})).body == b"all of it"
+        assert server.connections == 2
+
+    run_against(reply, test)
+
+
+def test_an_error_body_gives_the_code_and_a_cut_body_is_retried():
+    error = (
+        b"<?xml version='1.0'?><Error><Code>NoSuchBucket</Code><Message>gone</Message>"
+        b"<RequestId>R9</RequestId></Error>"
+    )
+    answers = iter(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n" % len(error) + error,
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n" % len(error) + error,
+        ]
+    )
+
+    async def reply(stream: trio.SocketStream, request: bytes) -> bool:
+        answer = next(answers)
+        await stream.send_all(answer)
+        return not answer.endswith(b"cut short")
+
+    async def test(client: WireClient, server: Server) -> None:
+        with mock.patch("cwfs.wire.MAX_BACKOFF", 0.01):
+            missing = await client.get("ListObjectsV2", "", {})  # the cut one was retried
+        assert missing.status == 404 and len(server.requests) == 2
+        with pytest.raises(ObjectMissing) as info:
+            raise answer_error("ListObjectsV2", "p/", missing)
+        assert (info.value.code, info.value.message, info.value.request_id) == (
+            "NoSuchBucket",
+            "gone",
+            "R9",
+        )
+        with pytest.raises(ObjectMissing):  # the body's code decides, not the status
+            await client.get("ListObjectsV2", "", {})
+
+    run_against(reply, test)
