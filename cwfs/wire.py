@@ -14,8 +14,8 @@ Rules:
   most ``limit`` open at once. A reused connection that fails before the first byte of
   its answer is retried at once on a new one, without counting an attempt: the server
   may have closed it while it was idle (every HTTP client does the same).
-- Connecting (TLS included) is bounded by ``connect_timeout``; waiting for each piece
-  of an answer by ``read_timeout``. Connection failures, timeouts, bodies cut short, 5xx
+- Connecting (TLS included) is bounded by ``connect_timeout``; sending a request and
+  reading its whole answer (a few hundred KiB at most) by ``read_timeout``. Connection failures, timeouts, bodies cut short, 5xx
   and 429 are retried up to ``max_attempts`` in all, with full-jitter exponential
   back-off as botocore's standard mode; other answers are final.
 - `cwfs.store` uses botocore instead when botocore would send a request differently:
@@ -28,7 +28,6 @@ import logging
 import random
 import ssl
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -223,10 +222,10 @@ class WireClient:
         self._tls = tls
 
     @staticmethod
-    def deadline(seconds: float) -> ContextManager[object]:
-        """The bound on one network wait (tests on a mock clock, which jumps past any
-        deadline while a socket waits, replace it)."""
-        return trio.fail_after(seconds)
+    def deadline(seconds: float) -> float:
+        """When a network wait that starts now gives up (tests on a mock clock, which
+        jumps past any deadline while a socket waits, make it never)."""
+        return trio.current_time() + seconds
 
     async def head(self, key: str) -> Answer | None:
         """HeadObject: the object's headers, or None when the key does not exist (404)."""
@@ -276,8 +275,10 @@ class WireClient:
     async def _exchange(self, connection: _Connection, request: bytes, has_body: bool) -> Answer:
         keep = False
         try:
-            with self.deadline(self._read_timeout):
+            with trio.CancelScope(deadline=self.deadline(self._read_timeout)) as scope:
                 answer, keep = await connection.exchange(request, has_body)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
         finally:
             if keep and not connection.buffer:
                 self._idle.append(connection)
@@ -288,7 +289,7 @@ class WireClient:
 
     async def _connect(self) -> _Connection:
         endpoint = self._endpoint
-        with self.deadline(self._connect_timeout):
+        with trio.fail_at(self.deadline(self._connect_timeout)):
             tcp = await trio.open_tcp_stream(endpoint.connect_host, endpoint.port)
             if endpoint.scheme != "https":
                 return _Connection(tcp)
