@@ -39,6 +39,7 @@ from cwfs.errors import (
     NotADirectory,
     NotEmpty,
     NotFound,
+    ObjectMissing,
     PreconditionFailed,
     ReadOnly,
     Stale,
@@ -101,6 +102,7 @@ class FileHandle:
     reader: Prefetcher
     attrs: Attrs  # as opened
     open_file: OpenFile | None = None
+    generation: int = 0  # the namespace's change number when it was opened
     # Flushed since its last write: its close() has (probably) begun, and its RELEASE,
     # which the kernel sends after close() returns, may still be on its way.
     flushed: bool = False
@@ -180,6 +182,7 @@ class Filesystem:
         # once, their object (this ETag) deleted when the last of those descriptors closes.
         self._doomed: dict[str, Attrs] = {}
         self._handles: set[FileHandle] = set()  # given out and not yet released
+        self._reading: dict[str, FileHandle] = {}  # the newest read-only handle of a path
         self._targets: LRUCache[tuple[str, str | None], str] = LRUCache(LINK_TARGETS)
         # When this mount last added or removed an entry of a directory: its mtime (S3
         # keeps none for a prefix), in memory.
@@ -188,15 +191,35 @@ class Filesystem:
 
     # -- names and attributes ----------------------------------------------------------
 
-    async def find(self, path: str) -> Attrs | None:
-        """Attributes of ``path`` or None: a file open for writing wins over the store."""
+    async def find(self, path: str, current: bool = False) -> Attrs | None:
+        """Attributes of ``path`` or None: a file open for writing wins over the store, and
+        one being read shows the version read (`_as_read`) unless ``current`` is asked."""
         open_file = self._open.get(path)
         if open_file is not None and not open_file.unlinked:
             return open_file.attrs()
         if path in self._interrupted or path in self._doomed:
             return None
         attrs = await self._ns.stat(path)
+        if not current:
+            attrs = self._as_read(path, attrs)
         return None if attrs is None else self._with_times(path, attrs)
+
+    def _as_read(self, path: str, attrs: Attrs | None) -> Attrs | None:
+        """While this mount reads a version of ``path`` that another client has since
+        replaced or deleted, the name shows that version. The kernel then keeps its size
+        and sends the reads past what it cached here, where they get the rest of that
+        version or fail with ESTALE, instead of ending early at the new size (or, for a
+        deleted file, making the open descriptor unusable). A new open sees the current
+        version (`open` asks for it) and becomes the one shown; so does any change this
+        mount makes to the name (a write, chmod, a rename onto it)."""
+        reading = self._reading.get(path)
+        if (
+            reading is None
+            or (attrs is not None and attrs.etag == reading.attrs.etag)
+            or not self._ns.unchanged_since(path, reading.generation)  # our change wins
+        ):
+            return attrs
+        return reading.attrs
 
     def _with_times(self, path: str, attrs: Attrs) -> Attrs:
         """The times this mount knows better than the store: a directory whose entries it
@@ -221,8 +244,8 @@ class Filesystem:
             return handle.open_file.attrs()
         return handle.attrs
 
-    async def stat(self, path: str) -> Attrs:
-        attrs = await self.find(path)
+    async def stat(self, path: str, current: bool = False) -> Attrs:
+        attrs = await self.find(path, current)
         if attrs is None:
             raise NotFound("no such file or directory", key=self._ns.object_key(path))
         return attrs
@@ -398,6 +421,14 @@ class Filesystem:
             except FsError as exc:
                 log.warning("could not delete %r, unlinked while open: %s", path, exc)
 
+    def _show_other_reader(self, path: str) -> None:
+        """The handle whose version ``path`` showed is closed: another reader's, or none."""
+        others = [h for h in self._handles if h.path == path and h.open_file is None]
+        if others:
+            self._reading[path] = others[-1]
+        else:
+            self._reading.pop(path, None)
+
     def _held(self, path: str) -> bool:
         """Whether a descriptor on this mount has ``path`` open."""
         return any(handle.path == path for handle in self._handles)
@@ -534,6 +565,8 @@ class Filesystem:
                 if handle.path == old:
                     handle.path = new
                     handle.reader.moved(new_key)
+            if (reading := self._reading.pop(old, None)) is not None:
+                self._reading[new] = reading
             if open_file is not None and self._open.get(old) is open_file:
                 del self._open[old]
                 open_file.moved(new, new_key, attrs.etag)
@@ -593,13 +626,15 @@ class Filesystem:
 
     def _new_handle(self, path: str, attrs: Attrs, open_file: OpenFile | None) -> FileHandle:
         reader = self._readers(self._ns.object_key(path), attrs.size, attrs.etag)
-        handle = FileHandle(path, reader, attrs, open_file)
+        handle = FileHandle(path, reader, attrs, open_file, generation=self._ns.generation)
         self._handles.add(handle)
+        if open_file is None:
+            self._reading[path] = handle
         return handle
 
     async def open(self, path: str, flags: int) -> tuple[FileHandle, Attrs]:
         """Open a file; for writing, through the path's shared `OpenFile`."""
-        attrs = await self.stat(path)
+        attrs = await self.stat(path, current=True)
         if attrs.is_dir:
             raise IsADirectory("is a directory", key=self._ns.dir_prefix(path))
         open_file = None
@@ -631,13 +666,23 @@ class Filesystem:
         return self._new_handle(path, attrs, open_file), attrs
 
     async def read(self, handle: FileHandle, offset: int, size: int) -> bytes | memoryview:
-        """Staged bytes when the file is being written on this mount, else from the store."""
+        """Staged bytes when the file is being written on this mount, else from the store:
+        the version opened, or ESTALE once it is gone (replaced or deleted)."""
         open_file = handle.open_file or self._open.get(handle.path)
         if open_file is not None:
             data = open_file.read(offset, size)
             if data is not None:
                 return data
-        return await handle.reader.read(offset, size)
+        try:
+            return await handle.reader.read(offset, size)
+        except ObjectMissing as exc:
+            raise Stale(
+                "the version this descriptor opened was deleted",
+                key=exc.key,
+                op=exc.op,
+                code=exc.code,
+                request_id=exc.request_id,
+            ) from None
 
     async def write(self, handle: FileHandle, offset: int, data: bytes) -> int:
         if handle.open_file is None:
@@ -661,6 +706,8 @@ class Filesystem:
     async def release(self, handle: FileHandle) -> None:
         """The descriptor is gone; the last handle of a file commits what no flush did (mmap)."""
         self._handles.discard(handle)
+        if self._reading.get(handle.path) is handle:
+            self._show_other_reader(handle.path)
         await handle.reader.close()
         open_file = handle.open_file
         if open_file is not None:

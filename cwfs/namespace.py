@@ -150,7 +150,7 @@ class Namespace:
             return await self._exact(path, cached) if cached else None
         if self._stat_ahead is not None:
             ahead = self._stat_ahead.answer(path)
-            if ahead is not None and self._unchanged_since(path, ahead[0]):
+            if ahead is not None and self.unchanged_since(path, ahead[0]):
                 return self._keep(path, ahead[1])
             if listed := self._stat_ahead.take(path):
                 return await self._exact(path, listed)  # its listing expired in the queue
@@ -173,7 +173,12 @@ class Namespace:
             return ours or None
         return self._keep(path, attrs)
 
-    def _unchanged_since(self, path: str, since: int) -> bool:
+    @property
+    def generation(self) -> int:
+        """The number of this mount's latest change (see `cwfs.changes`)."""
+        return self._changes.generation
+
+    def unchanged_since(self, path: str, since: int) -> bool:
         """Whether this mount has not changed ``path`` since generation ``since``."""
         changed = self._changes.since(since)
         return changed is not None and not touched(path, changed)

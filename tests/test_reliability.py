@@ -1,0 +1,71 @@
+"""Issue 12: nothing lost, nothing silent. Reads that never end early or mix versions."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import pytest
+
+from cwfs.server.seed import pattern
+
+MiB = 1 << 20
+
+
+def read_on(f, size: int) -> tuple[bytes, int | None]:
+    """Read to the end in 1 MiB pieces: the bytes, and the errno that stopped it (or None)."""
+    chunks = []
+    try:
+        while chunk := f.read(MiB):
+            chunks.append(chunk)
+    except OSError as exc:
+        return b"".join(chunks), exc.errno
+    return b"".join(chunks), None
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_read_keeps_its_version_or_fails_with_estale(server, bucket, s3, mount, change):
+    """Another client replaces (or deletes) a file while it is read: the reader gets the
+    rest of the version it opened or ESTALE, never an early end of file."""
+    size = 64 * MiB
+    server.seed(bucket, [{"key": "big", "size": size}])
+    m = mount(bucket)
+    expected = pattern("big", size)
+    with open(m.path / "big", "rb", buffering=0) as f:
+        first = f.read(16 * MiB)
+        if change == "replaced":
+            s3.put_object(Bucket=bucket, Key="big", Body=b"n" * (2 * MiB))
+        else:
+            s3.delete_object(Bucket=bucket, Key="big")
+        time.sleep(1.5)  # past the TTL: the kernel asks for the attributes again
+        assert os.fstat(f.fileno()).st_size == size, "fstat shows what was opened"
+        rest, failure = read_on(f, size)
+    got = first + rest
+    assert got == expected[: len(got)], "only bytes of the version opened"
+    assert len(got) == size or failure == errno.ESTALE, (len(got), failure)
+    if change == "replaced":  # a new open sees the new version
+        assert (m.path / "big").read_bytes() == b"n" * (2 * MiB)
+    else:  # once closed, the name is gone
+        time.sleep(1.1)
+        assert not (m.path / "big").exists()
+
+
+def test_this_mounts_own_changes_show_while_a_reader_has_the_old_version(server, bucket, mount):
+    """Only another client's change keeps the name on the version being read; a write,
+    chmod or rename onto the name on this mount shows at once, as on a local disk."""
+    m = mount(bucket)
+    (m.path / "f").write_bytes(b"old version")
+    (m.path / "other").write_bytes(b"moved over it")
+    with open(m.path / "f", "rb") as reader:
+        assert reader.read(3) == b"old"
+        (m.path / "f").write_bytes(b"new!")
+        time.sleep(1.2)
+        assert os.stat(m.path / "f").st_size == 4
+        os.chmod(m.path / "f", 0o600)
+        time.sleep(1.2)
+        assert os.stat(m.path / "f").st_mode & 0o777 == 0o600
+        os.rename(m.path / "other", m.path / "f")
+        time.sleep(1.2)
+        assert os.stat(m.path / "f").st_size == len(b"moved over it")
+    assert (m.path / "f").read_bytes() == b"moved over it"
