@@ -16,7 +16,9 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
+import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +29,14 @@ import botocore.config
 import botocore.session
 import botocore.utils
 import trio
-from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from cwfs.config import StoreSettings
 from cwfs.credentials import (
@@ -62,6 +71,9 @@ DOWNLOAD_CHUNK = 1 << 20
 READ_CHUNK = 1 << 20
 EXPECT_CONTINUE_FROM = 1 << 20
 FIRST_READ_CHUNK = 64 << 10  # a reader waiting for a GET's first bytes gets them sooner
+MAX_RESUME_BACKOFF = 20.0
+# A GET's body that stopped midway (a reset, a stall): resumed from where it stopped.
+_CUT_BODY = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError)
 
 
 def _chunk_size(position: int, first: bool) -> int:
@@ -192,6 +204,36 @@ def client_config(settings: StoreSettings) -> botocore.config.Config:
     )
 
 
+def _read_body(
+    response: Response,
+    key: str,
+    position: int,
+    end: int,
+    on_chunk: Callable[[int, bytes], bool] | None,
+    chunks: list[bytes],
+) -> int:
+    """Read a ranged GET's body from ``position`` into ``chunks``; where it ended."""
+    body, left, first = response["Body"], response["ContentLength"], position
+    while left > 0 and (chunk := body.read(min(_chunk_size(position, position == first), left))):
+        if on_chunk is not None and not on_chunk(position, chunk):
+            body.close()
+            raise ReadStopped(
+                f"stopped at byte {position} of {end + 1}",
+                op="GetObject",
+                key=key,
+                code="ReadStopped",
+            )
+        chunks.append(chunk)
+        position += len(chunk)
+        left -= len(chunk)
+    if left:
+        raise IncompleteReadError(
+            actual_bytes=response["ContentLength"] - left,
+            expected_bytes=response["ContentLength"],
+        )
+    return position
+
+
 def _wire_client(
     settings: StoreSettings, session: botocore.session.Session, region: str
 ) -> WireClient | None:
@@ -240,6 +282,7 @@ class ObjectStore:
         self._client = s3_client(session, settings.endpoint, client_config(settings))
         self._client.meta.events.register_last("before-call.s3", _no_expect_for_small_bodies)
         self._limiter = trio.CapacityLimiter(settings.max_concurrency)
+        self._max_attempts = max(1, settings.max_attempts)
         self._wire = _wire_client(settings, session, self._client.meta.region_name)
 
     async def _call(self, op: str, key: str, method: Callable[..., T], **params: Any) -> T:
@@ -368,35 +411,36 @@ class ObjectStore:
         thread as each chunk arrives, so that its bytes can be used before the last
         ones come; when it returns False, nobody wants the rest: the GET stops there,
         closing its connection rather than downloading bytes for nothing, and
-        `ReadStopped` is raised.
+        `ReadStopped` is raised. A body that stops midway (a connection reset, a read
+        timeout) is asked for again from the byte where it stopped, with the same
+        ``If-Match``, up to ``--max-attempts`` GETs in all, with back-off.
         """
-        params: dict[str, Any] = {"Key": key, "Range": f"bytes={start}-{end}"}
+        params: dict[str, Any] = {"Key": key}
         if etag:
             params["IfMatch"] = etag
 
         def fetch(**kwargs: Any) -> list[bytes]:
-            response = self._client.get_object(**kwargs)
-            body, left, chunks, position = response["Body"], response["ContentLength"], [], start
-            while left > 0 and (
-                chunk := body.read(min(_chunk_size(position, position == start), left))
-            ):
-                if on_chunk is not None and not on_chunk(position, chunk):
-                    body.close()
-                    raise ReadStopped(
-                        f"stopped at byte {position} of {end + 1}",
-                        op="GetObject",
-                        key=key,
-                        code="ReadStopped",
+            chunks: list[bytes] = []
+            position = start
+            for attempt in range(1, self._max_attempts + 1):
+                try:
+                    response = self._client.get_object(Range=f"bytes={position}-{end}", **kwargs)
+                    position = _read_body(response, key, position, end, on_chunk, chunks)
+                    return chunks
+                except _CUT_BODY as exc:
+                    if attempt == self._max_attempts:
+                        raise
+                    log.info(
+                        "GetObject %r cut at byte %d of %d (%s): resuming there, attempt %d of %d",
+                        key,
+                        position,
+                        end + 1,
+                        exc,
+                        attempt + 1,
+                        self._max_attempts,
                     )
-                chunks.append(chunk)
-                position += len(chunk)
-                left -= len(chunk)
-            if left:
-                raise IncompleteReadError(
-                    actual_bytes=response["ContentLength"] - left,
-                    expected_bytes=response["ContentLength"],
-                )
-            return chunks
+                    time.sleep(random.uniform(0, min(MAX_RESUME_BACKOFF, 2.0 ** (attempt - 1))))
+            raise AssertionError("unreachable")
 
         return await self._call("GetObject", key, fetch, **params)
 

@@ -191,6 +191,8 @@ class EmbeddedServer:
         ``phase="after"`` carries the request out and then answers the error instead of
         the real response (a lost response: the client's retry sees its own first attempt).
         ``phase="slow"`` answers normally, ``delay`` seconds before each body chunk.
+        ``phase="cut"`` sends the first ``cut_at`` bytes of the body, then drops the
+        connection (a reset midway through a response).
         """
         return self._call("POST", "faults", rule)
 

@@ -12,6 +12,7 @@ a slow link, on which a client that stops reading midway can be seen doing so.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -22,18 +23,25 @@ from .responses import S3Error
 
 #: When a fault fires: instead of the operation, after it took effect, or (slow) while
 #: its response body is sent.
-PHASES = ("before", "after", "slow")
+PHASES = ("before", "after", "slow", "cut")
 
 
 class InjectedFault(S3Error):
     """An error answered because a fault rule fired (logged as such)."""
 
     def __init__(
-        self, status: int, code: str, message: str, phase: str, delay: float = 0.0
+        self,
+        status: int,
+        code: str,
+        message: str,
+        phase: str,
+        delay: float = 0.0,
+        cut_at: int = 0,
     ) -> None:
         super().__init__(status, code, message)
         self.phase = phase
         self.delay = delay
+        self.cut_at = cut_at
 
     @property
     def logged_as(self) -> bool | str:
@@ -57,6 +65,7 @@ class FaultRule:
     after: int = 0
     phase: str = "before"
     delay: float = 0.0
+    cut_at: int = 0  # phase "cut": body bytes sent before the connection drops
     id: int = 0
     matched: int = field(default=0)
     fired: int = field(default=0)
@@ -86,6 +95,28 @@ class SlowBody:
             close()
 
 
+class CutBody(SlowBody):
+    """A response body that stops after ``cut_at`` bytes: the connection drops midway
+    (the server closes it, as a reset between the store and the client would)."""
+
+    def __init__(self, body: Iterable[bytes], cut_at: int, connection: socket.socket) -> None:
+        super().__init__(body, 0.0)
+        self._cut_at = cut_at
+        self._connection = connection
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        for chunk in self._body:
+            if sent + len(chunk) >= self._cut_at:
+                yield chunk[: self._cut_at - sent]
+                break
+            sent += len(chunk)
+            yield chunk
+        # The bytes yielded are written by now; the client then sees the connection end.
+        self._connection.shutdown(socket.SHUT_RDWR)
+        raise ConnectionAbortedError(f"fault: body cut after {self._cut_at} bytes")
+
+
 class FaultInjector:
     """Holds the rules and decides, per request, whether one of them fires."""
 
@@ -101,6 +132,7 @@ class FaultInjector:
         "after",
         "phase",
         "delay",
+        "cut_at",
     }
 
     def __init__(self) -> None:
@@ -141,5 +173,7 @@ class FaultInjector:
                 if rule.matched <= rule.after or (0 <= rule.times <= rule.fired):
                     continue
                 rule.fired += 1
-                return InjectedFault(rule.status, rule.code, rule.message, rule.phase, rule.delay)
+                return InjectedFault(
+                    rule.status, rule.code, rule.message, rule.phase, rule.delay, rule.cut_at
+                )
         return None
