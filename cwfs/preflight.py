@@ -73,20 +73,21 @@ def check_mountable(settings: StoreSettings, prefix: str) -> None:
     try:
         probe.list_objects_v2(Bucket=settings.bucket, Prefix=prefix, MaxKeys=1)
     except NoCredentialsError:
-        raise MountError(
-            "no credentials found: set ACCESS_KEY_ID/SECRET_ACCESS_KEY, create the 'cw' profile "
-            "in ~/.coreweave/cw.credentials, or use --profile"
-        ) from None
+        raise refusal(settings, "NoCredentials") from None
     except ClientError as exc:
-        raise _refusal(settings, exc) from None
+        error = exc.response.get("Error", {})
+        raise refusal(settings, error.get("Code", "Unknown"), error.get("Message", "")) from None
     except BotoCoreError as exc:
         raise MountError(f"cannot reach {settings.endpoint}: {exc}") from None
 
 
-def _refusal(settings: StoreSettings, exc: ClientError) -> MountError:
-    """Why the store refused to list the bucket, for the user."""
-    code = exc.response.get("Error", {}).get("Code", "Unknown")
-    message = exc.response.get("Error", {}).get("Message", "")
+def refusal(settings: StoreSettings, code: str, message: str = "") -> MountError:
+    """Why the store refused to list the bucket (S3 error ``code``), for the user."""
+    if code == "NoCredentials":
+        return MountError(
+            "no credentials found: set ACCESS_KEY_ID/SECRET_ACCESS_KEY, create the 'cw' profile "
+            "in ~/.coreweave/cw.credentials, or use --profile"
+        )
     where = f"bucket {settings.bucket!r} at {settings.endpoint}"
     if code == "NoSuchBucket":
         return MountError(f"{where} does not exist (NoSuchBucket)")

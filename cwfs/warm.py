@@ -24,6 +24,7 @@ import trio
 from cwfs import mountrecords
 from cwfs.config import ConfigError, StoreSettings, add_options, store_settings
 from cwfs.errors import StoreError
+from cwfs.preflight import MountError, refusal
 from cwfs.store import ObjectInfo, ObjectStore
 from cwfs.tasks import gather
 
@@ -114,9 +115,13 @@ class Progress:
 
 
 async def warm(targets: list[tuple[Target, StoreSettings]], concurrency: int) -> Summary:
+    """Pre-stage every target; a bucket that cannot be listed is a `MountError`."""
     summary = Summary()
     for target, settings in targets:
-        await _warm_target(target, settings, concurrency, summary)
+        try:
+            await _warm_target(target, settings, concurrency, summary)
+        except StoreError as exc:
+            raise refusal(settings, exc.code, exc.message) from None
     return summary
 
 
@@ -151,7 +156,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    summary = trio.run(warm, targets, args.concurrency)
+    try:
+        summary = trio.run(warm, targets, args.concurrency)
+    except MountError as exc:
+        log.error("%s", exc)
+        return 2
     print(
         f"warmed {summary.warmed} objects ({summary.warmed_bytes / 2**30:.2f} GiB); "
         f"skipped {summary.skipped} smaller than 4 MB; {summary.errors} errors",

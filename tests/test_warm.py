@@ -113,3 +113,19 @@ def test_warm_reports_errors(server, bucket, mount):
 def test_warm_refuses_paths_outside_a_mount(server, tmp_path):
     result = warm(server, tmp_path)
     assert result.returncode != 0 and "not on a cwfs mount" in result.stderr
+
+
+def test_warm_with_rejected_credentials_says_so_without_a_traceback(server, bucket):
+    """As ``cwfs mount`` does: one clear line, exit status 2."""
+    seed_dataset(server, bucket)
+    options = ("--endpoint", server.url, "--addressing-style", "path")
+    result = subprocess.run(
+        [sys.executable, "-m", "cwfs", "warm", f"s3://{bucket}/data/", *options],
+        env=cwfs_env(server, SECRET_ACCESS_KEY="wrong"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "credentials were rejected" in result.stderr, result.stderr
