@@ -105,6 +105,14 @@ class Namespace:
         attrs = file_attrs(info.size, int(info.mtime * 1e9), info.etag, info.metadata)
         if info.key.endswith("/"):  # a directory's marker object
             attrs = dataclasses.replace(attrs, is_dir=True, size=0)
+            if info.size:
+                self._report_once(
+                    info.key,
+                    "object %r holds %d bytes but is a directory's marker: the directory is "
+                    "shown, the bytes are not readable through the mount",
+                    info.key,
+                    info.size,
+                )
         elif info.key.endswith(LINK_SUFFIX) and link_name(info.key.rpartition("/")[2]):
             attrs = dataclasses.replace(attrs, link=LINK_SUFFIX)
         if self.known is None or info.etag is None:

@@ -6,6 +6,7 @@ import base64
 import errno
 import os
 import stat
+import time
 import subprocess
 
 import pytest
@@ -228,3 +229,17 @@ def test_read_only_mount_refuses_writes(tree, mount):
     with pytest.raises(OSError) as info:
         open(mnt / "new.txt", "wb")
     assert info.value.errno == errno.EROFS
+
+
+def test_a_directory_marker_holding_data_is_warned_about_once(server, bucket, s3, mount):
+    """``mk/`` with 4 bytes shows as the directory ``mk``; its bytes cannot be read
+    through the mount, so the log says so (issue 12 §6), once."""
+    s3.put_object(Bucket=bucket, Key="mk/", Body=b"data")
+    s3.put_object(Bucket=bucket, Key="mk/inside", Body=b"x")
+    m = mount(bucket)
+    assert stat.S_ISDIR(os.stat(m.path / "mk").st_mode)
+    assert os.listdir(m.path / "mk") == ["inside"]
+    time.sleep(1.2)
+    os.listdir(m.path)
+    os.stat(m.path / "mk")
+    assert m.log().count("'mk/' holds 4 bytes") == 1, m.log()
