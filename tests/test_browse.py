@@ -6,8 +6,8 @@ import base64
 import errno
 import os
 import stat
-import time
 import subprocess
+import time
 
 import pytest
 
