@@ -14,8 +14,9 @@ Rules:
   most ``limit`` open at once. A reused connection that fails before the first byte of
   its answer is retried at once on a new one, without counting an attempt: the server
   may have closed it while it was idle (every HTTP client does the same).
-- Connecting (TLS included) is bounded by ``connect_timeout``; sending a request and
-  reading its whole answer (a few hundred KiB at most) by ``read_timeout``. Connection failures, timeouts, bodies cut short, 5xx
+- Connecting (TLS included) is bounded by ``connect_timeout``; an answer fails once
+  ``read_timeout`` passes with no byte of it arriving (a slow but live answer is not
+  cut), as botocore's read timeout does. Connection failures, timeouts, bodies cut short, 5xx
   and 429 are retried up to ``max_attempts`` in all, with full-jitter exponential
   back-off as botocore's standard mode; other answers are final.
 - `cwfs.store` uses botocore instead when botocore would send a request differently:
@@ -109,9 +110,14 @@ class _Connection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.buffer = b""
+        self._alive: Callable[[], None] = lambda: None
 
-    async def exchange(self, request: bytes, has_body: bool) -> tuple[Answer, bool]:
-        """Send ``request``, read the answer; and whether to keep the connection."""
+    async def exchange(
+        self, request: bytes, has_body: bool, alive: Callable[[], None]
+    ) -> tuple[Answer, bool]:
+        """Send ``request``, read the answer; and whether to keep the connection.
+        ``alive()`` is called whenever bytes of the answer arrive."""
+        self._alive = alive
         try:
             await self.stream.send_all(request)
             end = await self._fill_until(b"\r\n\r\n", MAX_HEADER_BYTES)
@@ -141,6 +147,7 @@ class _Connection:
         if not data:
             raise _ConnectionLost("connection closed by the server", bool(self.buffer))
         self.buffer += data
+        self._alive()
 
     async def _body(self, headers: dict[str, str], keep: bool) -> tuple[bytes, bool]:
         """The answer's body, by its length, its chunks, or up to the connection's end."""
@@ -276,7 +283,11 @@ class WireClient:
         keep = False
         try:
             with trio.CancelScope(deadline=self.deadline(self._read_timeout)) as scope:
-                answer, keep = await connection.exchange(request, has_body)
+
+                def alive() -> None:  # bytes came: a slow but live answer is not cut
+                    scope.deadline = self.deadline(self._read_timeout)
+
+                answer, keep = await connection.exchange(request, has_body, alive)
             if scope.cancelled_caught:
                 raise trio.TooSlowError
         finally:

@@ -346,3 +346,20 @@ def test_an_error_body_gives_the_code_and_a_cut_body_is_retried():
             await client.get("ListObjectsV2", "", {})
 
     run_against(reply, test)
+
+
+def test_a_slow_but_live_answer_is_not_cut_by_the_read_timeout():
+    """The read timeout counts from the last byte that came, not from the request."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nslow but ok"
+
+    async def trickle(stream: trio.SocketStream, request: bytes) -> bool:
+        for i in range(0, len(answer), 4):  # 0.75 s in all, 0.05 s between pieces
+            await stream.send_all(answer[i : i + 4])
+            await trio.sleep(0.05)
+        return True
+
+    async def test(client: WireClient, server: Server) -> None:
+        got = await client.get("ListObjectsV2", "", {})
+        assert (got.body, len(server.requests)) == (b"slow but ok", 1)
+
+    run_against(trickle, test, read_timeout=0.3, max_attempts=1)
