@@ -75,7 +75,7 @@ def _mount(argv: list[str], args: argparse.Namespace) -> int:
             args.ready_fd = None
 
     try:
-        trio.run(serve, config, ready)
+        status = trio.run(serve, config, ready)
     except MountError as exc:
         if config.log_file is not None:
             print(f"cwfs: {exc}", file=sys.stderr)
@@ -85,7 +85,7 @@ def _mount(argv: list[str], args: argparse.Namespace) -> int:
             "cwfs stopped on an unexpected error, unmounting %s", config.mountpoint, exc_info=True
         )
         return 70  # EX_SOFTWARE: a bug, with its traceback in the log
-    return 0
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -703,6 +703,13 @@ class Filesystem:
             handle.flushed = True
             await self._commit(handle.open_file)
 
+    def abandon_open_files(self) -> int:
+        """The mount is going: files still open for writing are not uploaded (see
+        `OpenFile.abandon`); how many kept data in the cache directory."""
+        kept = sum(open_file.abandon() for open_file in self._open.values())
+        self._open.clear()
+        return kept
+
     async def release(self, handle: FileHandle) -> None:
         """The descriptor is gone; the last handle of a file commits what no flush did (mmap)."""
         self._handles.discard(handle)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 LOTA_ATTEMPTS = 2  # fail over to the primary endpoint quickly
 KERNEL_READ_AHEAD_KB = KERNEL_READ_AHEAD >> 10
 EXIT_ABANDONED = 3  # exit status when requests in flight were left behind at unmount
+EXIT_KEPT = 4  # exit status when files open for writing at unmount were not uploaded
 
 
 def fuse_options(config: Config) -> set[str]:
@@ -142,7 +143,7 @@ def build_filesystem(
     return core, budget
 
 
-async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
+async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
     """Mount ``config.bucket`` and serve until unmounted; ``ready(None)`` once mounted.
 
     Raises MountError (after calling ``ready`` with its message) when the bucket
@@ -177,6 +178,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:
             background.cancel_scope.cancel()
+            not_uploaded = core.abandon_open_files()
             if record is not None:
                 record.unlink(missing_ok=True)
             pyfuse3.close(unmount=True)
@@ -187,6 +189,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> None:
             )
             if private:
                 _remove_if_empty(cache_dir)
+    return EXIT_KEPT if not_uploaded else 0
 
 
 async def _finish_mount(config: Config, ready: Callable[[str | None], None]) -> None:

@@ -167,6 +167,24 @@ class OpenFile:
         """The object was renamed while open: later commits go to the new key."""
         self.path, self.key, self.etag = path, key, etag
 
+    def abandon(self) -> bool:
+        """The mount is going while this file is open: an open file is not complete, so
+        nothing more is uploaded. What was uploaded leaves the cache directory; changed
+        data stays there, with a log line naming the key, its size and where it is.
+        True when a change was not uploaded."""
+        lost = not self.unlinked and (self.dirty or self._metadata_dirty)
+        reason = f"{self.key!r} ({self.size} bytes) was still open for writing at unmount"
+        if lost and self.dirty and self.staged is not None:
+            self.staged.keep(f"{reason}: not uploaded")
+        else:
+            if lost:
+                what = "its times/mode" if not self.dirty else "it (nothing written yet)"
+                log.error("%s: %s not uploaded", reason, what)
+            if self.staged is not None:
+                self.staged.discard()
+        self.staged = None
+        return lost
+
     def close(self) -> None:
         """The last handle is gone: drop committed data, keep what could not be committed."""
         if self.staged is None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import time
 
 import pytest
@@ -85,3 +87,30 @@ def test_a_get_cut_midway_is_resumed_where_it_stopped(server, bucket, mount):
     gets = [r for r in server.requests() if r["op"] == "GetObject"]
     assert len(gets) <= size // (4 * MiB) + 8, len(gets)
     assert all(r["headers"].get("If-Match") for r in gets), "every resumed GET keeps If-Match"
+
+
+def test_sigterm_names_and_keeps_files_still_open_for_writing(server, bucket, s3, mount):
+    """SIGTERM with files open for writing: nothing incomplete is uploaded, each kept file
+    is named in the log with its size, what was uploaded leaves the cache directory, and
+    the exit status says data was kept (issue 12 §4)."""
+    m = mount(bucket)
+    synced = open(m.path / "synced", "wb")  # noqa: SIM115 - held open across the signal
+    synced.write(b"s" * 1000)
+    synced.flush()
+    os.fsync(synced.fileno())  # uploaded, and unchanged since
+    pending = [open(m.path / f"pending{i}", "wb") for i in range(2)]  # noqa: SIM115
+    for i, f in enumerate(pending):
+        f.write(b"p" * (2000 + i))
+        f.flush()
+    m.proc.send_signal(signal.SIGTERM)
+    status = m.proc.wait(timeout=30)
+    for f in (synced, *pending):
+        with contextlib.suppress(OSError):
+            f.close()
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+    assert keys == ["synced"]
+    assert status == 4, m.log()
+    log = m.log()
+    assert "'pending0' (2000 bytes)" in log and "'pending1' (2001 bytes)" in log, log
+    assert "synced" not in log.split("received SIGTERM")[1], "uploaded data is not 'kept'"
+    assert sorted(p.stat().st_size for p in m.staged_files()) == [2000, 2001]
