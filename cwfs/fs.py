@@ -703,6 +703,15 @@ class Filesystem:
             handle.flushed = True
             await self._commit(handle.open_file)
 
+    def report_unfinished(self) -> None:
+        """The mount is abandoned with requests in flight: one line for each file that
+        may not be in the bucket, saying whether that is certain, and where its data is."""
+        for open_file in self._open.values():
+            if (state := open_file.unfinished()) is not None:
+                staged = open_file.staged
+                where = f"; its data is kept in {staged.path}" if staged is not None else ""
+                log.error("%r (%d bytes): %s%s", open_file.key, open_file.size, state, where)
+
     def abandon_open_files(self) -> int:
         """The mount is going: files still open for writing are not uploaded (see
         `OpenFile.abandon`); how many kept data in the cache directory."""

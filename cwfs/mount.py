@@ -46,7 +46,9 @@ def fuse_options(config: Config) -> set[str]:
     return options
 
 
-async def _terminate_on_signal(timeout: float, cache_dir: Path, record: Path | None) -> None:
+async def _terminate_on_signal(
+    timeout: float, cache_dir: Path, record: Path | None, report: Callable[[], None]
+) -> None:
     """Unmount on SIGINT or SIGTERM, once the requests in flight are answered.
 
     Requests that keep the mount longer than ``timeout`` seconds (an upload to a
@@ -70,6 +72,7 @@ async def _terminate_on_signal(timeout: float, cache_dir: Path, record: Path | N
         "requests still in flight (uploads the server does not answer?): unmounting without them; data not uploaded stays in %s",
         cache_dir,
     )
+    report()
     if record is not None:
         record.unlink(missing_ok=True)
     pyfuse3.close(unmount=True)
@@ -173,7 +176,13 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
             raise MountError(message) from None
         record = write_record(config)  # for cwfs warm
         try:
-            background.start_soon(_terminate_on_signal, config.unmount_timeout, cache_dir, record)
+            background.start_soon(
+                _terminate_on_signal,
+                config.unmount_timeout,
+                cache_dir,
+                record,
+                core.report_unfinished,
+            )
             background.start_soon(_finish_mount, config, ready)
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:

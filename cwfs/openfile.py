@@ -167,6 +167,16 @@ class OpenFile:
         """The object was renamed while open: later commits go to the new key."""
         self.path, self.key, self.etag = path, key, etag
 
+    def unfinished(self) -> str | None:
+        """What is pending of this file if the mount is abandoned now; None if nothing."""
+        if self.unlinked:
+            return None
+        if self._lock.locked():
+            return "its upload was in flight: it may or may not be in the bucket"
+        if self.dirty or self._metadata_dirty:
+            return "not uploaded"
+        return None
+
     def abandon(self) -> bool:
         """The mount is going while this file is open: an open file is not complete, so
         nothing more is uploaded. What was uploaded leaves the cache directory; changed

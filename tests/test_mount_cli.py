@@ -103,6 +103,7 @@ def test_sigterm_does_not_wait_forever_for_a_stalled_upload(
     assert not is_mounted(m.path)
     assert writer.wait(timeout=FAIL_FAST) != 0  # its close() failed: nothing pretends it was saved
     assert "requests still in flight" in m.log()
+    assert "'data.txt' (7 bytes): its upload was in flight: it may or may not be" in m.log()
     assert [p.read_bytes() for p in m.staged_files()] == [b"keep me"]  # and the data is kept
     server.clear_faults()
 
