@@ -211,8 +211,9 @@ def _read_body(
     end: int,
     on_chunk: Callable[[int, bytes], bool] | None,
     chunks: list[bytes],
-) -> int:
-    """Read a ranged GET's body from ``position`` into ``chunks``; where it ended."""
+) -> None:
+    """Read a ranged GET's body from ``position`` on, appending it to ``chunks`` as it
+    comes (so that what arrived before a failure is kept)."""
     body, left, first = response["Body"], response["ContentLength"], position
     while left > 0 and (chunk := body.read(min(_chunk_size(position, position == first), left))):
         if on_chunk is not None and not on_chunk(position, chunk):
@@ -231,7 +232,6 @@ def _read_body(
             actual_bytes=response["ContentLength"] - left,
             expected_bytes=response["ContentLength"],
         )
-    return position
 
 
 def _wire_client(
@@ -425,9 +425,10 @@ class ObjectStore:
             for attempt in range(1, self._max_attempts + 1):
                 try:
                     response = self._client.get_object(Range=f"bytes={position}-{end}", **kwargs)
-                    position = _read_body(response, key, position, end, on_chunk, chunks)
+                    _read_body(response, key, position, end, on_chunk, chunks)
                     return chunks
                 except _CUT_BODY as exc:
+                    position = start + sum(map(len, chunks))  # the cut attempt's bytes stay
                     if attempt == self._max_attempts:
                         raise
                     log.info(

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from cwfs.cli import build_parser
+from cwfs.config import StoreSettings, build_config
 from cwfs.launch import MountStartError, start_mount
 from cwfs.mountrecords import current_cwfs_mountpoints
 from cwfs.server.control import EmbeddedServer
@@ -110,6 +112,18 @@ def bucket(server: EmbeddedServer) -> str:
 @pytest.fixture
 def s3(server: EmbeddedServer):
     return server.client()
+
+
+@pytest.fixture
+def store_settings(
+    server: EmbeddedServer, bucket: str, tmp_path: Path, monkeypatch
+) -> StoreSettings:
+    """`StoreSettings` for ``bucket`` on the embedded server, for tests of the store alone."""
+    monkeypatch.setenv("ACCESS_KEY_ID", server.access_key)
+    monkeypatch.setenv("SECRET_ACCESS_KEY", server.secret_key)
+    argv = ["mount", bucket, str(tmp_path), "--endpoint", server.url]
+    argv += ["--addressing-style", "path"]
+    return build_config(build_parser().parse_args(argv), environ={}, home=tmp_path).store_settings
 
 
 @pytest.fixture

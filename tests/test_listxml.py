@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 import trio
 
-from cwfs.cli import build_parser
-from cwfs.config import build_config
 from cwfs.listxml import BadListing, parse_list_result
 from cwfs.store import ObjectStore
 
@@ -59,16 +57,11 @@ ODD_KEYS = [
 ]
 
 
-def test_pages_on_the_wire_equal_botocores(server, bucket, tmp_path, monkeypatch):
+def test_pages_on_the_wire_equal_botocores(server, bucket, store_settings):
     server.seed(bucket, [{"key": key, "size": len(key)} for key in ODD_KEYS])
-    argv = ["mount", bucket, str(tmp_path), "--endpoint", server.url]
-    argv += ["--addressing-style", "path"]
-    monkeypatch.setenv("ACCESS_KEY_ID", server.access_key)
-    monkeypatch.setenv("SECRET_ACCESS_KEY", server.secret_key)
-    settings = build_config(build_parser().parse_args(argv), environ={}, home=tmp_path)
 
     async def pages(wire: bool) -> list[object]:
-        store = ObjectStore(settings.store_settings)
+        store = ObjectStore(store_settings)
         if not wire:
             store._wire = None  # botocore's path, as through a proxy
         found, token = [], None

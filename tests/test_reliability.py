@@ -9,8 +9,10 @@ import signal
 import time
 
 import pytest
+import trio
 
 from cwfs.server.seed import pattern
+from cwfs.store import ObjectStore
 
 MiB = 1 << 20
 
@@ -114,3 +116,20 @@ def test_sigterm_names_and_keeps_files_still_open_for_writing(server, bucket, s3
     assert "'pending0' (2000 bytes)" in log and "'pending1' (2001 bytes)" in log, log
     assert "synced" not in log.split("received SIGTERM")[1], "uploaded data is not 'kept'"
     assert sorted(p.stat().st_size for p in m.staged_files()) == [2000, 2001]
+
+
+def test_a_resumed_get_returns_each_byte_once(server, bucket, store_settings):
+    """The store's ranged GET, cut twice midway with no read-ahead listening (a demand
+    read): the bytes it returns are the range, each once, in order."""
+    size = 3 * MiB
+    etag = server.seed(bucket, [{"key": "f", "size": size}])[0]["etag"]
+    server.add_fault(op="GetObject", bucket=bucket, phase="cut", cut_at=300_000, times=2)
+
+    async def fetch() -> bytes:
+        return b"".join(await ObjectStore(store_settings).get_range("f", 0, size - 1, etag))
+
+    try:
+        data = trio.run(fetch)
+    finally:
+        server.clear_faults()
+    assert data == pattern("f", size)
