@@ -714,7 +714,7 @@ class Filesystem:
 
     def abandon_open_files(self) -> int:
         """The mount is going: files still open for writing are not uploaded (see
-        `OpenFile.abandon`); how many kept data in the cache directory."""
+        `OpenFile.abandon`); how many had changes that were not."""
         kept = sum(open_file.abandon() for open_file in self._open.values())
         self._open.clear()
         return kept

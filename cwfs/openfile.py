@@ -180,27 +180,23 @@ class OpenFile:
     def abandon(self) -> bool:
         """The mount is going while this file is open: an open file is not complete, so
         nothing more is uploaded. What was uploaded leaves the cache directory; changed
-        data stays there, with a log line naming the key, its size and where it is.
-        True when a change was not uploaded."""
+        data stays there, with a log line naming the key, its size and where it is
+        (`close`). True when a change was not uploaded."""
         lost = not self.unlinked and (self.dirty or self._metadata_dirty)
-        reason = f"{self.key!r} ({self.size} bytes) was still open for writing at unmount"
-        if lost and self.dirty and self.staged is not None:
-            self.staged.keep(f"{reason}: not uploaded")
-        else:
-            if lost:
-                what = "its times/mode" if not self.dirty else "it (nothing written yet)"
-                log.error("%s: %s not uploaded", reason, what)
-            if self.staged is not None:
-                self.staged.discard()
-        self.staged = None
+        reason = f"({self.size} bytes) was still open for writing at unmount: not uploaded"
+        if lost and not (self.dirty and self.staged is not None):  # nothing staged to keep
+            what = "its times/mode" if not self.dirty else "nothing written yet"
+            log.error("%r %s (%s)", self.key, reason, what)
+        self.close(reason)
         return lost
 
-    def close(self) -> None:
-        """The last handle is gone: drop committed data, keep what could not be committed."""
+    def close(self, reason: str = "has uncommitted changes") -> None:
+        """The last handle is gone: drop committed data, keep what could not be committed
+        (logged with ``reason``)."""
         if self.staged is None:
             return
         if self.dirty and not self.unlinked:
-            self.staged.keep(f"{self.key!r} has uncommitted changes")
+            self.staged.keep(f"{self.key!r} {reason}")
         else:
             self.staged.discard()
         self.staged = None
