@@ -361,12 +361,9 @@ class ObjectStore:
     ) -> ListPage:
         assert self._wire is not None
         query = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys)}
-        query["encoding-type"] = "url"
-        for name, value in (("delimiter", delimiter), ("continuation-token", token)):
-            if value:
-                query[name] = value
-        if start_after:
-            query["start-after"] = start_after
+        query["encoding-type"] = "url"  # keys XML cannot carry, as botocore asks
+        optional = {"delimiter": delimiter, "continuation-token": token, "start-after": start_after}
+        query.update({name: value for name, value in optional.items() if value})
         answer = await self._wire.get("ListObjectsV2", "", query)
         if answer.status == 404:
             raise answer_error("ListObjectsV2", prefix, answer)
