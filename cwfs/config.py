@@ -382,17 +382,28 @@ class Config:
     max_concurrency: int = _count(64, "parallel S3 requests (worker threads and HTTP connections).")
     max_attempts: int = _count(
         10,
-        "attempts per request on throttling (`SlowDown`/503), 5xx and connection errors, with "
-        "exponential back-off and jitter; then the call fails with EIO and the S3 code in the "
-        "log.",
+        "attempts per request on throttling (`SlowDown`/503, 429), 5xx, connection errors and "
+        "timeouts, with exponential back-off and jitter (each request counts its own); then the "
+        "call fails (EIO, ETIMEDOUT after timeouts) with the S3 code in the log.",
+    )
+    timeout_attempts: int = _count(
+        3,
+        "a request also fails once this many of its attempts timed out: a server that stops "
+        "answering fails a call in about this many times the timeout.",
     )
     connect_timeout: float = _seconds(
         10.0, "seconds to wait for a connection to the endpoint before the attempt fails."
     )
     read_timeout: float = _seconds(
-        60.0, "seconds to wait for bytes of a response before the attempt fails."
+        10.0,
+        "seconds without a byte of the answer before the attempt fails; a slow answer that "
+        "keeps coming is never cut.",
     )
-    fuse_tasks: int = _count(32, "FUSE requests served concurrently.")
+    fuse_tasks: int = _count(
+        1024,
+        "FUSE requests served concurrently: requests waiting on a slow or stalled store must "
+        "leave room for those the caches answer (a waiting request costs a few KiB).",
+    )
     cache_dir: Path | None = option(
         None,
         "where files being written are staged until uploaded; data that could not be uploaded "
@@ -478,6 +489,7 @@ class StoreSettings:
     connect_timeout: float
     read_timeout: float
     max_attempts: int
+    timeout_attempts: int
     max_concurrency: int
 
     @property

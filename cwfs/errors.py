@@ -111,7 +111,7 @@ class TryAgain(FsError):
 
 
 class StoreError(FsError):
-    """An S3 request failed for good (after botocore's retries).
+    """An S3 request failed for good (after the retries of `cwfs.retry`).
 
     It defines no errno of its own: the cause it is combined with (below) does, and
     an S3 error of no known cause is EIO.
@@ -145,6 +145,13 @@ class StoreUnavailable(StoreError):
     """No usable answer: connection refused or reset, timeouts, 5xx and throttling after retries."""
 
 
+class StoreTimeout(StoreUnavailable):
+    """No answer in time: connecting took over ``--connect-timeout``, or no byte of the
+    answer came for ``--read-timeout``."""
+
+    errno = errno.ETIMEDOUT
+
+
 class StoreTooLarge(StoreError, TooLarge):
     """EntityTooLarge."""
 
@@ -167,7 +174,15 @@ class RenameUnsupported(StoreError, Unsupported):
 
 QUOTA_MESSAGE = "The account is write suspended."
 _UNAVAILABLE_CODES = frozenset(
-    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling"}
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "TooManyRequests",
+        "429",
+    }
 )
 _ERROR_BY_CODE: dict[str, type[StoreError]] = {
     "NoSuchKey": ObjectMissing,

@@ -69,7 +69,9 @@ def check_mountable(settings: StoreSettings, prefix: str) -> None:
         max_attempts=PROBE_ATTEMPTS,
         connect_timeout=min(settings.connect_timeout, PROBE_CONNECT_TIMEOUT),
     )
-    probe = s3_client(build_session(quick), quick.endpoint, client_config(quick))
+    probe = s3_client(
+        build_session(quick), quick.endpoint, client_config(quick, quick.max_attempts)
+    )
     try:
         probe.list_objects_v2(Bucket=settings.bucket, Prefix=prefix, MaxKeys=1)
     except NoCredentialsError:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
-import random
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,10 +30,10 @@ import trio
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     IncompleteReadError,
     NoCredentialsError,
     ReadTimeoutError,
-    ResponseStreamingError,
 )
 
 from cwfs.config import StoreSettings
@@ -52,10 +50,12 @@ from cwfs.errors import (
     RenameUnsupported,
     StoreAccessDenied,
     StoreError,
+    StoreTimeout,
     StoreUnavailable,
     store_error,
 )
 from cwfs.listxml import BadListing, parse_list_result
+from cwfs.retry import Retrier
 from cwfs.sigv4 import Signer
 from cwfs.wire import Endpoint, WireClient, answer_error
 
@@ -71,9 +71,6 @@ DOWNLOAD_CHUNK = 1 << 20
 READ_CHUNK = 1 << 20
 EXPECT_CONTINUE_FROM = 1 << 20
 FIRST_READ_CHUNK = 64 << 10  # a reader waiting for a GET's first bytes gets them sooner
-MAX_RESUME_BACKOFF = 20.0
-# A GET's body that stopped midway (a reset, a stall): resumed from where it stopped.
-_CUT_BODY = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError)
 
 
 def _chunk_size(position: int, first: bool) -> int:
@@ -188,12 +185,13 @@ def _no_expect_for_small_bodies(params: dict[str, Any], **_: Any) -> None:  # af
         del headers["Expect"]
 
 
-def client_config(settings: StoreSettings) -> botocore.config.Config:
-    """botocore's settings for a client of ``settings``' endpoint: retries, pool, timeouts."""
+def client_config(settings: StoreSettings, attempts: int) -> botocore.config.Config:
+    """botocore's settings for a client of ``settings``' endpoint: pool, timeouts, and
+    ``attempts`` per request (1 for `ObjectStore`, which retries by `cwfs.retry`)."""
     return botocore.config.Config(
         region_name=settings.region or DEFAULT_REGION,
         s3={"addressing_style": "path" if settings.addressing_style == "path" else "virtual"},
-        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        retries={"mode": "standard", "total_max_attempts": attempts},
         max_pool_connections=settings.max_concurrency,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
@@ -252,7 +250,6 @@ def _wire_client(
         limit=settings.max_concurrency,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
-        max_attempts=settings.max_attempts,
         tls=tls,
     )
 
@@ -279,13 +276,19 @@ class ObjectStore:
     def __init__(self, settings: StoreSettings) -> None:
         self.bucket = settings.bucket
         session = build_session(settings)
-        self._client = s3_client(session, settings.endpoint, client_config(settings))
+        self._client = s3_client(session, settings.endpoint, client_config(settings, 1))
         self._client.meta.events.register_last("before-call.s3", _no_expect_for_small_bodies)
         self._limiter = trio.CapacityLimiter(settings.max_concurrency)
-        self._max_attempts = max(1, settings.max_attempts)
+        self._retry = Retrier(settings.max_attempts, settings.timeout_attempts)
         self._wire = _wire_client(settings, session, self._client.meta.region_name)
 
     async def _call(self, op: str, key: str, method: Callable[..., T], **params: Any) -> T:
+        """A boto3 call, retried by the rules of `cwfs.retry`."""
+        return await self._retry.run(
+            op, key, functools.partial(self._call_once, op, key, method, **params)
+        )
+
+    async def _call_once(self, op: str, key: str, method: Callable[..., T], **params: Any) -> T:
         """Run one boto3 call in a worker thread, bounded, and type its failure."""
         try:
             return await trio.to_thread.run_sync(
@@ -304,13 +307,15 @@ class ObjectStore:
             raise StoreAccessDenied(
                 "no credentials found", op=op, key=key, code="NoCredentials"
             ) from None
+        except (ReadTimeoutError, ConnectTimeoutError) as exc:
+            raise StoreTimeout(str(exc), op=op, key=key, code=type(exc).__name__) from None
         except BotoCoreError as exc:
             raise StoreUnavailable(str(exc), op=op, key=key, code=type(exc).__name__) from None
 
     async def head_object(self, key: str) -> ObjectInfo | None:
         """The object's attributes, or None when there is no such key."""
-        if self._wire is not None:
-            answer = await self._wire.head(key)
+        if (wire := self._wire) is not None:
+            answer = await self._retry.run("HeadObject", key, lambda: wire.head(key))
             return None if answer is None else _head_info(key, answer.headers)
         try:
             resp = await self._call("HeadObject", key, self._client.head_object, Key=key)
@@ -359,12 +364,15 @@ class ObjectStore:
     async def _list_page_on_wire(
         self, prefix: str, token: str | None, delimiter: str, max_keys: int, start_after: str | None
     ) -> ListPage:
-        assert self._wire is not None
+        wire = self._wire
+        assert wire is not None
         query = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys)}
         query["encoding-type"] = "url"  # keys XML cannot carry, as botocore asks
         optional = {"delimiter": delimiter, "continuation-token": token, "start-after": start_after}
         query.update({name: value for name, value in optional.items() if value})
-        answer = await self._wire.get("ListObjectsV2", "", query)
+        answer = await self._retry.run(
+            "ListObjectsV2", prefix, lambda: wire.get("ListObjectsV2", "", query)
+        )
         if answer.status == 404:
             raise answer_error("ListObjectsV2", prefix, answer)
         try:
@@ -415,32 +423,17 @@ class ObjectStore:
         params: dict[str, Any] = {"Key": key}
         if etag:
             params["IfMatch"] = etag
+        chunks: list[bytes] = []  # kept across attempts: a cut body resumes where it stopped
 
-        def fetch(**kwargs: Any) -> list[bytes]:
-            chunks: list[bytes] = []
-            position = start
-            for attempt in range(1, self._max_attempts + 1):
-                try:
-                    response = self._client.get_object(Range=f"bytes={position}-{end}", **kwargs)
-                    _read_body(response, key, position, end, on_chunk, chunks)
-                    return chunks
-                except _CUT_BODY as exc:
-                    position = start + sum(map(len, chunks))  # the cut attempt's bytes stay
-                    if attempt == self._max_attempts:
-                        raise
-                    log.info(
-                        "GetObject %r cut at byte %d of %d (%s): resuming there, attempt %d of %d",
-                        key,
-                        position,
-                        end + 1,
-                        exc,
-                        attempt + 1,
-                        self._max_attempts,
-                    )
-                    time.sleep(random.uniform(0, min(MAX_RESUME_BACKOFF, 2.0 ** (attempt - 1))))
-            raise AssertionError("unreachable")
+        def fetch(**kwargs: Any) -> None:
+            position = start + sum(map(len, chunks))
+            if position > start:
+                log.info("GetObject %r: resuming at byte %d of %d", key, position, end + 1)
+            response = self._client.get_object(Range=f"bytes={position}-{end}", **kwargs)
+            _read_body(response, key, position, end, on_chunk, chunks)
 
-        return await self._call("GetObject", key, fetch, **params)
+        await self._call("GetObject", key, fetch, **params)
+        return chunks
 
     async def prestage(self, key: str) -> None:
         """HeadObject with ``Range: bytes=0-0``: asks LOTA to cache the whole object."""

@@ -16,9 +16,8 @@ Rules:
   may have closed it while it was idle (every HTTP client does the same).
 - Connecting (TLS included) is bounded by ``connect_timeout``; an answer fails once
   ``read_timeout`` passes with no byte of it arriving (a slow but live answer is not
-  cut), as botocore's read timeout does. Connection failures, timeouts, bodies cut short, 5xx
-  and 429 are retried up to ``max_attempts`` in all, with full-jitter exponential
-  back-off as botocore's standard mode; other answers are final.
+  cut), as botocore's read timeout does. Each call is one attempt: `cwfs.store` retries
+  it by the rules of `cwfs.retry`, as it does botocore's requests.
 - `cwfs.store` uses botocore instead when botocore would send a request differently:
   through a proxy.
 """
@@ -26,7 +25,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import random
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,7 +32,13 @@ from urllib.parse import quote, urlsplit
 
 import trio
 
-from cwfs.errors import StoreAccessDenied, StoreError, StoreUnavailable, store_error
+from cwfs.errors import (
+    StoreAccessDenied,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+    store_error,
+)
 from cwfs.sigv4 import Credentials, Signer, canonical_path
 
 log = logging.getLogger(__name__)
@@ -43,8 +47,6 @@ MAX_HEADER_BYTES = 64 << 10
 MAX_BODY_BYTES = 64 << 20  # a listing page is a few hundred KiB
 READ_SIZE = 256 << 10
 CREDENTIALS_TTL = 60.0  # seconds a copy of refreshable credentials is used
-MAX_BACKOFF = 20.0
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,6 @@ class WireClient:
         limit: int,
         connect_timeout: float,
         read_timeout: float,
-        max_attempts: int,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self._endpoint = endpoint
@@ -225,7 +226,6 @@ class WireClient:
         self._idle: list[_Connection] = []
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._max_attempts = max(1, max_attempts)
         self._tls = tls
 
     @staticmethod
@@ -246,25 +246,17 @@ class WireClient:
     async def request(
         self, method: str, op: str, key: str, query: Mapping[str, str] | None = None
     ) -> Answer:
-        """One request, retried as the rules say; a 404 is returned, other failures raised."""
-        failure: StoreError | None = None
-        for attempt in range(1, self._max_attempts + 1):
-            if attempt > 1:
-                await trio.sleep(random.uniform(0, min(MAX_BACKOFF, 2.0 ** (attempt - 2))))
-            try:
-                answer = await self._send(method, op, key, query or {})
-            except (_ConnectionLost, trio.TooSlowError, OSError) as exc:
-                failure = StoreUnavailable(
-                    str(exc) or "timed out", op=op, key=key, code=type(exc).__name__
-                )
-                continue
-            if answer.status < 300 or answer.status == 404:
-                return answer
-            failure = answer_error(op, key, answer)
-            if answer.status not in RETRY_STATUSES:
-                break
-        assert failure is not None
-        raise failure
+        """One attempt of a request (`cwfs.retry` sends it again): a 2xx or 404 answer is
+        returned, every other outcome raised as its typed error."""
+        try:
+            answer = await self._send(method, op, key, query or {})
+        except trio.TooSlowError:
+            raise StoreTimeout("no answer in time", op=op, key=key, code="Timeout") from None
+        except (_ConnectionLost, OSError) as exc:
+            raise StoreUnavailable(str(exc), op=op, key=key, code=type(exc).__name__) from None
+        if answer.status < 300 or answer.status == 404:
+            return answer
+        raise answer_error(op, key, answer)
 
     async def _send(self, method: str, op: str, key: str, query: Mapping[str, str]) -> Answer:
         request = await self._request(method, op, key, query)

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -133,3 +134,87 @@ def test_a_resumed_get_returns_each_byte_once(server, bucket, store_settings):
     finally:
         server.clear_faults()
     assert data == pattern("f", size)
+
+
+def test_a_10_s_outage_with_16_parallel_writers_fails_no_write(server, bucket, s3, mount):
+    """Every request keeps its own attempts: botocore's shared retry quota, drained by
+    16 writers in a second, made 344 of 640 writes fail with EIO in such an outage."""
+    m = mount(bucket)
+    server.reset()
+    server.add_fault(op="PutObject", bucket=bucket, phase="reset", times=-1)
+    outage = threading.Timer(10.0, server.clear_faults)
+    outage.start()
+    failures: list[str] = []
+
+    def writer(number: int) -> None:
+        for i in range(4):
+            name = f"w{number}-{i}"
+            try:
+                (m.path / name).write_bytes(name.encode() * 100)
+            except OSError as exc:
+                failures.append(f"{name}: {exc}")
+
+    try:
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        outage.cancel()
+        server.clear_faults()
+    assert failures == []
+    for number in range(16):
+        for i in range(4):
+            name = f"w{number}-{i}"
+            assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == name.encode() * 100
+    assert server.counts()["PutObject"] > 64 + 16  # the outage was met, and retried through
+
+
+def test_a_stalled_server_fails_a_lookup_with_etimedout_after_timeout_attempts(
+    server, bucket, mount
+):
+    """A server that takes requests and never answers: with the defaults, one `stat`
+    waited 678 s (60 s x 10 attempts, a LIST and then a HEAD). Now the call fails after
+    `--timeout-attempts` (3) timeouts of its first request."""
+    m = mount(bucket, "--read-timeout", "0.5")
+    server.reset()
+    server.add_fault(bucket=bucket, delay=10, times=-1)
+    try:
+        with pytest.raises(OSError) as failed:
+            os.stat(m.path / "not-there")
+        counts = server.counts()
+    finally:
+        server.clear_faults()
+    assert failed.value.errno == errno.ETIMEDOUT
+    assert counts == {"ListObjectsV2": 3}
+    assert "gave up after 3 attempts" in m.log()
+
+
+def test_a_stalled_server_blocks_nothing_the_caches_answer(server, bucket, mount):
+    """40 reads stuck on a stalled server leave the mount free to answer the listings and
+    lookups it has cached (with 32 FUSE tasks, the old default, all were taken)."""
+    server.seed(bucket, [{"key": f"r/f{i}", "size": 100_000} for i in range(40)])
+    server.seed(bucket, [{"key": f"d/f{i}", "size": 10 + i} for i in range(5)], False)
+    m = mount(bucket, "--metadata-ttl", "600", "--read-timeout", "4")
+    names = sorted(os.listdir(m.path / "d"))
+    assert len(os.listdir(m.path / "r")) == 40
+    server.add_fault(bucket=bucket, delay=15, times=-1)
+    stuck = [threading.Thread(target=read_quietly, args=(m.path / f"r/f{i}",)) for i in range(40)]
+    try:
+        for thread in stuck:
+            thread.start()
+        time.sleep(1.0)
+        for _ in range(3):
+            assert sorted(os.listdir(m.path / "d")) == names  # FUSE readdir, from the cache
+            assert [os.stat(m.path / "d" / name).st_size for name in names] == list(range(10, 15))
+        assert all(thread.is_alive() for thread in stuck)  # answered while they wait
+    finally:
+        server.clear_faults()
+        for thread in stuck:
+            thread.join()
+
+
+def read_quietly(path: os.PathLike[str]) -> None:
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        f.read()

@@ -16,10 +16,11 @@ import pytest
 import trio
 
 from cwfs.credentials import uses_proxy
-from cwfs.errors import ObjectMissing, StoreAccessDenied, StoreUnavailable
+from cwfs.errors import ObjectMissing, StoreAccessDenied, StoreTimeout
+from cwfs.retry import Retrier
 from cwfs.sigv4 import Credentials, Signer, canonical_path
 from cwfs.store import _head_info
-from cwfs.wire import Endpoint, WireClient, _parse, answer_error, canonical_query
+from cwfs.wire import Answer, Endpoint, WireClient, _parse, answer_error, canonical_query
 
 NOW = dt.datetime(2026, 12, 3, 10, 46, 41, tzinfo=dt.timezone.utc)
 KEYS = ["d/f", "a b+c", "ünï/cödé", "x~y_z-.txt", "100%/q?x=1#y", "a//b/./c"]
@@ -146,7 +147,26 @@ class Server:
                     return
 
 
-def run_against(handler: Handler, test: Callable[[WireClient, Server], Awaitable[None]], **kw):
+class Retried:
+    """A `WireClient` whose requests are retried as `cwfs.store` retries them."""
+
+    def __init__(self, client: WireClient, retrier: Retrier) -> None:
+        self.client, self.retrier = client, retrier
+
+    async def head(self, key: str) -> Answer | None:
+        return await self.retrier.run("HeadObject", key, lambda: self.client.head(key))
+
+    async def get(self, op: str, key: str, query: dict[str, str]) -> Answer:
+        return await self.retrier.run(op, key, lambda: self.client.get(op, key, query))
+
+
+def run_against(
+    handler: Handler,
+    test: Callable[[Retried, Server], Awaitable[None]],
+    max_attempts: int = 3,
+    timeout_attempts: int = 3,
+    **kw: float,
+):
     async def main() -> None:
         server = Server(handler)
         async with trio.open_nursery() as nursery:
@@ -154,7 +174,7 @@ def run_against(handler: Handler, test: Callable[[WireClient, Server], Awaitable
                 functools.partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1")
             )
             port = listeners[0].socket.getsockname()[1]
-            options = {"connect_timeout": 2.0, "read_timeout": 2.0, "max_attempts": 3, **kw}
+            options = {"connect_timeout": 2.0, "read_timeout": 2.0, **kw}
             client = WireClient(
                 Endpoint.parse(f"http://127.0.0.1:{port}", "bkt", virtual=False),
                 Signer("us-east-1"),
@@ -162,7 +182,7 @@ def run_against(handler: Handler, test: Callable[[WireClient, Server], Awaitable
                 limit=4,
                 **options,
             )
-            await test(client, server)
+            await test(Retried(client, Retrier(max_attempts, timeout_attempts)), server)
             await client.aclose()
             nursery.cancel_scope.cancel()
 
@@ -170,7 +190,7 @@ def run_against(handler: Handler, test: Callable[[WireClient, Server], Awaitable
 
 
 def test_one_connection_serves_many_heads():
-    async def test(client: WireClient, server: Server) -> None:
+    async def test(client: Retried, server: Server) -> None:
         for _ in range(20):
             answer = await client.head("d/f")
             assert answer is not None and answer.headers["x-amz-meta-mode"] == "33188"
@@ -185,7 +205,7 @@ def test_a_connection_closed_while_idle_costs_no_attempt():
         await answer_ok(stream, request)
         return False  # closed without saying so (no Connection: close)
 
-    async def test(client: WireClient, server: Server) -> None:
+    async def test(client: Retried, server: Server) -> None:
         for _ in range(5):
             assert await client.head("k") is not None
         assert (server.connections, len(server.requests)) == (5, 5)
@@ -201,8 +221,8 @@ def test_missing_is_none_denied_is_typed_and_5xx_is_retried():
         await stream.send_all(b"HTTP/1.1 " + status + b"\r\nx-amz-request-id: R1\r\n\r\n")
         return True
 
-    async def test(client: WireClient, server: Server) -> None:
-        with mock.patch("cwfs.wire.MAX_BACKOFF", 0.01):
+    async def test(client: Retried, server: Server) -> None:
+        with mock.patch("cwfs.retry.MAX_BACKOFF", 0.01):
             assert await client.head("k") is not None  # third attempt
             assert await client.head("k") is None
             with pytest.raises(StoreAccessDenied) as denied:
@@ -218,13 +238,13 @@ def test_a_stalled_server_fails_within_the_read_timeout_per_attempt():
         await trio.sleep_forever()
         return False
 
-    async def test(client: WireClient, server: Server) -> None:
-        with mock.patch("cwfs.wire.MAX_BACKOFF", 0.01), trio.fail_after(5):
-            with pytest.raises(StoreUnavailable):
+    async def test(client: Retried, server: Server) -> None:
+        with mock.patch("cwfs.retry.MAX_BACKOFF", 0.01), trio.fail_after(5):
+            with pytest.raises(StoreTimeout):
                 await client.head("k")
         assert len(server.requests) == 2
 
-    run_against(stall, test, read_timeout=0.3, max_attempts=2)
+    run_against(stall, test, read_timeout=0.3, timeout_attempts=2)
 
 
 def test_without_credentials_it_is_access_denied():
@@ -236,7 +256,6 @@ def test_without_credentials_it_is_access_denied():
             limit=1,
             connect_timeout=1,
             read_timeout=1,
-            max_attempts=1,
         )
         with pytest.raises(StoreAccessDenied):
             await client.head("k")
@@ -290,7 +309,7 @@ def test_bodies_by_length_or_by_chunks_keep_the_connection(answer):
             await stream.send_all(answer[i : i + 7])
         return True
 
-    async def test(client: WireClient, server: Server) -> None:
+    async def test(client: Retried, server: Server) -> None:
         for _ in range(3):
             got = await client.get("ListObjectsV2", "", {"list-type": "2", "prefix": "a b"})
             assert (got.status, got.body) == (200, b"hello world")
@@ -305,7 +324,7 @@ def test_a_body_to_the_end_of_the_connection():
         await stream.send_all(b"HTTP/1.0 200 OK\r\n\r\nall of it")
         return False
 
-    async def test(client: WireClient, server: Server) -> None:
+    async def test(client: Retried, server: Server) -> None:
         assert (await client.get("ListObjectsV2", "", {})).body == b"all of it"
         assert (await client.get("ListObjectsV2", "", {})).body == b"all of it"
         assert server.connections == 2
@@ -331,8 +350,8 @@ def test_an_error_body_gives_the_code_and_a_cut_body_is_retried():
         await stream.send_all(answer)
         return not answer.endswith(b"cut short")
 
-    async def test(client: WireClient, server: Server) -> None:
-        with mock.patch("cwfs.wire.MAX_BACKOFF", 0.01):
+    async def test(client: Retried, server: Server) -> None:
+        with mock.patch("cwfs.retry.MAX_BACKOFF", 0.01):
             missing = await client.get("ListObjectsV2", "", {})  # the cut one was retried
         assert missing.status == 404 and len(server.requests) == 2
         with pytest.raises(ObjectMissing) as info:
@@ -358,7 +377,7 @@ def test_a_slow_but_live_answer_is_not_cut_by_the_read_timeout():
             await trio.sleep(0.05)
         return True
 
-    async def test(client: WireClient, server: Server) -> None:
+    async def test(client: Retried, server: Server) -> None:
         got = await client.get("ListObjectsV2", "", {})
         assert (got.body, len(server.requests)) == (b"slow but ok", 1)
 

@@ -18,7 +18,7 @@ from typing import Any
 from .auth import verify_request
 from .conditional import check_destination, is_conditional
 from .controlapi import PREFIX, handle_control
-from .faults import CutBody, InjectedFault, SlowBody
+from .faults import CutBody, InjectedFault, ResetBody, SlowBody
 from .integrity import body_checksum, prepare
 from .motocall import WSGIApp, call_moto
 from .ops import EnvironHeaders, Target, operation_name, parse_query, parse_target
@@ -107,6 +107,8 @@ class CwfsApp:
             return self._route(environ, start_response, target, op, query)
         if fault.phase == "slow":
             return SlowBody(self._route(environ, start_response, target, op, query), fault.delay)
+        if fault.phase == "reset":
+            return ResetBody(environ["werkzeug.socket"])
         if fault.phase == "cut":
             body = self._route(environ, start_response, target, op, query)
             return CutBody(body, fault.cut_at, environ["werkzeug.socket"])

@@ -192,7 +192,8 @@ class EmbeddedServer:
         the real response (a lost response: the client's retry sees its own first attempt).
         ``phase="slow"`` answers normally, ``delay`` seconds before each body chunk.
         ``phase="cut"`` sends the first ``cut_at`` bytes of the body, then drops the
-        connection (a reset midway through a response).
+        connection (a reset midway through a response); ``phase="reset"`` drops it
+        without carrying the request out (an outage).
         """
         return self._call("POST", "faults", rule)
 

@@ -8,6 +8,8 @@ attempt (e.g. 412 on an ``If-None-Match: *`` retry). ``delay`` holds the request
 many seconds before answering: a server that stalls. A rule with ``phase="slow"``
 answers normally but waits ``delay`` seconds before each chunk of the response body:
 a slow link, on which a client that stops reading midway can be seen doing so.
+``phase="cut"`` sends ``cut_at`` bytes of the body and drops the connection;
+``phase="reset"`` drops it before the request is carried out (an outage).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .responses import S3Error
 
 #: When a fault fires: instead of the operation, after it took effect, or (slow) while
 #: its response body is sent.
-PHASES = ("before", "after", "slow", "cut")
+PHASES = ("before", "after", "slow", "cut", "reset")
 
 
 class InjectedFault(S3Error):
@@ -115,6 +117,21 @@ class CutBody(SlowBody):
         # The bytes yielded are written by now; the client then sees the connection end.
         self._connection.shutdown(socket.SHUT_RDWR)
         raise ConnectionAbortedError(f"fault: body cut after {self._cut_at} bytes")
+
+
+class ResetBody:
+    """No answer at all: the connection drops before the request is carried out, as
+    when the store or the network between is down."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+
+    def __iter__(self) -> ResetBody:
+        return self
+
+    def __next__(self) -> bytes:
+        self._connection.shutdown(socket.SHUT_RDWR)
+        raise ConnectionAbortedError("fault: connection reset, request not carried out")
 
 
 class FaultInjector:
