@@ -17,6 +17,7 @@ import email.utils
 import functools
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -474,14 +475,42 @@ class ObjectStore:
     async def create_multipart_upload(
         self, key: str, metadata: dict[str, str], algorithm: str | None
     ) -> str:
+        """CreateMultipartUpload; when it had to be sent again, the upload an earlier
+        attempt may have created unbeknownst to us (its answer lost) is aborted."""
         params: dict[str, Any] = {"Key": key, "Metadata": metadata}
         if algorithm:
             params["ChecksumAlgorithm"] = algorithm.upper()
-        return (
-            await self._call(
-                "CreateMultipartUpload", key, self._client.create_multipart_upload, **params
-            )
-        )["UploadId"]
+        op, attempts, started = "CreateMultipartUpload", 0, time.monotonic()
+
+        async def create() -> Response:
+            nonlocal attempts
+            attempts += 1
+            return await self._call_once(op, key, self._client.create_multipart_upload, **params)
+
+        upload_id: str = (await self._retry.run(op, key, create))["UploadId"]
+        if attempts > 1:
+            await self._abort_lost_uploads(key, upload_id, time.monotonic() - started)
+        return upload_id
+
+    async def _abort_lost_uploads(self, key: str, ours: str, within: float) -> None:
+        """Abort the uploads of ``key`` begun up to ``within`` seconds before ``ours`` (by
+        the store's clock): those of our earlier attempts. Another client's upload of
+        the same key begun in those seconds would be aborted too; its completion then
+        fails, and a cwfs client keeps its data."""
+        answer = await self._call(
+            "ListMultipartUploads", key, self._client.list_multipart_uploads, Prefix=key
+        )
+        begun = {
+            upload["UploadId"]: timestamp_seconds(upload.get("Initiated"))
+            for upload in answer.get("Uploads", [])
+            if upload["Key"] == key
+        }
+        if ours not in begun:
+            return
+        for upload_id, at in begun.items():
+            if upload_id != ours and begun[ours] - within - 1.0 <= at <= begun[ours]:
+                log.info("aborting %r's multipart upload %s: its answer was lost", key, upload_id)
+                await self.abort_multipart_upload(key, upload_id)
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: bytes, checksum: Checksum | None

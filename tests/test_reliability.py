@@ -218,3 +218,18 @@ def test_a_stalled_server_blocks_nothing_the_caches_answer(server, bucket, mount
 def read_quietly(path: os.PathLike[str]) -> None:
     with contextlib.suppress(OSError), open(path, "rb") as f:
         f.read()
+
+
+def test_a_multipart_upload_whose_creation_answer_was_lost_leaves_no_upload_open(
+    server, bucket, s3, mount
+):
+    """CreateMultipartUpload carried out but its answer lost: the retry creates a second
+    upload, and the first, whose id we never learnt, is aborted instead of left open."""
+    m = mount(bucket, "--part-size", "5M")
+    server.reset()
+    server.add_fault(op="CreateMultipartUpload", bucket=bucket, phase="after", status=500, times=1)
+    data = os.urandom(12 * MiB)
+    (m.path / "big").write_bytes(data)
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert server.counts()["AbortMultipartUpload"] == 1
