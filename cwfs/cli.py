@@ -1,4 +1,4 @@
-"""Command line: ``cwfs mount``, ``cwfs server`` and ``cwfs demo``.
+"""Command line: ``cwfs mount``, ``server``, ``demo``, ``warm`` and ``recover``.
 
 Without ``--foreground``, ``cwfs mount`` starts the filesystem in a background process
 and returns only once the mount is ready, or fails with the reason (like mount-s3).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from cwfs import warm
+from cwfs import recover, warm
 from cwfs.config import Config, ConfigError, add_mount_arguments, build_config, state_dir
 from cwfs.launch import READY, MountStartError, start_mount
 from cwfs.warm import add_warm_arguments
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="mount a sample bucket from the embedded S3 server until Ctrl-C"
     )
     add_warm_arguments(commands.add_parser("warm", help="pre-stage objects into the LOTA cache"))
+    recover.add_recover_arguments(
+        commands.add_parser("recover", help="list data mounts could not upload; upload it")
+    )
     return parser
 
 
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "warm":
         return warm.run(args)
+    if args.command == "recover":
+        return recover.run(args)
     if args.command == "demo":
         from cwfs.server.demo import run_demo
 

@@ -645,6 +645,17 @@ def store_settings(
     return settings
 
 
+def option_values(
+    args: argparse.Namespace, names: Sequence[str], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Options a command other than ``cwfs mount`` takes beside the store's (``cwfs
+    recover --part-size``): from its flags, else the ``CWFS_`` variables, else the defaults.
+    """
+    environ = os.environ if environ is None else environ
+    given = {name: _given(_BY_NAME[name], args, environ) for name in names}
+    return {name: _BY_NAME[name].default if v is None else v for name, v in given.items()}
+
+
 def _has_env_keys(environ: Mapping[str, str]) -> bool:
     return bool(environ.get("ACCESS_KEY_ID") and environ.get("SECRET_ACCESS_KEY"))
 

@@ -16,6 +16,18 @@ from cwfs.attrstore import AttrStore, keep_written
 from cwfs.config import Config
 from cwfs.fs import Filesystem, max_file_size
 from cwfs.fuse import FuseOperations
+from cwfs.kept import (
+    MountLock,
+    Record,
+    UploadLedger,
+    abort_stale,
+    cache_directories,
+    default_cache_base,
+    find_kept,
+    find_stale_uploads,
+    remove_stale_locks,
+    summary,
+)
 from cwfs.lota import ReadEndpoint, lota_address, reachable
 from cwfs.memory import MemoryBudget, tune_malloc_for_read_buffers
 from cwfs.metacache import MetadataCache
@@ -24,7 +36,7 @@ from cwfs.namespace import Namespace
 from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher
 from cwfs.preflight import MountError, check_mountable
 from cwfs.rename import Renamer
-from cwfs.staging import StagingArea, create_cache_dir, default_cache_base
+from cwfs.staging import StagingArea, create_cache_dir
 from cwfs.store import ObjectStore
 from cwfs.upload import Uploader
 
@@ -107,15 +119,22 @@ def build_filesystem(
     versioned: bool,
     cache_dir: Path,
     nursery: trio.Nursery,
+    mount_lock: str,
 ) -> tuple[Filesystem, MemoryBudget]:
     """The filesystem core of one mount, and the memory budget of its read-ahead.
 
-    Its read-ahead runs in ``nursery``. The in-process tests build their core here too.
+    Its read-ahead runs in ``nursery``; ``mount_lock`` names the lock the mount holds in
+    ``cache_dir`` (`cwfs.kept`). The in-process tests build their core here too.
     """
     settings = config.store_settings
     cache = MetadataCache(config.metadata_ttl, config.negative_ttl, config.metadata_cache_entries)
     uploader = Uploader(
-        store, config.part_size, config.upload_concurrency, config.checksum, config.conflict_retries
+        store,
+        config.part_size,
+        config.upload_concurrency,
+        config.checksum,
+        config.conflict_retries,
+        UploadLedger(cache_dir, config.bucket, settings.endpoint, mount_lock),
     )
     renamer = Renamer(store, uploader, config.rename_mode, versioned, config.max_concurrency)
     budget = MemoryBudget(config.max_memory)
@@ -136,7 +155,11 @@ def build_filesystem(
     nursery.start_soon(keep_written, known)
     core = Filesystem(
         Namespace(store, cache, config.prefix, config.exact_metadata, known, nursery),
-        StagingArea(cache_dir, config.cache_limit),
+        StagingArea(
+            cache_dir,
+            config.cache_limit,
+            Record(config.bucket, settings.endpoint, "", None, mount_lock),
+        ),
         uploader,
         renamer,
         readers,
@@ -165,9 +188,12 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
         ready(str(exc))
         raise
     cache_dir, private = create_cache_dir(config.cache_dir, config.bucket)
+    lock = MountLock(cache_dir)
     tune_malloc_for_read_buffers()
     async with trio.open_nursery() as background:
-        core, budget = build_filesystem(config, store, reads, versioned, cache_dir, background)
+        core, budget = build_filesystem(
+            config, store, reads, versioned, cache_dir, background, lock.name
+        )
         try:
             pyfuse3.init(FuseOperations(config, core), str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:
@@ -184,6 +210,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
                 core.report_unfinished,
             )
             background.start_soon(_finish_mount, config, ready)
+            background.start_soon(_after_earlier_mounts, config, store, cache_dir)
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:
             background.cancel_scope.cancel()
@@ -196,9 +223,34 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
                 config.mountpoint,
                 budget.peak,
             )
+            lock.release()
             if private:
                 _remove_if_empty(cache_dir)
     return EXIT_KEPT if not_uploaded else 0
+
+
+async def _after_earlier_mounts(config: Config, store: ObjectStore, cache_dir: Path) -> None:
+    """Report the data earlier mounts of the bucket kept (in this cache directory and in
+    private ones of mounts that are gone), and abort the multipart uploads they left open.
+    """
+    directories = cache_directories(config.bucket, cache_dir)
+    kept = await trio.to_thread.run_sync(find_kept, directories, config.bucket)
+    if kept:
+        log.warning(
+            "earlier mounts of bucket %r kept data they could not upload, %s, in %s; "
+            "`cwfs recover %s` lists it, `cwfs recover --upload %s` uploads what is current",
+            config.bucket,
+            summary(kept),
+            ", ".join(sorted({str(k.path.parent) for k in kept})),
+            config.bucket,
+            config.bucket,
+        )
+    for stale in find_stale_uploads(directories, config.bucket):
+        if stale.endpoint == config.endpoint:
+            await abort_stale(store, stale)
+    for directory in directories:
+        if directory != cache_dir:
+            remove_stale_locks(directory)
 
 
 async def _finish_mount(config: Config, ready: Callable[[str | None], None]) -> None:
@@ -247,4 +299,6 @@ def _remove_if_empty(directory: Path) -> None:
     try:
         directory.rmdir()
     except OSError:
-        log.warning("%s still holds data that could not be uploaded; it is kept", directory)
+        log.warning(
+            "%s still holds data that could not be uploaded; `cwfs recover` lists it", directory
+        )

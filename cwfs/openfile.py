@@ -64,7 +64,7 @@ class OpenFile:
 
     async def _stage(self, store: ObjectStore, fetch: bool = True) -> StagedFile:
         if self.staged is None:
-            staged = self._staging.new_file(self.key)
+            staged = self._staging.new_file(self.key, self.etag)
             if fetch and self._base_size and self.etag:
                 try:
                     await store.download(self.key, str(staged.path), self.etag)
@@ -124,8 +124,7 @@ class OpenFile:
         async with self._lock:
             if self.unlinked or not (self.dirty or self._metadata_dirty):
                 return None
-            file_type = self.special or stat.S_IFREG
-            metadata = object_metadata(self.mtime_ns, self.mode, file_type, self.uid, self.gid)
+            metadata = self._metadata()
             try:
                 if self.dirty:
                     staged = await self._stage(store, fetch=False)
@@ -145,7 +144,14 @@ class OpenFile:
                 raise
             self.failure = None
             self.dirty = self._metadata_dirty = False
+            if self.staged is not None:
+                self.staged.describe(self.key, self.etag)  # what a later upload replaces
             return self.attrs()
+
+    def _metadata(self) -> dict[str, str]:
+        """The object metadata of this file's times, mode and owner."""
+        file_type = self.special or stat.S_IFREG
+        return object_metadata(self.mtime_ns, self.mode, file_type, self.uid, self.gid)
 
     def _lost_race(self, exc: PreconditionFailed) -> FsError:
         kind: type[FsError]
@@ -166,6 +172,8 @@ class OpenFile:
     def moved(self, path: str, key: str, etag: str | None) -> None:
         """The object was renamed while open: later commits go to the new key."""
         self.path, self.key, self.etag = path, key, etag
+        if self.staged is not None:
+            self.staged.describe(key, etag)
 
     def unfinished(self) -> str | None:
         """What is pending of this file if the mount is abandoned now; None if nothing."""
@@ -190,13 +198,16 @@ class OpenFile:
         self.close(reason)
         return lost
 
-    def close(self, reason: str = "has uncommitted changes") -> None:
+    def close(self, reason: str | None = None) -> None:
         """The last handle is gone: drop committed data, keep what could not be committed
-        (logged with ``reason``)."""
+        (logged with ``reason``, by default why its last upload failed)."""
         if self.staged is None:
             return
         if self.dirty and not self.unlinked:
-            self.staged.keep(f"{self.key!r} {reason}")
+            if reason is None:
+                failure = self.failure
+                reason = f"was not uploaded: {failure.message}" if failure else "was not uploaded"
+            self.staged.keep(f"{self.key!r} {reason}", self._metadata())
         else:
             self.staged.discard()
         self.staged = None

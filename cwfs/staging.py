@@ -4,7 +4,9 @@ Files open for writing live in the cache directory until their object is committ
 The budget counts the bytes of all staged files together: a writer that would go over
 it waits until other files are committed and discarded, rather than filling the disk.
 A file alone is always allowed to grow, so a single large file cannot deadlock.
-Files whose upload failed are kept (their path is logged) and leave the budget.
+Files whose upload failed are kept (their path is logged) and leave the budget. Each
+staged file has a record beside it, so that kept data can be found and recovered
+(`cwfs.kept`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ import logging
 import os
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
+from cwfs.kept import RECORD_SUFFIX, UPLOAD_SUFFIX, Record, default_cache_base, record_path
+
 log = logging.getLogger(__name__)
-
-
-def default_cache_base() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cwfs"
 
 
 def create_cache_dir(configured: Path | None, bucket: str) -> tuple[Path, bool]:
@@ -38,11 +39,23 @@ def create_cache_dir(configured: Path | None, bucket: str) -> tuple[Path, bool]:
 class StagedFile:
     """One local file holding an object's new content; its size is charged to the budget."""
 
-    def __init__(self, area: StagingArea, path: Path) -> None:
+    def __init__(self, area: StagingArea, path: Path, record: Record) -> None:
         self._area = area
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         self.size = 0
+        self._record = record
+        try:
+            record.write(path)
+        except OSError:
+            self.discard()
+            raise
+
+    def describe(self, key: str, base_etag: str | None) -> None:
+        """The data now goes to ``key``, replacing ``base_etag``: its record says so."""
+        if (key, base_etag) != (self._record.key, self._record.base_etag):
+            self._record = replace(self._record, key=key, base_etag=base_etag)
+            self._record.write(self.path)
 
     async def resize(self, size: int) -> None:
         """Grow or shrink the file to ``size`` bytes, waiting for budget to grow."""
@@ -81,14 +94,20 @@ class StagedFile:
         self.size = size
 
     def discard(self) -> None:
-        """Delete the file and give its bytes back to the budget."""
+        """Delete the file and its record and give its bytes back to the budget."""
         self._close()
         self.path.unlink(missing_ok=True)
+        record_path(self.path).unlink(missing_ok=True)
 
-    def keep(self, reason: str) -> Path:
-        """Leave the file on disk (its data could not be committed) and log where it is."""
+    def keep(self, reason: str, metadata: dict[str, str]) -> Path:
+        """Leave the file on disk (its data could not be committed), complete its record
+        for `cwfs recover`, and log where it is."""
         self._close()
         log.error("%s: the data is kept in %s", reason, self.path)
+        try:
+            replace(self._record, metadata=metadata).kept(self.path, reason).write(self.path)
+        except OSError as exc:
+            log.error("could not complete the record of %s: %s", self.path, exc)
         return self.path
 
     def _close(self) -> None:
@@ -101,22 +120,30 @@ class StagedFile:
 class StagingArea:
     """The cache directory and its byte budget."""
 
-    def __init__(self, directory: Path, limit: int) -> None:
+    def __init__(self, directory: Path, limit: int, record: Record) -> None:
+        """``record`` is what every staged file's record starts from: bucket, endpoint
+        and mount."""
         self.directory = directory
         self.limit = limit
+        self._record = record
         self.used = 0
         self._names = itertools.count(1)
         self._freed = trio.Event()
 
-    def new_file(self, key: str) -> StagedFile:
-        """A fresh, empty staging file named after ``key`` (for whoever finds it later).
+    def new_file(self, key: str, base_etag: str | None) -> StagedFile:
+        """A fresh, empty staging file named after ``key`` (for whoever finds it later),
+        to replace ``base_etag`` (None: to create the key).
 
         Names already taken, by data an earlier mount kept here, are skipped.
         """
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[-100:]
+        if safe.endswith((RECORD_SUFFIX, UPLOAD_SUFFIX)):
+            safe += "_"  # never taken for a record
+        record = replace(self._record, key=key, base_etag=base_etag)
         while True:
             try:
-                return StagedFile(self, self.directory / f"{next(self._names):06d}-{safe}")
+                path = self.directory / f"{next(self._names):06d}-{safe}"
+                return StagedFile(self, path, record)
             except FileExistsError:
                 continue
 

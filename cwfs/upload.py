@@ -25,6 +25,7 @@ import trio
 from awscrt import checksums
 
 from cwfs.errors import Conflict, PreconditionFailed, StoreError
+from cwfs.kept import UploadLedger
 from cwfs.store import Checksum, ObjectStore, Response, WriteCondition
 from cwfs.tasks import gather
 
@@ -83,8 +84,12 @@ class Uploader:
         concurrency: int,
         checksum: str,
         conflict_retries: int,
+        ledger: UploadLedger | None = None,
     ) -> None:
+        """``ledger`` records the multipart uploads open, for the next mount to abort if
+        this one is killed before it completes or aborts them."""
         self._store = store
+        self._ledger = ledger
         self._part_size = part_size
         self._algorithm = None if checksum == "off" else checksum
         self._conflict_retries = conflict_retries
@@ -188,6 +193,8 @@ class Uploader:
             for number, offset in enumerate(range(0, size, part_size), 1)
         ]
         upload_id = await self._store.create_multipart_upload(key, metadata, algorithm)
+        if self._ledger is not None:
+            self._ledger.opened(key, upload_id)
         log.debug("multipart upload of %r: %d parts of %d bytes", key, len(ranges), part_size)
         try:
             parts = await gather(
@@ -209,6 +216,7 @@ class Uploader:
             with trio.CancelScope(shield=True):
                 await self._abort(key, upload_id)
             raise
+        self._closed(upload_id)
         return new_etag
 
     async def _part(
@@ -229,6 +237,12 @@ class Uploader:
             log.info("aborted the multipart upload of %r", key)
         except StoreError as exc:
             log.warning("could not abort the multipart upload %s of %r: %s", upload_id, key, exc)
+            return  # the next mount or `cwfs recover` aborts it
+        self._closed(upload_id)
+
+    def _closed(self, upload_id: str) -> None:
+        if self._ledger is not None:
+            self._ledger.closed(upload_id)
 
     async def _settle(
         self,

@@ -19,6 +19,7 @@ import pytest
 
 from cwfs.cli import build_parser
 from cwfs.config import StoreSettings, build_config
+from cwfs.kept import RECORD_SUFFIX
 from cwfs.launch import MountStartError, start_mount
 from cwfs.mountrecords import current_cwfs_mountpoints
 from cwfs.server.control import EmbeddedServer
@@ -51,7 +52,12 @@ class Mount:
         self.cache_dir = cache_dir
 
     def staged_files(self) -> list[Path]:
-        return sorted(p for p in self.cache_dir.iterdir() if p.is_file())
+        """The data in the cache directory (not the records beside it, nor locks)."""
+        return sorted(
+            p
+            for p in self.cache_dir.iterdir()
+            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(RECORD_SUFFIX)
+        )
 
     def wait_until_nothing_staged(self, timeout: float = 10.0) -> None:
         """Staged files go when the kernel releases the file, a moment after close() returns."""
@@ -128,9 +134,11 @@ def store_settings(
 
 @pytest.fixture
 def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
-    """``mount(bucket, *args, env=None, name=None, patch=None)`` mounts (on ``name`` in a
-    temporary directory) and returns a `Mount`; all are stopped after. ``patch`` is
-    Python code run in the mount process before cwfs starts (to inject a fault)."""
+    """``mount(bucket, *args, env=None, name=None, patch=None, private_cache=False)``
+    mounts (on ``name`` in a temporary directory) and returns a `Mount`; all are stopped
+    after. ``patch`` is Python code run in the mount process before cwfs starts (to
+    inject a fault). With ``private_cache``, the mount makes its own cache directory under
+    ``$XDG_CACHE_HOME/cwfs`` (give ``env`` one), as it does without ``--cache-dir``."""
     mounts: list[Mount] = []
 
     def start(
@@ -139,16 +147,20 @@ def mount(server: EmbeddedServer, tmp_path: Path) -> Iterator:
         env: dict[str, str] | None = None,
         name: str | None = None,
         patch: str | None = None,
+        private_cache: bool = False,
     ) -> Mount:
         path = tmp_path / (name or f"mnt{len(mounts)}")
         path.mkdir()
         log_file = tmp_path / f"cwfs{len(mounts)}.log"
         cache_dir = tmp_path / f"cache{len(mounts)}"
         options = ["--endpoint", server.url, "--addressing-style", "path"]
-        options += ["--cache-dir", str(cache_dir), "--log-level", "DEBUG"]
+        options += [] if private_cache else ["--cache-dir", str(cache_dir)]
+        options += ["--log-level", "DEBUG"]
         # The machine's attribute file, as mounts of one test share it (never the user's).
         options += ["--attribute-store", str(tmp_path / "attributes.sqlite"), *args]
         env = env or cwfs_env(server)
+        if private_cache:
+            cache_dir = Path(env["XDG_CACHE_HOME"]) / "cwfs"
         try:
             proc = start_mount(
                 [bucket, str(path), *options],

@@ -24,6 +24,7 @@ from cwfs.cli import build_parser
 from cwfs.config import build_config
 from cwfs.errors import BadHandle, Exists, FsError, NotEmpty, NotFound, Stale, TooLarge
 from cwfs.fs import AttrChanges, Filesystem
+from cwfs.kept import find_kept
 from cwfs.lota import ReadEndpoint
 from cwfs.mount import build_filesystem
 from cwfs.store import ObjectStore
@@ -52,7 +53,13 @@ def run_core(server, tmp_path, monkeypatch):
             store = ObjectStore(config.store_settings)
             async with trio.open_nursery() as nursery:
                 core, _ = build_filesystem(
-                    config, store, ReadEndpoint(store, None), False, tmp_path / "cache", nursery
+                    config,
+                    store,
+                    ReadEndpoint(store, None),
+                    False,
+                    tmp_path / "cache",
+                    nursery,
+                    "test-mount.lock",
                 )
                 await scenario(core, clock)
                 nursery.cancel_scope.cancel()
@@ -169,7 +176,12 @@ def test_the_loser_of_a_create_race_gets_exists_and_keeps_its_data(
             await core.flush(handle)
         await core.release(handle)
         assert body_of(s3, bucket, "race") == b"theirs"
-        assert [p.read_bytes() for p in (tmp_path / "cache").iterdir()] == [b"ours"]
+        kept = find_kept([tmp_path / "cache"])
+        assert [k.path.read_bytes() for k in kept] == [b"ours"]
+        record = kept[0].record
+        assert record is not None
+        assert (record.key, record.base_etag, record.size) == ("race", None, 4)
+        assert "another writer created it first" in record.reason
 
     run_core(bucket, scenario)
 

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from cwfs.kept import find_kept
+
 MiB = 1 << 20
 
 
@@ -339,7 +341,7 @@ def test_a_later_mount_writes_beside_data_an_earlier_one_kept(server, bucket, s3
     finally:
         server.clear_faults()
     first.stop()
-    kept = sorted(cache.iterdir())
+    kept = [k.path for k in find_kept([cache])]
     assert [p.read_bytes() for p in kept] == [b"precious"]
     second = mount(bucket, "--cache-dir", str(cache))
     (second.path / "q.txt").write_bytes(b"again")
