@@ -203,7 +203,13 @@ def fault_rules(rate: float, seed: int) -> list[dict[str, Any]]:
     mix: list[dict[str, Any]] = [
         {"status": 503, "code": "SlowDown", "rate": rate * 0.4},
         {"status": 500, "code": "InternalError", "message": "soak", "rate": rate * 0.2},
-        {"status": 500, "code": "InternalError", "phase": "after", "rate": rate * 0.2},
+        {
+            "status": 500,
+            "code": "InternalError",
+            "message": "soak: response lost",
+            "phase": "after",
+            "rate": rate * 0.2,
+        },
     ]
     for op, cut_at in (("GetObject", 64 * KiB), ("ListObjectsV2", 200)):
         mix.append({"op": op, "phase": "cut", "cut_at": cut_at, "rate": rate * 0.2})
