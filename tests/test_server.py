@@ -962,6 +962,37 @@ def test_after_fault_loses_the_response_of_a_conditional_put(server, bucket):
         server.add_fault(op="PutObject", phase="later")
 
 
+def test_a_rule_with_a_rate_fires_on_that_fraction_reproducibly_by_seed(server, bucket):
+    """A soak's background of faults: ``rate`` fires on about that share of the matching
+    requests, the same ones again for the same ``seed``, and ``times`` still caps it."""
+    c = server.client("path", **NO_RETRY)
+
+    def outcomes(n: int) -> list[bool]:
+        failed = []
+        for _ in range(n):
+            with pytest.raises(ClientError) as exc:
+                c.head_object(Bucket=bucket, Key="missing")  # 404, unless the rule fires
+            failed.append(error_of(exc)[0] == 503)
+        return failed
+
+    try:
+        server.add_fault(op="HeadObject", bucket=bucket, rate=0.25, seed=7, times=-1)
+        first = outcomes(200)
+        assert 25 <= sum(first) <= 75, sum(first)
+        assert server.faults()[0]["fired"] == sum(first)
+        server.clear_faults()
+        server.add_fault(op="HeadObject", bucket=bucket, rate=0.25, seed=7, times=-1)
+        assert outcomes(200) == first
+        server.clear_faults()
+        server.add_fault(op="HeadObject", bucket=bucket, rate=0.5, seed=1, times=3)
+        assert sum(outcomes(50)) == 3
+        with pytest.raises(RuntimeError):
+            server.add_fault(op="HeadObject", rate=1.5)
+    finally:
+        server.clear_faults()
+    assert not any(outcomes(5))
+
+
 # ---------------------------------------------------------------- control API ------
 def test_control_reset_requests_and_seed(server, bucket, s3):
     seeded = server.seed(

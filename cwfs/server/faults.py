@@ -10,10 +10,13 @@ answers normally but waits ``delay`` seconds before each chunk of the response b
 a slow link, on which a client that stops reading midway can be seen doing so.
 ``phase="cut"`` sends ``cut_at`` bytes of the body and drops the connection;
 ``phase="reset"`` drops it before the request is carried out (an outage).
+``rate`` below 1 makes a rule fire on that fraction of its matching requests, drawn
+from a generator seeded with ``seed``: a soak's background of faults, reproducible.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -68,6 +71,8 @@ class FaultRule:
     phase: str = "before"
     delay: float = 0.0
     cut_at: int = 0  # phase "cut": body bytes sent before the connection drops
+    rate: float = 1.0  # the fraction of matching requests it fires on (seeded draws)
+    seed: int = 0
     id: int = 0
     matched: int = field(default=0)
     fired: int = field(default=0)
@@ -150,12 +155,15 @@ class FaultInjector:
         "phase",
         "delay",
         "cut_at",
+        "rate",
+        "seed",
     }
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
         self._next_id = 1
+        self._draws: dict[int, random.Random] = {}  # per rule with a rate below 1
 
     def add(self, spec: dict[str, Any]) -> FaultRule:
         """Add a rule from its JSON form; unknown fields are an error (typos fail loudly)."""
@@ -164,15 +172,19 @@ class FaultInjector:
             raise ValueError(f"unknown fault rule fields: {sorted(unknown)}")
         if spec.get("phase", "before") not in PHASES:
             raise ValueError(f"fault rule phase must be one of {PHASES}, not {spec['phase']!r}")
+        if not 0.0 <= float(spec.get("rate", 1.0)) <= 1.0:
+            raise ValueError(f"fault rule rate must be within 0..1, not {spec['rate']!r}")
         with self._lock:
             rule = FaultRule(**spec, id=self._next_id)
             self._next_id += 1
             self._rules.append(rule)
+            self._draws[rule.id] = random.Random(rule.seed)
             return rule
 
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
+            self._draws.clear()
 
     def rules(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -188,6 +200,8 @@ class FaultInjector:
                     continue
                 rule.matched += 1
                 if rule.matched <= rule.after or (0 <= rule.times <= rule.fired):
+                    continue
+                if rule.rate < 1.0 and self._draws[rule.id].random() >= rule.rate:
                     continue
                 rule.fired += 1
                 return InjectedFault(
