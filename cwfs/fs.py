@@ -115,7 +115,11 @@ class DirListing:
     Files created on this mount and not yet uploaded are appended once the listing
     is complete, so ``ls`` shows a file while it is being written; names hidden by an
     interrupted directory rename are left out. With ``refine`` (``--exact-metadata``),
-    a file known only from the listing is given as ``stat`` would give it.
+    a file known only from the listing is given as ``stat`` would give it. Each entry
+    goes to the kernel through ``adjust``, which gives a file open for writing what it
+    holds now and a file being read the version read: the kernel takes a listing's
+    attributes (readdirplus), and an older size from the listing made it cut a file
+    being appended to, so that the next append overwrote what came before.
     """
 
     path: str
@@ -137,17 +141,15 @@ class DirListing:
                 self.complete = True
                 listed = {name for name, _ in self.entries}
                 batch = [item for item in self.local().items() if item[0] not in listed]
-            for name, attrs in batch:
-                path = join(self.path, name)
-                if not self.hidden(path):
-                    self.entries.append((name, self.adjust(path, attrs)))
+            self.entries += [(n, a) for n, a in batch if not self.hidden(join(self.path, n))]
         if index >= len(self.entries):
             return None
         name, attrs = self.entries[index]
+        path = join(self.path, name)
         if self.refine is not None and not attrs.exact and not attrs.is_dir:
-            attrs = await self.refine(join(self.path, name), attrs)
+            attrs = await self.refine(path, attrs)
             self.entries[index] = (name, attrs)
-        return name, attrs
+        return name, self.adjust(path, attrs)  # as it is when the kernel gets it
 
     async def close(self) -> None:
         await self.pages.aclose()  # type: ignore[attr-defined]
@@ -323,9 +325,19 @@ class Filesystem:
             self._ns.list_dir(path),
             lambda: self._local_entries(path),
             lambda name: name in self._interrupted or name in self._doomed,
-            self._with_times,
+            self._as_listed,
             self._as_stat if self._ns.exact_metadata else None,
         )
+
+    def _as_listed(self, path: str, listed: Attrs) -> Attrs:
+        """A listed entry as `find` would give it, without a request: a file open for
+        writing shows what it holds, one being read the version read."""
+        open_file = self._open.get(path)
+        if open_file is not None and not open_file.unlinked:
+            attrs = open_file.attrs()
+        else:
+            attrs = self._as_read(path, listed) or listed
+        return self._with_times(path, attrs)
 
     async def _as_stat(self, path: str, listed: Attrs) -> Attrs:
         """A listed file's attributes as ``stat`` gives them. Stat-ahead sent its

@@ -488,10 +488,20 @@ class Namespace:
 
     async def make_dir(self, path: str, attrs: Attrs, metadata: dict[str, str]) -> Attrs:
         """Create the marker object ``path/`` with ``metadata``; PreconditionFailed if it
-        already exists."""
+        already exists.
+
+        A PutObject sent again because its answer was lost meets its own first attempt:
+        a marker that holds our metadata, mtime to the nanosecond, is ours."""
         key = self.dir_prefix(path)
-        response = await self.store.put_object(key, b"", WriteCondition(None), metadata, None)
-        attrs = dataclasses.replace(attrs, etag=response["ETag"])
+        try:
+            response = await self.store.put_object(key, b"", WriteCondition(None), metadata, None)
+            etag = response["ETag"]
+        except PreconditionFailed:
+            head = await self.store.head_object(key)
+            if head is None or head.metadata != metadata:
+                raise
+            etag = head.etag
+        attrs = dataclasses.replace(attrs, etag=etag)
         self.stored(path, attrs)
         self.cache.put_listing(path, {})  # a directory just created holds nothing yet
         return attrs
