@@ -237,9 +237,8 @@ async def abort_stale(store: ObjectStore, stale: StaleUpload) -> bool:
     try:
         await store.abort_multipart_upload(stale.key, stale.upload_id)
     except StoreError as exc:
-        if exc.code != "NoSuchUpload":
-            log.warning("could not abort the upload %r's mount left open: %s", stale.key, exc)
-            return False
+        log.warning("could not abort the upload %r's mount left open: %s", stale.key, exc)
+        return False
     log.info("aborted the multipart upload of %r that a mount which is gone left", stale.key)
     stale.path.unlink(missing_ok=True)
     return True

@@ -541,14 +541,22 @@ class ObjectStore:
             "CompleteMultipartUpload", key, self._client.complete_multipart_upload, **params
         )
 
-    async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
-        await self._call(
-            "AbortMultipartUpload",
-            key,
-            self._client.abort_multipart_upload,
-            Key=key,
-            UploadId=upload_id,
-        )
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> bool:
+        """Abort an upload; False when it was no longer open (NoSuchUpload: completed or
+        aborted already, e.g. by this request's own first attempt, whose answer was lost)."""
+        try:
+            await self._call(
+                "AbortMultipartUpload",
+                key,
+                self._client.abort_multipart_upload,
+                Key=key,
+                UploadId=upload_id,
+            )
+        except StoreError as exc:
+            if exc.code == "NoSuchUpload":
+                return False
+            raise
+        return True
 
     async def delete_object(self, key: str) -> None:
         await self._call("DeleteObject", key, self._client.delete_object, Key=key)

@@ -196,6 +196,7 @@ class Uploader:
         if self._ledger is not None:
             self._ledger.opened(key, upload_id)
         log.debug("multipart upload of %r: %d parts of %d bytes", key, len(ranges), part_size)
+        expected: str | None = None  # the ETag of the object, once the parts are sent
         try:
             parts = await gather(
                 [functools.partial(part, upload_id, *r) for r in ranges], limiter=self._limiter
@@ -206,15 +207,20 @@ class Uploader:
                 combined = _digest(b"".join(d.crc or b"" for _, d in parts), algorithm)
                 checksum = Checksum(algorithm, f"{_b64(combined.crc or b'')}-{len(parts)}")
             part_list = [entry for entry, _ in parts]
+            expected = f'"{etag}-{len(parts)}"'
             new_etag = await self._settle(
                 key,
-                f'"{etag}-{len(parts)}"',
+                expected,
                 checksum,
                 lambda: self._store.complete_multipart_upload(key, upload_id, part_list, condition),
             )
-        except BaseException:
+        except BaseException as exc:
             with trio.CancelScope(shield=True):
-                await self._abort(key, upload_id)
+                gone = await self._abort(key, upload_id)
+                # Gone before the abort: a completion whose answers were all lost may be ours.
+                if gone and expected and isinstance(exc, StoreError):
+                    if await self._committed(key, expected):
+                        return expected
             raise
         self._closed(upload_id)
         return new_etag
@@ -231,14 +237,30 @@ class Uploader:
             entry[checksum.response_field] = checksum.value
         return entry, digest
 
-    async def _abort(self, key: str, upload_id: str) -> None:
+    async def _abort(self, key: str, upload_id: str) -> bool:
+        """Abort an upload, so that no parts linger; True when it had gone already
+        (completed or aborted), False when aborted here or left to the next mount."""
         try:
-            await self._store.abort_multipart_upload(key, upload_id)
-            log.info("aborted the multipart upload of %r", key)
+            aborted = await self._store.abort_multipart_upload(key, upload_id)
         except StoreError as exc:
             log.warning("could not abort the multipart upload %s of %r: %s", upload_id, key, exc)
-            return  # the next mount or `cwfs recover` aborts it
+            return False  # the next mount or `cwfs recover` aborts it
+        if aborted:
+            log.info("aborted the multipart upload of %r", key)
+        else:
+            log.info("the multipart upload of %r was no longer open (completed or aborted)", key)
         self._closed(upload_id)
+        return not aborted
+
+    async def _committed(self, key: str, etag: str) -> bool:
+        """Whether ``key`` holds ``etag``: the version our own request would have made."""
+        current = await self._store.head_object(key)
+        if current is None or current.etag != etag:
+            return False
+        log.info(
+            "%r: a retried request found its own earlier attempt committed (ETag %s)", key, etag
+        )
+        return True
 
     def _closed(self, upload_id: str) -> None:
         if self._ledger is not None:
@@ -269,15 +291,9 @@ class Uploader:
             except StoreError as exc:
                 # A retry of a request that had committed sees 412 (its own write fails
                 # the condition) or, for CompleteMultipartUpload, NoSuchUpload.
-                if etag and (isinstance(exc, PreconditionFailed) or exc.code == "NoSuchUpload"):
-                    current = await self._store.head_object(key)
-                    if current is not None and current.etag == etag:
-                        log.info(
-                            "%r: a retried request found its own earlier attempt committed (ETag %s)",
-                            key,
-                            etag,
-                        )
-                        return etag
+                lost = isinstance(exc, PreconditionFailed) or exc.code == "NoSuchUpload"
+                if lost and etag is not None and await self._committed(key, etag):
+                    return etag
                 raise
             self._verify(key, checksum, response)
             new_etag: str = response["ETag"]

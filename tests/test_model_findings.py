@@ -1,6 +1,6 @@
 """Findings of tests/test_model.py: differences from a local disk that docs/semantics.md
-does not explain, each reduced to a plain test of the behaviour the docs promise. They
-fail until cwfs is fixed (issue 12 §7)."""
+did not explain, each reduced to a plain test of the behaviour the docs promise. Each
+failed on the code the model test first ran on (issue 12 §7)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_a_listing_while_a_file_is_written_does_not_shrink_it(server, bucket, s3
     finally:
         os.close(fd)
     stored = s3.get_object(Bucket=bucket, Key="d/log")["Body"].read()
-    assert (size_after_listing, stored) == (12, b"xy0123456789TAIL")  # got (2, b"xyTAIL456789")
+    assert (size_after_listing, stored) == (12, b"xy0123456789TAIL")  # was (2, b"xyTAIL456789")
 
 
 def test_a_listing_while_a_file_is_open_for_writing_keeps_its_new_mode(server, bucket, mount):
@@ -55,7 +55,7 @@ def test_a_listing_while_a_file_is_open_for_writing_keeps_its_new_mode(server, b
     finally:
         os.close(fd)
     after_close = stat.S_IMODE(os.stat(path).st_mode)
-    assert (oct(while_open), oct(after_close)) == ("0o600", "0o600")  # got 0o640, 0o640
+    assert (oct(while_open), oct(after_close)) == ("0o600", "0o600")  # was 0o640, 0o640
 
 
 @pytest.mark.parametrize("edit", ["truncate", "append"])
