@@ -425,12 +425,15 @@ class Config:
     )
     part_size: int = _size(
         50 << 20,
-        "multipart part size, and the largest file sent as one PutObject (5M..5G, S3's limits).",
+        "multipart part size, and the largest file sent as one PutObject (5M..5G, S3's limits); "
+        "a file being written sends each part once it grows past it.",
         MIN_PART_SIZE,
         MAX_PART_SIZE,
     )
     upload_concurrency: int = _count(
-        4, "parts uploaded in parallel, over all files (each holds one part in memory)."
+        4,
+        "parts uploaded in parallel, over all files (read from the staged file as they are "
+        "sent, not held in memory).",
     )
     conflict_retries: int = _count(
         5,

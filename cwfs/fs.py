@@ -288,7 +288,7 @@ class Filesystem:
         open_file = self._open_for_write(path, attrs, None)
         try:
             if changes.size is not None:
-                await open_file.truncate(self._store, changes.size)
+                await open_file.truncate(self._store, self._uploader, changes.size)
             changes.apply_metadata(open_file)
             if handle is None and not self._in_use(open_file):
                 await self._commit(open_file)
@@ -302,7 +302,7 @@ class Filesystem:
             raise NotFound("no such file (unlinked)")
         if changes.size is not None:
             self._check_size(open_file.path, changes.size)
-            await open_file.truncate(self._store, changes.size)
+            await open_file.truncate(self._store, self._uploader, changes.size)
         changes.apply_metadata(open_file)
         return open_file.attrs()
 
@@ -411,7 +411,7 @@ class Filesystem:
         attrs = await self.stat(path)
         open_file = self._open.pop(path, None)
         if open_file is not None:
-            open_file.unlinked = True  # never uploaded from now on
+            open_file.unlink()  # never uploaded from now on
             attrs = open_file.attrs()
         self._entries_changed(path)
         if self._held(path):
@@ -571,7 +571,7 @@ class Filesystem:
             attrs = dataclasses.replace(attrs, etag=new_etag or attrs.etag)
             replaced = self._open.pop(new, None)
             if replaced is not None:
-                replaced.unlinked = True  # its writers now write to a file with no name
+                replaced.unlink()  # its writers now write to a file with no name
             self._doomed.pop(new, None)  # that object was just replaced
             for handle in self._handles:
                 if handle.path == old:
@@ -655,7 +655,7 @@ class Filesystem:
             open_file = self._open_for_write(path, attrs, None)
             if flags & os.O_TRUNC:
                 try:
-                    await open_file.truncate(self._store, 0)
+                    await open_file.truncate(self._store, self._uploader, 0)
                 except BaseException:
                     self._close_for_write(open_file)
                     raise
@@ -701,7 +701,7 @@ class Filesystem:
             raise BadHandle("not open for writing", key=self._ns.object_key(handle.path))
         self._check_size(handle.path, offset + len(data))
         handle.flushed = False
-        return await handle.open_file.write(self._store, offset, data)
+        return await handle.open_file.write(self._store, self._uploader, offset, data)
 
     async def _commit(self, open_file: OpenFile) -> Attrs | None:
         attrs = await open_file.commit(self._store, self._uploader)

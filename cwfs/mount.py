@@ -135,6 +135,7 @@ def build_filesystem(
         config.checksum,
         config.conflict_retries,
         UploadLedger(cache_dir, config.bucket, settings.endpoint, mount_lock),
+        nursery,
     )
     renamer = Renamer(store, uploader, config.rename_mode, versioned, config.max_concurrency)
     budget = MemoryBudget(config.max_memory)

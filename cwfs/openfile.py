@@ -15,10 +15,11 @@ import time
 
 import trio
 
-from cwfs.attrs import Attrs, object_metadata
+from cwfs.attrs import MTIME_KEY, Attrs, object_metadata
 from cwfs.errors import Exists, FsError, PreconditionFailed, Stale, StoreError
 from cwfs.staging import StagedFile, StagingArea
 from cwfs.store import ObjectStore, WriteCondition
+from cwfs.streaming import PartStream
 from cwfs.upload import Uploader
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class OpenFile:
         self.unlinked = False
         self.failure: FsError | None = None
         self._lock = trio.Lock()
+        self._stream: PartStream | None = None  # parts sent while the file is written
+        self._mtime_set = False  # the mtime was set (utime), not only moved by writes
 
     @property
     def size(self) -> int:
@@ -79,18 +82,42 @@ class OpenFile:
         self.dirty = True
         self.mtime_ns = time.time_ns()
 
-    async def write(self, store: ObjectStore, offset: int, data: bytes) -> int:
+    async def write(self, store: ObjectStore, uploader: Uploader, offset: int, data: bytes) -> int:
         async with self._lock:
             staged = await self._stage(store)
             written = await staged.write(offset, data)
             self._touch()
+            self._streamed(uploader, staged, offset, offset + written)
             return written
 
-    async def truncate(self, store: ObjectStore, size: int) -> None:
+    async def truncate(self, store: ObjectStore, uploader: Uploader, size: int) -> None:
         async with self._lock:
             staged = await self._stage(store, fetch=size > 0)
+            old = staged.size
             await staged.resize(size)
             self._touch()
+            if self._stream is not None:
+                self._stream.changed(min(old, size), max(old, size), size, send=False)
+
+    def _streamed(self, uploader: Uploader, staged: StagedFile, start: int, end: int) -> None:
+        """Once the file holds more than a part, its parts go to the store while it is
+        written (`cwfs.streaming`)."""
+        if self._stream is None:
+            if self.unlinked or not uploader.streams or staged.size <= uploader.part_size:
+                return
+            self._stream = uploader.stream(self.key, staged.fd, self._metadata())
+        self._stream.changed(start, end, staged.size)
+
+    def _drop_stream(self) -> None:
+        """The upload being streamed will not be completed: abort it."""
+        if self._stream is not None:
+            self._stream.discard()
+            self._stream = None
+
+    def unlink(self) -> None:
+        """The name is gone: nothing of this file is uploaded from now on."""
+        self.unlinked = True
+        self._drop_stream()
 
     def read(self, offset: int, size: int) -> bytes | None:
         """Staged bytes, or None when nothing is staged (read from the store then)."""
@@ -106,6 +133,7 @@ class OpenFile:
         """Times, mode and owner (None: unchanged), stored as object metadata."""
         if mtime_ns is not None:
             self.mtime_ns = mtime_ns
+            self._mtime_set = True
         if mode is not None:
             self.mode = mode
         if uid is not None:
@@ -128,9 +156,7 @@ class OpenFile:
             try:
                 if self.dirty:
                     staged = await self._stage(store, fetch=False)
-                    self.etag = await uploader.upload(
-                        self.key, staged.fd, staged.size, WriteCondition(self.etag), metadata
-                    )
+                    self.etag = await self._upload(uploader, staged, metadata)
                 else:  # only times or mode changed: replace the metadata server-side
                     self.etag = await uploader.copy(
                         self.key, self.key, self.size, self.etag, metadata, None
@@ -143,10 +169,29 @@ class OpenFile:
                 self._log_kept(f"{self.key!r} was not committed ({exc.code}: {exc.message})")
                 raise
             self.failure = None
-            self.dirty = self._metadata_dirty = False
+            self.dirty = self._metadata_dirty = self._mtime_set = False
             if self.staged is not None:
                 self.staged.describe(self.key, self.etag)  # what a later upload replaces
             return self.attrs()
+
+    async def _upload(
+        self, uploader: Uploader, staged: StagedFile, metadata: dict[str, str]
+    ) -> str:
+        """Upload the staged content: complete the stream of its parts if one runs, else
+        upload it whole. A stream's object has the metadata of when it began; what was
+        changed since, but the times of writes, is then stored with a self-copy."""
+        stream, self._stream = self._stream, None
+        condition = WriteCondition(self.etag)
+        if stream is None or staged.size <= stream.part_size or stream.too_small_for(staged.size):
+            if stream is not None:
+                stream.discard()
+            return await uploader.upload(self.key, staged.fd, staged.size, condition, metadata)
+        etag = await stream.finish(staged.size, condition)
+        if stream.metadata != metadata and (
+            self._mtime_set or _without_mtime(stream.metadata) != _without_mtime(metadata)
+        ):
+            etag = await uploader.copy(self.key, self.key, staged.size, etag, metadata, None)
+        return etag
 
     def _metadata(self) -> dict[str, str]:
         """The object metadata of this file's times, mode and owner."""
@@ -172,6 +217,7 @@ class OpenFile:
     def moved(self, path: str, key: str, etag: str | None) -> None:
         """The object was renamed while open: later commits go to the new key."""
         self.path, self.key, self.etag = path, key, etag
+        self._drop_stream()
         if self.staged is not None:
             self.staged.describe(key, etag)
 
@@ -201,13 +247,19 @@ class OpenFile:
     def close(self, reason: str | None = None) -> None:
         """The last handle is gone: drop committed data, keep what could not be committed
         (logged with ``reason``, by default why its last upload failed)."""
+        self._drop_stream()
         if self.staged is None:
             return
         if self.dirty and not self.unlinked:
             if reason is None:
                 failure = self.failure
-                reason = f"was not uploaded: {failure.message}" if failure else "was not uploaded"
+                why = f": {failure.code}: {failure.message}" if failure is not None else ""
+                reason = f"was not uploaded{why}"
             self.staged.keep(f"{self.key!r} {reason}", self._metadata())
         else:
             self.staged.discard()
         self.staged = None
+
+
+def _without_mtime(metadata: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in metadata.items() if name != MTIME_KEY}

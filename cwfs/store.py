@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -134,6 +135,37 @@ class Checksum:
     def response_field(self) -> str:
         """Where boto3 puts the server's checksum in a response, e.g. ``ChecksumCRC32C``."""
         return "Checksum" + self.algorithm.upper()
+
+
+class FileRange:
+    """Bytes ``offset .. offset+length`` of an open file as a request body. botocore and
+    http.client read it a block at a time, so an upload never holds a whole part in
+    memory; `ObjectStore` rewinds it for each attempt."""
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self._fd, self._offset, self._length = fd, offset, length
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._length - self._position
+        count = left if size is None or size < 0 else min(size, left)
+        data = os.pread(self._fd, count, self._offset + self._position) if count else b""
+        self._position += len(data)
+        return data
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._length}
+        self._position = base[whence] + position
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
+Body = bytes | FileRange
 
 
 def _checksum_params(checksum: Checksum | None) -> dict[str, str]:
@@ -313,6 +345,18 @@ class ObjectStore:
         except BotoCoreError as exc:
             raise StoreUnavailable(str(exc), op=op, key=key, code=type(exc).__name__) from None
 
+    async def _send(
+        self, op: str, key: str, method: Callable[..., T], body: Body, **params: Any
+    ) -> T:
+        """A call with a request body, retried; a file range is rewound for each attempt."""
+
+        async def attempt() -> T:
+            if isinstance(body, FileRange):
+                body.seek(0)
+            return await self._call_once(op, key, method, Body=body, **params)
+
+        return await self._retry.run(op, key, attempt)
+
     async def head_object(self, key: str) -> ObjectInfo | None:
         """The object's attributes, or None when there is no such key."""
         if (wire := self._wire) is not None:
@@ -457,20 +501,15 @@ class ObjectStore:
     async def put_object(
         self,
         key: str,
-        body: bytes,
+        body: Body,
         condition: WriteCondition,
         metadata: dict[str, str],
         checksum: Checksum | None,
     ) -> Response:
         """PutObject, conditional on what the key holds now (see `WriteCondition`)."""
-        params = {
-            "Key": key,
-            "Body": body,
-            "Metadata": metadata,
-            **condition.params(),
-            **_checksum_params(checksum),
-        }
-        return await self._call("PutObject", key, self._client.put_object, **params)
+        params = {"Key": key, "Metadata": metadata, **condition.params()}
+        params.update(_checksum_params(checksum))
+        return await self._send("PutObject", key, self._client.put_object, body, **params)
 
     async def create_multipart_upload(
         self, key: str, metadata: dict[str, str], algorithm: str | None
@@ -513,16 +552,11 @@ class ObjectStore:
                 await self.abort_multipart_upload(key, upload_id)
 
     async def upload_part(
-        self, key: str, upload_id: str, number: int, body: bytes, checksum: Checksum | None
+        self, key: str, upload_id: str, number: int, body: Body, checksum: Checksum | None
     ) -> Response:
-        params = {
-            "Key": key,
-            "UploadId": upload_id,
-            "PartNumber": number,
-            "Body": body,
-            **_checksum_params(checksum),
-        }
-        return await self._call("UploadPart", key, self._client.upload_part, **params)
+        params = {"Key": key, "UploadId": upload_id, "PartNumber": number}
+        params.update(_checksum_params(checksum))
+        return await self._send("UploadPart", key, self._client.upload_part, body, **params)
 
     async def complete_multipart_upload(
         self,

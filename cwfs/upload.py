@@ -26,12 +26,13 @@ from awscrt import checksums
 
 from cwfs.errors import Conflict, PreconditionFailed, StoreError
 from cwfs.kept import UploadLedger
-from cwfs.store import Checksum, ObjectStore, Response, WriteCondition
+from cwfs.store import Checksum, FileRange, ObjectStore, Response, WriteCondition
+from cwfs.streaming import MAX_PARTS, Part, PartStream
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
 
-MAX_PARTS = 10_000
+DIGEST_CHUNK = 1 << 20
 MAX_PART_SIZE = 5 << 30
 MAX_COPY_SIZE = 5 << 30  # the largest single CopyObject
 COPY_PART_SIZE = 1 << 30  # copies move no data through us: use few, large parts
@@ -58,15 +59,30 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def _read(fd: int, offset: int, length: int, algorithm: str | None) -> tuple[bytes, Digest]:
-    data = os.pread(fd, length, offset)
-    if len(data) != length:
-        raise StoreError(
-            f"staged file has {len(data)} of {length} bytes at {offset}",
-            op="Upload",
-            code="ShortRead",
-        )
-    return data, _digest(data, algorithm)
+def _digest_range(fd: int, offset: int, length: int, algorithm: str | None) -> Digest:
+    """MD5 and CRC of ``length`` bytes of ``fd`` at ``offset``, read a chunk at a time."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    function, width = _CRC[algorithm] if algorithm else (None, 0)
+    crc = done = 0
+    while done < length:
+        chunk = os.pread(fd, min(DIGEST_CHUNK, length - done), offset + done)
+        if not chunk:
+            raise StoreError(
+                f"staged file has {done} of {length} bytes at {offset}",
+                op="Upload",
+                code="ShortRead",
+            )
+        md5.update(chunk)
+        if function is not None:
+            crc = function(chunk, crc)
+        done += len(chunk)
+    return Digest(md5.digest(), crc.to_bytes(width, "big") if function is not None else None)
+
+
+def _multipart_etag(digests: list[Digest]) -> str:
+    """The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, and their count."""
+    md5 = hashlib.md5(b"".join(d.md5 for d in digests), usedforsecurity=False).hexdigest()
+    return f'"{md5}-{len(digests)}"'
 
 
 def part_size_for(size: int, preferred: int) -> int:
@@ -75,7 +91,9 @@ def part_size_for(size: int, preferred: int) -> int:
 
 
 class Uploader:
-    """Uploads staged files; at most ``concurrency`` parts are in memory at once."""
+    """Uploads staged files from disk, part by part: at most ``concurrency`` parts are
+    in flight over the mount, each read from its file as it is sent (`FileRange`), never
+    whole in memory."""
 
     def __init__(
         self,
@@ -85,15 +103,36 @@ class Uploader:
         checksum: str,
         conflict_retries: int,
         ledger: UploadLedger | None = None,
+        nursery: trio.Nursery | None = None,
     ) -> None:
         """``ledger`` records the multipart uploads open, for the next mount to abort if
-        this one is killed before it completes or aborts them."""
+        this one is killed before it completes or aborts them; ``nursery`` runs the
+        parts files being written send in the background (`cwfs.streaming`)."""
         self._store = store
         self._ledger = ledger
-        self._part_size = part_size
+        self._nursery = nursery
+        self.part_size = part_size
+        self.concurrency = concurrency
         self._algorithm = None if checksum == "off" else checksum
         self._conflict_retries = conflict_retries
-        self._limiter = trio.CapacityLimiter(concurrency)
+        self.limiter = trio.CapacityLimiter(concurrency)
+
+    @property
+    def streams(self) -> bool:
+        """Whether files being written send their parts while they are written."""
+        return self._nursery is not None
+
+    def stream(self, key: str, fd: int, metadata: dict[str, str]) -> PartStream:
+        return PartStream(self, key, fd, self.part_size, metadata)
+
+    def spawn(self, function: Callable[..., Awaitable[None]], *args: Any) -> bool:
+        """Run ``function(*args)`` in the background; False once the mount is going."""
+        try:
+            assert self._nursery is not None
+            self._nursery.start_soon(function, *args)
+        except RuntimeError:
+            return False
+        return True
 
     async def upload(
         self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]
@@ -102,9 +141,10 @@ class Uploader:
 
         Raises PreconditionFailed when the key no longer matches ``condition``.
         """
-        if size <= self._part_size:
+        if size <= self.part_size:
             return await self._put(key, fd, size, condition, metadata)
-        return await self._multipart(key, fd, size, condition, metadata)
+        stream = PartStream(self, key, fd, part_size_for(size, self.part_size), metadata)
+        return await stream.finish(size, condition)
 
     def _checksum(self, digest: Digest) -> Checksum | None:
         return (
@@ -114,27 +154,72 @@ class Uploader:
     async def _put(
         self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]
     ) -> str:
-        async with self._limiter:
-            data, digest = await trio.to_thread.run_sync(_read, fd, 0, size, self._algorithm)
+        async with self.limiter:
+            digest = await trio.to_thread.run_sync(_digest_range, fd, 0, size, self._algorithm)
             checksum = self._checksum(digest)
+            body = FileRange(fd, 0, size)
             return await self._settle(
                 key,
                 f'"{digest.md5.hex()}"',
                 checksum,
-                lambda: self._store.put_object(key, data, condition, metadata, checksum),
+                lambda: self._store.put_object(key, body, condition, metadata, checksum),
             )
 
-    async def _multipart(
-        self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]
-    ) -> str:
-        async def part(
-            upload_id: str, number: int, offset: int, length: int
-        ) -> tuple[dict[str, Any], Digest]:
-            return await self._part(key, upload_id, fd, number, offset, length)
+    async def create(self, key: str, metadata: dict[str, str], checksummed: bool = True) -> str:
+        """CreateMultipartUpload, recorded in the ledger until completed or aborted."""
+        algorithm = self._algorithm if checksummed else None
+        upload_id = await self._store.create_multipart_upload(key, metadata, algorithm)
+        if self._ledger is not None:
+            self._ledger.opened(key, upload_id)
+        log.debug("multipart upload of %r begun", key)
+        return upload_id
 
-        return await self._assemble(
-            key, size, self._part_size, condition, metadata, self._algorithm, part
-        )
+    async def send_part(
+        self, key: str, upload_id: str, fd: int, number: int, offset: int, length: int
+    ) -> Part:
+        """UploadPart of ``length`` bytes of ``fd`` at ``offset``: its digest is computed
+        first, a chunk at a time, then the bytes go from the file to the socket."""
+        async with self.limiter:
+            digest = await trio.to_thread.run_sync(
+                _digest_range, fd, offset, length, self._algorithm
+            )
+            checksum = self._checksum(digest)
+            body = FileRange(fd, offset, length)
+            response = await self._store.upload_part(key, upload_id, number, body, checksum)
+        self._verify(key, checksum, response)
+        entry = {"PartNumber": number, "ETag": response["ETag"]}
+        if checksum is not None:
+            entry[checksum.response_field] = checksum.value
+        return entry, digest
+
+    async def complete(
+        self, key: str, upload_id: str, parts: list[Part], condition: WriteCondition | None
+    ) -> str:
+        """Complete ``upload_id`` with ``parts`` under ``condition``; the new ETag. On a
+        failure the upload is aborted, unless it turns out our completion took effect."""
+        expected = _multipart_etag([digest for _, digest in parts])
+        checksum = None
+        crcs = [digest.crc for _, digest in parts]
+        if self._algorithm and all(crcs):
+            combined = _digest(b"".join(crc or b"" for crc in crcs), self._algorithm)
+            checksum = Checksum(self._algorithm, f"{_b64(combined.crc or b'')}-{len(parts)}")
+        entries = [entry for entry, _ in parts]
+        try:
+            etag = await self._settle(
+                key,
+                expected,
+                checksum,
+                lambda: self._store.complete_multipart_upload(key, upload_id, entries, condition),
+            )
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                gone = await self.abort(key, upload_id)
+                # Gone before the abort: a completion whose answers were all lost may be ours.
+                if gone and isinstance(exc, StoreError) and await self._committed(key, expected):
+                    return expected
+            raise
+        self._closed(upload_id)
+        return etag
 
     async def copy(
         self,
@@ -160,84 +245,29 @@ class Uploader:
         if metadata is None:
             head = await self._store.head_object(source)
             metadata = (head.metadata or {}) if head else {}
+        part_size = part_size_for(size, COPY_PART_SIZE)
 
-        async def part(
-            upload_id: str, number: int, offset: int, length: int
-        ) -> tuple[dict[str, Any], Digest]:
+        async def part(number: int, offset: int) -> Part:
+            last = min(offset + part_size, size) - 1
             result = await self._store.upload_part_copy(
-                dest, upload_id, number, source, offset, offset + length - 1, source_etag
+                dest, upload_id, number, source, offset, last, source_etag
             )
-            return {"PartNumber": number, "ETag": result["ETag"]}, Digest(
-                bytes.fromhex(result["ETag"].strip('"')), None
-            )
+            digest = Digest(bytes.fromhex(result["ETag"].strip('"')), None)
+            return {"PartNumber": number, "ETag": result["ETag"]}, digest
 
-        return await self._assemble(dest, size, COPY_PART_SIZE, condition, metadata, None, part)
-
-    async def _assemble(
-        self,
-        key: str,
-        size: int,
-        preferred_part_size: int,
-        condition: WriteCondition | None,
-        metadata: dict[str, str],
-        algorithm: str | None,
-        part: Callable[[str, int, int, int], Awaitable[tuple[dict[str, Any], Digest]]],
-    ) -> str:
-        """A multipart upload of ``size`` bytes whose parts ``part`` produces, in parallel.
-
-        Completed under ``condition``; aborted if anything fails, so no parts linger.
-        """
-        part_size = part_size_for(size, preferred_part_size)
-        ranges = [
-            (number, offset, min(part_size, size - offset))
-            for number, offset in enumerate(range(0, size, part_size), 1)
-        ]
-        upload_id = await self._store.create_multipart_upload(key, metadata, algorithm)
-        if self._ledger is not None:
-            self._ledger.opened(key, upload_id)
-        log.debug("multipart upload of %r: %d parts of %d bytes", key, len(ranges), part_size)
-        expected: str | None = None  # the ETag of the object, once the parts are sent
+        upload_id = await self.create(dest, metadata, checksummed=False)
+        offsets = enumerate(range(0, size, part_size), 1)
         try:
             parts = await gather(
-                [functools.partial(part, upload_id, *r) for r in ranges], limiter=self._limiter
+                [functools.partial(part, n, o) for n, o in offsets], limiter=self.limiter
             )
-            etag = hashlib.md5(b"".join(d.md5 for _, d in parts), usedforsecurity=False).hexdigest()
-            checksum = None
-            if algorithm:
-                combined = _digest(b"".join(d.crc or b"" for _, d in parts), algorithm)
-                checksum = Checksum(algorithm, f"{_b64(combined.crc or b'')}-{len(parts)}")
-            part_list = [entry for entry, _ in parts]
-            expected = f'"{etag}-{len(parts)}"'
-            new_etag = await self._settle(
-                key,
-                expected,
-                checksum,
-                lambda: self._store.complete_multipart_upload(key, upload_id, part_list, condition),
-            )
-        except BaseException as exc:
+        except BaseException:
             with trio.CancelScope(shield=True):
-                gone = await self._abort(key, upload_id)
-                # Gone before the abort: a completion whose answers were all lost may be ours.
-                if gone and expected and isinstance(exc, StoreError):
-                    if await self._committed(key, expected):
-                        return expected
+                await self.abort(dest, upload_id)
             raise
-        self._closed(upload_id)
-        return new_etag
+        return await self.complete(dest, upload_id, parts, condition)
 
-    async def _part(
-        self, key: str, upload_id: str, fd: int, number: int, offset: int, length: int
-    ) -> tuple[dict[str, Any], Digest]:
-        data, digest = await trio.to_thread.run_sync(_read, fd, offset, length, self._algorithm)
-        checksum = self._checksum(digest)
-        response = await self._store.upload_part(key, upload_id, number, data, checksum)
-        self._verify(key, checksum, response)
-        entry = {"PartNumber": number, "ETag": response["ETag"]}
-        if checksum is not None:
-            entry[checksum.response_field] = checksum.value
-        return entry, digest
-
-    async def _abort(self, key: str, upload_id: str) -> bool:
+    async def abort(self, key: str, upload_id: str) -> bool:
         """Abort an upload, so that no parts linger; True when it had gone already
         (completed or aborted), False when aborted here or left to the next mount."""
         try:
@@ -252,6 +282,10 @@ class Uploader:
         self._closed(upload_id)
         return not aborted
 
+    def _closed(self, upload_id: str) -> None:
+        if self._ledger is not None:
+            self._ledger.closed(upload_id)
+
     async def _committed(self, key: str, etag: str) -> bool:
         """Whether ``key`` holds ``etag``: the version our own request would have made."""
         current = await self._store.head_object(key)
@@ -261,10 +295,6 @@ class Uploader:
             "%r: a retried request found its own earlier attempt committed (ETag %s)", key, etag
         )
         return True
-
-    def _closed(self, upload_id: str) -> None:
-        if self._ledger is not None:
-            self._ledger.closed(upload_id)
 
     async def _settle(
         self,
