@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from cwfs.errors import StoreError
+from cwfs.errors import FsError
 from cwfs.store import WriteCondition
 from cwfs.tasks import gather
 
@@ -79,12 +79,13 @@ class PartStream:
             number, self._next = self._next, self._next + 1
             if number not in self._sent and number not in self._in_flight:
                 self._in_flight[number] = trio.Event()
-                self._uploader.spawn(self._send_in_background, number)
+                if not self._uploader.spawn(self._send_in_background, number):
+                    del self._in_flight[number]  # the mount is going: close sends it
 
     async def _send_in_background(self, number: int) -> None:
         try:
             await self._send(number, self.part_size)
-        except (StoreError, OSError) as exc:
+        except (FsError, OSError) as exc:
             log.info("%r: part %d not sent yet (%s): it goes with the close", self.key, number, exc)
         finally:
             self._in_flight.pop(number).set()
