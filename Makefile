@@ -38,6 +38,7 @@ test: lint
 
 # The in-process tier: the core against the embedded server on a mock clock, no mount.
 FAST_TESTS := tests/test_core.py tests/test_units.py tests/test_units_reads.py tests/test_config.py \
+	tests/test_retry.py tests/test_streaming.py \
 	tests/test_tasks.py tests/test_attrstore.py
 test-fast: venv
 	$(PY) -m pytest $(FAST_TESTS) $(PYTEST_ARGS)

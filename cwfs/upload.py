@@ -26,13 +26,14 @@ from awscrt import checksums
 
 from cwfs.errors import Conflict, PreconditionFailed, StoreError
 from cwfs.kept import UploadLedger
-from cwfs.store import Checksum, FileRange, ObjectStore, Response, WriteCondition
+from cwfs.store import Body, Checksum, FileRange, ObjectStore, Response, WriteCondition
 from cwfs.streaming import MAX_PARTS, Part, PartStream
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
 
 DIGEST_CHUNK = 1 << 20
+STREAMED_BODY = 1 << 20  # smaller bodies are read whole: one send with the headers
 MAX_PART_SIZE = 5 << 30
 MAX_COPY_SIZE = 5 << 30  # the largest single CopyObject
 COPY_PART_SIZE = 1 << 30  # copies move no data through us: use few, large parts
@@ -57,6 +58,15 @@ def _digest(data: bytes, algorithm: str | None) -> Digest:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = os.pread(fd, size, 0)
+    if len(data) != size:
+        raise StoreError(
+            f"staged file has {len(data)} of {size} bytes", op="Upload", code="ShortRead"
+        )
+    return data
 
 
 def _digest_range(fd: int, offset: int, length: int, algorithm: str | None) -> Digest:
@@ -155,9 +165,14 @@ class Uploader:
         self, key: str, fd: int, size: int, condition: WriteCondition, metadata: dict[str, str]
     ) -> str:
         async with self.limiter:
-            digest = await trio.to_thread.run_sync(_digest_range, fd, 0, size, self._algorithm)
+            body: Body
+            if size < STREAMED_BODY:  # small: one read, sent with the headers in one go
+                body = await trio.to_thread.run_sync(_read_all, fd, size)
+                digest = _digest(body, self._algorithm)
+            else:
+                digest = await trio.to_thread.run_sync(_digest_range, fd, 0, size, self._algorithm)
+                body = FileRange(fd, 0, size)
             checksum = self._checksum(digest)
-            body = FileRange(fd, 0, size)
             return await self._settle(
                 key,
                 f'"{digest.md5.hex()}"',
