@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -44,6 +45,7 @@ sys.path.insert(0, str(REPO))
 import boto3  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
 
 from cwfs.launch import start_mount  # noqa: E402
 from cwfs.server.seed import pattern  # noqa: E402
@@ -59,7 +61,13 @@ MOUNT_TIMEOUT = 60.0  # seconds for a mount to appear
 UNMOUNT_TIMEOUT = 30.0  # seconds for a mount process to exit after fusermount3 -u
 POLL_TIMEOUT = 120.0  # seconds to wait for written objects to become visible
 MAX_PAGES = 1000  # bound on any listing loop
-READ_CASES = ("seq", "par", "random")  # repeated (--repeat), the median run reported
+READ_CASES = ("seq", "par", "random")
+# Repeated (--repeat), the median run reported with the range of all runs.
+REPEATED_CASES = READ_CASES + ("create", "checkpoint", "checkpoint-dd")
+CKPT_CHUNK = 64 * 1024  # the checkpoint writer's write() size, as torch.save's
+CKPT_PART = 50 * MiB  # raw's part size and concurrency in the checkpoint case:
+CKPT_CONCURRENCY = 4  # cwfs's default --part-size and --upload-concurrency
+SAMPLE_INTERVAL = 0.05  # seconds between VmRSS samples and HeadObject polls
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
@@ -78,6 +86,7 @@ class Sizes:
     small_n: int  # small files created
     small_size: int
     write: int  # file written
+    checkpoint: int  # file written by the checkpoint cases (--checkpoint-size)
 
 
 FULL = Sizes(
@@ -93,6 +102,7 @@ FULL = Sizes(
     small_n=1000,
     small_size=4096,
     write=1 << 30,
+    checkpoint=1 << 30,
 )
 QUICK = Sizes(
     big=256 * MiB,
@@ -107,6 +117,7 @@ QUICK = Sizes(
     small_n=200,
     small_size=4096,
     write=256 * MiB,
+    checkpoint=256 * MiB,
 )
 
 BIG_KEY = "seq/big.bin"
@@ -599,7 +610,8 @@ class Mount:
 @dataclass(frozen=True)
 class Metric:
     key: str
-    unit: str  # "MiB/s", "s" or "ms"; labels with sizes: metric_labels()
+    unit: str  # "MiB/s", "s", "ms" or "MiB"; labels with sizes: metric_labels()
+    raw: bool = True  # raw boto3 measures it too (no mount: no write() or close())
 
     @property
     def higher_is_better(self) -> bool:
@@ -630,35 +642,54 @@ class Target:
     sizes: Sizes
     expected: Callable[[str, int], bytes]
     results: list[Result] = field(default_factory=list)
-    harness_lists: int = 0  # ListObjectsV2 calls of the harness's own checks
+    harness: dict[str, int] = field(default_factory=dict)  # the harness's own requests
     mount_pid: int | None = None
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU time so far of this process (the reader, or the raw client), the mount
-        process and the server: on a 2-core machine, what the read cases are made of."""
+        """CPU time so far of this process (the reader, or the raw client, with the
+        children it waited for, such as dd), the mount process and the server: on a
+        2-core machine, what the cases are made of."""
         own = os.times()
-        roles = {"client": own.user + own.system, "server": process_cpu_seconds(self.server.pid)}
+        client = own.user + own.system + own.children_user + own.children_system
+        roles = {"client": client, "server": process_cpu_seconds(self.server.pid)}
         if self.mount_pid is not None:
             roles["mount"] = process_cpu_seconds(self.mount_pid)
         return roles
 
+    def own_request(self, op: str) -> None:
+        """Count a request of the harness's own checks (subtracted from the counts)."""
+        self.harness[op] = self.harness.get(op, 0) + 1
+
     def measure(self, metric: str, fn: Callable[[], float]) -> None:
         """Run fn (returns the metric's value) with the server's request counters reset;
-        the harness's own verification listings are subtracted from the counts."""
+        the harness's own verification requests are subtracted from the counts."""
+        self.measure_many(lambda: {metric: fn()})
+
+    def measure_many(self, fn: Callable[[], dict[str, float]], primary: str = "") -> None:
+        """measure() for a run that gives several metrics; the request counts and CPU
+        times go with the primary one (default: the first)."""
         self.server.reset()
-        self.harness_lists = 0
+        self.harness = {}
         before = self.cpu_seconds()
-        value = fn()
+        values = fn()
         cpu = {role: seconds - before[role] for role, seconds in self.cpu_seconds().items()}
         counts = self.server.counts()
-        if counts is not None and self.harness_lists:
-            left = counts.get("ListObjectsV2", 0) - self.harness_lists
-            counts = {op: n for op, n in counts.items() if op != "ListObjectsV2"}
-            if left > 0:
-                counts["ListObjectsV2"] = left
-        self.results.append(
-            Result(self.server.kind, self.tool, metric, value, counts=counts, cpu=cpu)
-        )
+        if counts is not None:
+            left = {op: n - self.harness.get(op, 0) for op, n in counts.items()}
+            counts = {op: n for op, n in left.items() if n > 0}
+        primary = primary or next(iter(values))
+        for metric, value in values.items():
+            detail = metric == primary
+            self.results.append(
+                Result(
+                    self.server.kind,
+                    self.tool,
+                    metric,
+                    value,
+                    counts=counts if detail else None,
+                    cpu=cpu if detail else None,
+                )
+            )
 
     def path(self, key: str) -> Path:
         assert self.root is not None
@@ -826,7 +857,7 @@ def wait_for_objects(t: Target, prefix: str, count: int, size: int) -> None:
     """Bounded poll until `count` objects of `size` bytes are visible under prefix."""
 
     def count_page() -> None:
-        t.harness_lists += 1
+        t.own_request("ListObjectsV2")
 
     def done() -> bool:
         objs = [
@@ -894,12 +925,186 @@ def case_write(t: Target) -> None:
         delete_prefix(t.client, prefix)
 
 
+def vm_rss_kib(pid: int) -> int:
+    """VmRSS of process ``pid`` in KiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class RssPeak:
+    """Peak VmRSS growth of one process over a block, sampled every SAMPLE_INTERVAL by a
+    thread: the highest sample minus the RSS just before the block."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.base = self.peak = vm_rss_kib(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL):
+            self.peak = max(self.peak, vm_rss_kib(self.pid))
+
+    def __enter__(self) -> RssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, vm_rss_kib(self.pid))
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.base) / 1024
+
+
+def wait_for_size(t: Target, key: str, size: int) -> float:
+    """Poll HeadObject (bounded) until key has `size` bytes; the time it was seen."""
+    deadline = time.monotonic() + POLL_TIMEOUT
+    while True:
+        t.own_request("HeadObject")
+        try:
+            if t.client.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == size:
+                return time.perf_counter()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                raise
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{key} did not reach {size} bytes within {POLL_TIMEOUT:.0f}s")
+        time.sleep(SAMPLE_INTERVAL)
+
+
+def write_chunks(path: Path, size: int, block: memoryview) -> tuple[float, float, float]:
+    """open, CKPT_CHUNK-sized write()s of `size` bytes (block repeated), close, as
+    torch.save writes a checkpoint; the times of open, of the last write's return and
+    of close's return."""
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for off in range(0, size, CKPT_CHUNK):
+            at = off % len(block)
+            chunk = block[at : at + min(CKPT_CHUNK, size - off)]
+            if os.write(fd, chunk) != len(chunk):
+                raise RuntimeError(f"short write at offset {off}")
+        wrote = time.perf_counter()
+    finally:
+        os.close(fd)
+    return start, wrote, time.perf_counter()
+
+
+def write_dd(source: Path, path: Path, size: int) -> tuple[float, float, float]:
+    """dd bs=1M from source; the last write's return is when its write count
+    (/proc/PID/io wchar) reaches `size` (polled every 5 ms), close's when dd exits."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        ["dd", f"if={source}", f"of={path}", "bs=1M", "status=none"], stderr=subprocess.PIPE
+    )
+    wrote = 0.0
+    while proc.poll() is None:
+        if not wrote:
+            with contextlib.suppress(OSError, ValueError):
+                io = Path(f"/proc/{proc.pid}/io").read_text().split("wchar:")[1]
+                if int(io.split()[0]) >= size:
+                    wrote = time.perf_counter()
+        time.sleep(0.005)
+    closed = time.perf_counter()
+    if proc.returncode != 0:
+        raise RuntimeError(f"dd failed: {proc.stderr.read().decode(errors='replace')[-500:]}")
+    return start, wrote or closed, closed
+
+
+def checkpoint_run(t: Target, prefix: str, key: str, write: Callable[[], Any]) -> None:
+    """One checkpoint write through a mount: its four times and the mount's RSS growth."""
+    assert t.mount_pid is not None
+    size = t.sizes.checkpoint
+
+    def run() -> dict[str, float]:
+        with RssPeak(t.mount_pid) as rss:
+            start, wrote, closed = write()
+            complete = wait_for_size(t, key, size)
+        return {
+            f"{prefix}_write": wrote - start,
+            f"{prefix}_close": closed - start,
+            f"{prefix}_tail": closed - wrote,
+            f"{prefix}_s3": complete - start,
+            f"{prefix}_rss": rss.growth_mib,
+        }
+
+    t.measure_many(run, primary=f"{prefix}_s3")
+
+
+def raw_checkpoint(t: Target, source: Path, key: str) -> None:
+    """The ceiling: upload_file of the same bytes with cwfs's part size and concurrency;
+    the RSS growth is this process's (boto3's)."""
+    size = t.sizes.checkpoint
+    cfg = TransferConfig(multipart_chunksize=CKPT_PART, max_concurrency=CKPT_CONCURRENCY)
+
+    def run() -> dict[str, float]:
+        with RssPeak(os.getpid()) as rss:
+            start = time.perf_counter()
+            t.client.upload_file(str(source), BUCKET, key, Config=cfg)
+            complete = wait_for_size(t, key, size)
+        return {"ckpt_s3": complete - start, "ckpt_rss": rss.growth_mib}
+
+    t.measure_many(run)
+
+
+def checkpoint_source(size: int) -> tuple[Path, memoryview]:
+    """16 MiB of random bytes, and a file in SCRATCH of `size` bytes repeating them."""
+    block = memoryview(os.urandom(16 * MiB))
+    source = Path(tempfile.mkdtemp(prefix="cwfs-bench-src-", dir=SCRATCH)) / "ckpt.bin"
+    with open(source, "wb") as f:
+        for off in range(0, size, len(block)):
+            f.write(block[: min(len(block), size - off)])
+    return source, block
+
+
+def case_checkpoint(t: Target, dd: bool = False) -> None:
+    """One file of sizes.checkpoint bytes written sequentially (Python 64 KiB writes, or
+    dd bs=1M), timed until the object is complete in S3."""
+    size, prefix = t.sizes.checkpoint, f"wr/{t.tool}/"
+    key = prefix + ("ckpt-dd.bin" if dd else "ckpt.bin")
+    source, block = checkpoint_source(size)
+    try:
+        if t.root is None:
+            raw_checkpoint(t, source, key)
+        elif dd:
+            checkpoint_run(t, "ckpt_dd", key, lambda: write_dd(source, t.path(key), size))
+        else:
+            checkpoint_run(t, "ckpt", key, lambda: write_chunks(t.path(key), size, block))
+    finally:
+        shutil.rmtree(source.parent, ignore_errors=True)
+        delete_prefix(t.client, prefix)
+
+
+def case_checkpoint_dd(t: Target) -> None:
+    case_checkpoint(t, dd=True)
+
+
+def checkpoint_metrics(prefix: str) -> tuple[Metric, ...]:
+    return (
+        Metric(f"{prefix}_write", "s", raw=False),
+        Metric(f"{prefix}_close", "s", raw=False),
+        Metric(f"{prefix}_tail", "s", raw=False),
+        Metric(f"{prefix}_s3", "s"),
+        Metric(f"{prefix}_rss", "MiB"),
+    )
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
     title: str
     run: Callable[[Target], None]
     metrics: tuple[Metric, ...]
+    median_by: str = ""  # the metric that picks the median run (default: the first)
+    mounts_only: bool = False  # raw boto3 does not take part
 
 
 CASES: dict[str, Case] = {
@@ -915,6 +1120,21 @@ CASES: dict[str, Case] = {
         Case("find", "find", case_find, (Metric("find", "s"),)),
         Case("create", "create small files", case_create, (Metric("create", "s"),)),
         Case("write", "write one file", case_write, (Metric("write", "MiB/s"),)),
+        Case(
+            "checkpoint",
+            "checkpoint, 64 KiB writes",
+            case_checkpoint,
+            checkpoint_metrics("ckpt"),
+            median_by="ckpt_s3",
+        ),
+        Case(
+            "checkpoint-dd",
+            "checkpoint, dd bs=1M",
+            case_checkpoint_dd,
+            checkpoint_metrics("ckpt_dd"),
+            median_by="ckpt_dd_s3",
+            mounts_only=True,
+        ),
     ]
 }
 METRICS: dict[str, Metric] = {m.key: m for c in CASES.values() for m in c.metrics}
@@ -923,7 +1143,7 @@ METRICS: dict[str, Metric] = {m.key: m for c in CASES.values() for m in c.metric
 def metric_labels(s: Sizes) -> dict[str, str]:
     """Metric labels with the sizes of this run."""
     gib = lambda n: f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n // MiB} MiB"  # noqa: E731
-    return {
+    labels = {
         "seq": f"sequential read {gib(s.big)}, cold",
         "par": f"{s.par_n} parallel readers x {gib(s.par)}",
         "random": f"{s.random_reads} random {s.random_size // MiB} MiB reads of {gib(s.big)}",
@@ -934,6 +1154,14 @@ def metric_labels(s: Sizes) -> dict[str, str]:
         "create": f"create {s.small_n:,} files of {s.small_size // 1024} KiB",
         "write": f"write {gib(s.write)} (cp from tmpfs)",
     }
+    for prefix, how in (("ckpt", "64 KiB writes"), ("ckpt_dd", "dd bs=1M")):
+        what = f"checkpoint {gib(s.checkpoint)}, {how}"
+        labels[f"{prefix}_write"] = f"{what}: last write() returned"
+        labels[f"{prefix}_close"] = f"{what}: close() returned"
+        labels[f"{prefix}_tail"] = f"{what}: close() after the last write()"
+        labels[f"{prefix}_s3"] = f"{what}: object complete in S3"
+        labels[f"{prefix}_rss"] = f"{what}: peak RSS growth"
+    return labels
 
 
 # ----------------------------------------------------------------------------- runner
@@ -988,7 +1216,7 @@ def run_case(
     for r in target.results:
         r.peak_rss_mib = rss
     for m in case.metrics:
-        if m.key not in done:
+        if m.key not in done and (m.raw or mount is not None):
             target.results.append(Result(server.kind, tool.name, m.key, None, error=error[:300]))
     for r in target.results:
         log.info(
@@ -1022,15 +1250,21 @@ def warm_up(client: Any) -> None:
         list(pool.map(tiny, range(RAW_WORKERS * 2)))
 
 
-def median_run(runs: list[list[Result]]) -> list[Result]:
-    """The run whose value is the median of the runs' (a failed run is reported as such)."""
+def median_run(runs: list[list[Result]], key: str = "") -> list[Result]:
+    """The run whose value of metric `key` (default: the first) is the median of the
+    runs', each metric with every run's value (a failed run is reported as such)."""
     failed = next((run for run in runs if any(r.value is None for r in run)), None)
     if failed is not None:
         return failed
-    runs = sorted(runs, key=lambda run: run[0].value or 0.0)
+
+    def value(run: list[Result]) -> float:
+        return next((r.value for r in run if r.metric == key), run[0].value) or 0.0
+
+    runs = sorted(runs, key=value)
     chosen = runs[len(runs) // 2]
     if len(runs) > 1:
-        chosen[0].runs = [run[0].value or 0.0 for run in runs]
+        for result in chosen:
+            result.runs = [r.value or 0.0 for run in runs for r in run if r.metric == result.metric]
     return chosen
 
 
@@ -1054,11 +1288,13 @@ def run_server(
             for tool in tools:
                 if tool.cases is not None and case.name not in tool.cases:
                     continue
+                if case.mounts_only and tool.argv is None:
+                    continue
                 runs = []
-                for n in range(repeat if case.name in READ_CASES else 1):
+                for n in range(repeat if case.name in REPEATED_CASES else 1):
                     log.info("-- %s / %s / %s (run %d)", kind, case.name, tool.name, n + 1)
                     runs.append(run_case(case, tool, server, sizes, expected, client, timeout))
-                results += median_run(runs)
+                results += median_run(runs, case.median_by)
     finally:
         server.stop()
     return results
@@ -1072,7 +1308,14 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.1f} ms"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "MiB":
+        return f"{value:.0f} MiB"
     return f"{value:.0f} MiB/s" if value >= 10 else f"{value:.1f} MiB/s"
+
+
+def fmt_number(value: float, unit: str) -> str:
+    """fmt() without the unit, for ranges."""
+    return fmt(value, unit).split()[0]
 
 
 def speed_ratio(cwfs: float | None, other: float | None, metric: Metric) -> str:
@@ -1089,7 +1332,7 @@ def fmt_runs(result: Result | None, unit: str) -> str:
         return "-"
     text = fmt(result.value, unit)
     if result.runs and result.value is not None:
-        text += f" ({min(result.runs):.0f}-{max(result.runs):.0f})"
+        text += f" ({fmt_number(min(result.runs), unit)}-{fmt_number(max(result.runs), unit)})"
     return text
 
 
@@ -1140,11 +1383,10 @@ def counts_table(
         cells = []
         for t in tools:
             r = lookup(results, server, t, m)
-            cells.append(
-                ", ".join(f"{op} {n}" for op, n in sorted(r.counts.items()))
-                if r and r.counts
-                else ("-" if not r or r.value is None else "none")
-            )
+            if r is None or r.value is None or r.counts is None:
+                cells.append("-")  # not run, failed, or counted with another metric
+            else:
+                cells.append(", ".join(f"{op} {n}" for op, n in sorted(r.counts.items())) or "none")
         if any(c != "-" for c in cells):
             rows.append(f"| {labels[m]} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -1165,16 +1407,22 @@ def rss_table(results: list[Result], server: str, tools: list[str], labels: dict
     return "\n".join(rows)
 
 
-def read_bytes(s: Sizes) -> dict[str, int]:
-    """Bytes each read case moves, to express its CPU time per GiB."""
-    return {"seq": s.big, "par": s.par * s.par_n, "random": s.random_reads * s.random_size}
+def moved_bytes(s: Sizes) -> dict[str, int]:
+    """Bytes each read case (and checkpoint write) moves, to express its CPU time per GiB."""
+    return {
+        "seq": s.big,
+        "par": s.par * s.par_n,
+        "random": s.random_reads * s.random_size,
+        "ckpt_s3": s.checkpoint,
+        "ckpt_dd_s3": s.checkpoint,
+    }
 
 
 def cpu_table(
     results: list[Result], server: str, tools: list[str], labels: dict[str, str], sizes: Sizes
 ) -> str:
     rows = ["| case | " + " | ".join(tools) + " |", "|" + "---|" * (len(tools) + 1)]
-    for metric, nbytes in read_bytes(sizes).items():
+    for metric, nbytes in moved_bytes(sizes).items():
         cells = []
         for t in tools:
             r = lookup(results, server, t, metric)
@@ -1191,6 +1439,43 @@ def cpu_table(
         if any(c != "-" for c in cells):
             rows.append(f"| {labels.get(metric, metric)} | " + " | ".join(cells) + " |")
     return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def span(result: Result | None) -> str:
+    """A repeated metric's range of runs ("0.91-1.02"), or its one value."""
+    if result is None or result.value is None:
+        return "-"
+    values = result.runs or [result.value]
+    unit = METRICS[result.metric].unit
+    low, high = fmt_number(min(values), unit), fmt_number(max(values), unit)
+    return low if low == high else f"{low}-{high}"
+
+
+def checkpoint_summary(results: list[Result], server: str, tools: list[str]) -> list[str]:
+    """Per checkpoint variant: cwfs's open-to-complete time against raw's upload_file (the
+    ratio of the medians, and the widest ratio the ranges allow) and every mount's
+    close() latency after the last write()."""
+    lines = []
+    for prefix, how in (("ckpt", "64 KiB writes"), ("ckpt_dd", "dd bs=1M")):
+        cwfs = lookup(results, server, "cwfs", f"{prefix}_s3")
+        raw = lookup(results, server, "raw", "ckpt_s3")
+        if cwfs is None or cwfs.value is None:
+            continue
+        line = f"- {how}: cwfs open to object complete {span(cwfs)} s"
+        if raw is not None and raw.value:
+            c, r = cwfs.runs or [cwfs.value], raw.runs or [raw.value]
+            line += (
+                f", raw upload_file {span(raw)} s: cwfs takes {cwfs.value / raw.value:.2f}x "
+                f"raw's time (median runs; {min(c) / max(r):.2f}-{max(c) / min(r):.2f} "
+                "over the ranges)"
+            )
+        tails = [
+            f"{t} {span(lookup(results, server, t, f'{prefix}_tail'))} s"
+            for t in tools
+            if lookup(results, server, t, f"{prefix}_tail")
+        ]
+        lines.append(line + "; close() after the last write(): " + ", ".join(tails) + ".")
+    return lines
 
 
 def failures(results: list[Result]) -> str:
@@ -1261,8 +1546,9 @@ def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
         "freed by dropping it costs the next process to touch it dearly, which charged "
         "each FUSE mount's first GiB of page cache 0.3-1 extra CPU second per GiB, and "
         "raw boto3 nothing (measured with scripts/bench.py's CPU table).",
-        f"Read cases run {repeat} times each, every run on a fresh mount; the table "
-        "gives the median run, with the range of all runs in brackets. Other cases run "
+        f"Read, create and checkpoint cases run {repeat} times each, every run on a fresh "
+        "mount; the table gives the median run (checkpoint: by the time to object "
+        "complete), with the range of all runs in brackets. Other cases run "
         "once. rclone serve s3 serves files from "
         "/dev/shm, so its reads never touch the disk; it computes a file's MD5 ETag on "
         "first access, so the harness lists the bucket once after starting it "
@@ -1284,6 +1570,18 @@ def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
         "file is `cp` from /dev/shm. The time runs until every object is visible with "
         "its full size in a listing (bounded poll), so uploads finished after `close` "
         "are counted.",
+        f"Checkpoint: one file of {sizes.checkpoint // MiB} MiB written sequentially "
+        f"through the mount, by this process in {CKPT_CHUNK // 1024} KiB `os.write`s (as "
+        "torch.save) or by `dd bs=1M` from a file in /dev/shm, timed from `open` to the "
+        "return of the last write (for dd: its /proc/PID/io write count reaching the size, "
+        "polled every 5 ms), to the return of `close` (dd's exit), and until HeadObject "
+        f"(polled every {SAMPLE_INTERVAL * 1000:.0f} ms) shows the object with its full size. "
+        f"Peak RSS growth: the mount process's VmRSS sampled every "
+        f"{SAMPLE_INTERVAL * 1000:.0f} ms from just before `open` until the object is "
+        "complete, minus the sample before. raw is `upload_file` of the same bytes from "
+        f"/dev/shm with {CKPT_PART // MiB} MiB parts and {CKPT_CONCURRENCY} threads (cwfs's "
+        "default --part-size and --upload-concurrency), its RSS growth that of this "
+        "(boto3's) process; it has no write() or close().",
         "Speed ratio columns: cwfs speed / other's speed, so > 1 means cwfs is faster "
         "(for times, the other's time / cwfs's time).",
         "A small VM with 2 cores shared by the server, the mount and the reader: "
@@ -1291,6 +1589,42 @@ def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
     ]
     notes += [f"{name}: {TOOLS[name].note}." for name in tools]
     return notes
+
+
+def server_section(
+    results: list[Result], server: str, tools: list[str], labels: dict[str, str], sizes: Sizes
+) -> list[str]:
+    """The report of one server: results, checkpoint ranges, requests, RSS, CPU."""
+    out: list[str] = []
+    name = {
+        "embedded": "embedded server (moto-based, Python)",
+        "rclone": "`rclone serve s3` (Go), data in /dev/shm",
+    }[server]
+    out += ["", f"## Server: {name}", "", results_table(results, server, tools, labels)]
+    summary = checkpoint_summary(results, server, tools)
+    if summary:
+        out += ["", "Checkpoint write, every run (ranges):", ""] + summary
+    counts = counts_table(results, server, tools, labels)
+    if counts:
+        out += ["", "S3 requests per case, counted by the embedded server:", "", counts]
+    out += [
+        "",
+        "Peak RSS (VmHWM) of the mount process, per case:",
+        "",
+        rss_table(results, server, tools, labels),
+    ]
+    cpu = cpu_table(results, server, tools, labels, sizes)
+    if cpu:
+        out += [
+            "",
+            "CPU seconds per GiB read (checkpoint: written), by process: client is "
+            "the reading or writing process (for raw, boto3 itself; for dd, dd), mount "
+            "the FUSE process, server the S3 server. The two cores are shared by all "
+            "three, so a case can go at most 2 / total GiB/s:",
+            "",
+            cpu,
+        ]
+    return out
 
 
 def write_markdown(
@@ -1331,31 +1665,7 @@ def write_markdown(
     if chart:
         out += ["", f"![benchmark chart]({chart.name})"]
     for server in servers:
-        name = {
-            "embedded": "embedded server (moto-based, Python)",
-            "rclone": "`rclone serve s3` (Go), data in /dev/shm",
-        }[server]
-        out += ["", f"## Server: {name}", "", results_table(results, server, tools, labels)]
-        counts = counts_table(results, server, tools, labels)
-        if counts:
-            out += ["", "S3 requests per case, counted by the embedded server:", "", counts]
-        out += [
-            "",
-            "Peak RSS (VmHWM) of the mount process, per case:",
-            "",
-            rss_table(results, server, tools, labels),
-        ]
-        cpu = cpu_table(results, server, tools, labels, sizes)
-        if cpu:
-            out += [
-                "",
-                "CPU seconds per GiB read, by process: client is the reading process "
-                "(for raw, boto3 itself), mount the FUSE process, server the S3 server. "
-                "The two cores are shared by all three, so a read case can go at most "
-                "2 / total GiB/s:",
-                "",
-                cpu,
-            ]
+        out += server_section(results, server, tools, labels, sizes)
     if failures(results):
         out += ["", "## Failures", "", failures(results)]
     text = "\n".join(out) + "\n"
@@ -1414,12 +1724,31 @@ def parse_list(value: str, known: dict[str, Any], what: str) -> list[str]:
     return [n for n in known if n in names]  # table order
 
 
+def parse_size(value: str) -> int:
+    """Bytes, or a number with K, M or G (binary units): 4G, 512M."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = units.get(text[-1:], 1)
+    try:
+        size = int(float(text.rstrip("KMG")) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {value}") from None
+    if size < CKPT_CHUNK:
+        raise argparse.ArgumentTypeError(f"at least {CKPT_CHUNK} bytes: {value}")
+    return size
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--server", choices=["embedded", "rclone", "both"], default="both")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
     p.add_argument("--cases", default=",".join(CASES), help=f"subset of {','.join(CASES)}")
     p.add_argument("--quick", action="store_true", help="small sizes: a couple of minutes")
+    p.add_argument(
+        "--checkpoint-size",
+        type=parse_size,
+        help="bytes of the checkpoint cases' file, e.g. 4G (default 1G, with --quick 256M)",
+    )
     p.add_argument(
         "--case-timeout",
         type=float,
@@ -1437,7 +1766,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=3,
-        help="runs of each read case, each on a fresh mount; the median is reported",
+        help="runs of each read, create and checkpoint case, each on a fresh mount; the "
+        "median is reported with the range",
     )
     return p.parse_args(argv)
 
@@ -1450,6 +1780,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = [CASES[c] for c in parse_list(args.cases, CASES, "cases")]
     servers = ["embedded", "rclone"] if args.server == "both" else [args.server]
     sizes = QUICK if args.quick else FULL
+    if args.checkpoint_size:
+        sizes = dataclasses.replace(sizes, checkpoint=args.checkpoint_size)
     # SIGTERM unwinds like Ctrl-C, so every finally block below still runs.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
