@@ -79,6 +79,10 @@ class OpenFile:
         return self.staged
 
     def _touch(self) -> None:
+        if not self.dirty and self.staged is not None:
+            # Changed again after an upload: a later one replaces that version. (Not at
+            # the upload itself: a file closed after it is discarded, record and all.)
+            self.staged.describe(self.key, self.etag)
         self.dirty = True
         self.mtime_ns = time.time_ns()
 
@@ -170,8 +174,6 @@ class OpenFile:
                 raise
             self.failure = None
             self.dirty = self._metadata_dirty = self._mtime_set = False
-            if self.staged is not None:
-                self.staged.describe(self.key, self.etag)  # what a later upload replaces
             return self.attrs()
 
     async def _upload(

@@ -149,3 +149,27 @@ def test_records_say_what_a_kept_file_is_and_a_live_mounts_data_is_not_kept(tmp_
     assert find_kept([tmp_path]) == []  # its mount runs: being written, not kept
     lock.release()
     assert [k.path for k in find_kept([tmp_path])] == [data]
+
+
+def test_data_changed_after_an_fsync_is_recovered_over_the_version_it_made(
+    server, bucket, s3, mount, tmp_path
+):
+    """fsync uploads a version; writes after it, then SIGKILL: the record names that
+    version as the base, so recover replaces it (If-Match) instead of meeting a conflict."""
+    env = cwfs_env(server, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    m = mount(bucket, env=env, private_cache=True)
+    f = open(m.path / "log", "wb")  # noqa: SIM115 - open across the kill
+    f.write(b"first")
+    f.flush()
+    os.fsync(f.fileno())
+    synced = s3.head_object(Bucket=bucket, Key="log")["ETag"]
+    f.write(b" second")
+    f.flush()
+    kill(m)
+    with contextlib.suppress(OSError):
+        f.close()
+    kept = find_kept(list((tmp_path / "xdg" / "cwfs").glob(f"{bucket}-*")))
+    assert [(k.record.key, k.record.base_etag) for k in kept if k.record] == [("log", synced)]
+    result = recover(server, env, bucket, "--upload")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"first second"
