@@ -156,6 +156,16 @@ class FileRange:
         self._position += len(data)
         return data
 
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        """Fill ``buffer`` straight from the file (the CRT signer hashes bodies so)."""
+        view = memoryview(buffer)
+        count = min(len(view), self._length - self._position)
+        if count <= 0:
+            return 0
+        done = os.preadv(self._fd, [view[:count]], self._offset + self._position)
+        self._position += done
+        return done
+
     def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
         base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._length}
         self._position = base[whence] + position

@@ -38,13 +38,13 @@ from cwfs.store import WriteCondition
 from cwfs.tasks import gather
 
 if TYPE_CHECKING:
-    from cwfs.upload import Digest, Uploader
+    from cwfs.upload import Uploader
 
 log = logging.getLogger(__name__)
 
 MAX_PARTS = 10_000
 
-Part = tuple[dict[str, Any], "Digest"]  # the entry CompleteMultipartUpload lists, its digest
+Part = dict[str, Any]  # a part as CompleteMultipartUpload lists it: number, ETag, checksum
 
 
 class PartStream:
