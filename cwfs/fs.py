@@ -294,7 +294,7 @@ class Filesystem:
                 await self._commit(open_file)
             return open_file.attrs()
         finally:
-            self._close_for_write(open_file)
+            await self._close_for_write(open_file)
 
     async def _setattr_unlinked(self, handle: FileHandle | None, changes: AttrChanges) -> Attrs:
         open_file = handle.open_file if handle is not None else None
@@ -586,7 +586,7 @@ class Filesystem:
             self._ns.renamed(old, new, attrs)
         finally:
             if open_file is not None:
-                self._close_for_write(open_file)
+                await self._close_for_write(open_file)
 
     async def _move(self, old: str, new: str, attrs: Attrs, no_replace: bool) -> str | None:
         new_key = self._ns.key_of(new, attrs)
@@ -629,12 +629,12 @@ class Filesystem:
         open_file.handles += 1
         return open_file
 
-    def _close_for_write(self, open_file: OpenFile) -> None:
+    async def _close_for_write(self, open_file: OpenFile) -> None:
         open_file.handles -= 1
         if open_file.handles == 0:
             if self._open.get(open_file.path) is open_file:
                 del self._open[open_file.path]
-            open_file.close()
+            await open_file.close()
 
     def _new_handle(self, path: str, attrs: Attrs, open_file: OpenFile | None) -> FileHandle:
         reader = self._readers(self._ns.object_key(path), attrs.size, attrs.etag)
@@ -657,7 +657,7 @@ class Filesystem:
                 try:
                     await open_file.truncate(self._store, self._uploader, 0)
                 except BaseException:
-                    self._close_for_write(open_file)
+                    await self._close_for_write(open_file)
                     raise
         return self._new_handle(path, attrs, open_file), attrs
 
@@ -724,10 +724,10 @@ class Filesystem:
                 where = f"; its data is kept in {staged.path}" if staged is not None else ""
                 log.error("%r (%d bytes): %s%s", open_file.key, open_file.size, state, where)
 
-    def abandon_open_files(self) -> int:
+    async def abandon_open_files(self) -> int:
         """The mount is going: files still open for writing are not uploaded (see
         `OpenFile.abandon`); how many had changes that were not."""
-        kept = sum(open_file.abandon() for open_file in self._open.values())
+        kept = sum([await open_file.abandon() for open_file in list(self._open.values())])
         self._open.clear()
         return kept
 
@@ -745,5 +745,5 @@ class Filesystem:
             except FsError:
                 pass  # logged; the data is kept
             finally:
-                self._close_for_write(open_file)
+                await self._close_for_write(open_file)
         await self._delete_when_unused(handle.path)

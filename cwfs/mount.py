@@ -215,7 +215,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:
             background.cancel_scope.cancel()
-            not_uploaded = core.abandon_open_files()
+            not_uploaded = await core.abandon_open_files()
             if record is not None:
                 record.unlink(missing_ok=True)
             pyfuse3.close(unmount=True)

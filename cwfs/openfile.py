@@ -233,7 +233,7 @@ class OpenFile:
             return "not uploaded"
         return None
 
-    def abandon(self) -> bool:
+    async def abandon(self) -> bool:
         """The mount is going while this file is open: an open file is not complete, so
         nothing more is uploaded. What was uploaded leaves the cache directory; changed
         data stays there, with a log line naming the key, its size and where it is
@@ -243,10 +243,10 @@ class OpenFile:
         if lost and not (self.dirty and self.staged is not None):  # nothing staged to keep
             what = "its times/mode" if not self.dirty else "nothing written yet"
             log.error("%r %s (%s)", self.key, reason, what)
-        self.close(reason)
+        await self.close(reason)
         return lost
 
-    def close(self, reason: str | None = None) -> None:
+    async def close(self, reason: str | None = None) -> None:
         """The last handle is gone: drop committed data, keep what could not be committed
         (logged with ``reason``, by default why its last upload failed)."""
         self._drop_stream()
@@ -257,7 +257,7 @@ class OpenFile:
                 failure = self.failure
                 why = f": {failure.code}: {failure.message}" if failure is not None else ""
                 reason = f"was not uploaded{why}"
-            self.staged.keep(f"{self.key!r} {reason}", self._metadata())
+            await self.staged.keep(f"{self.key!r} {reason}", self._metadata())
         else:
             self.staged.discard()
         self.staged = None

@@ -99,16 +99,22 @@ class StagedFile:
         self.path.unlink(missing_ok=True)
         record_path(self.path).unlink(missing_ok=True)
 
-    def keep(self, reason: str, metadata: dict[str, str]) -> Path:
+    async def keep(self, reason: str, metadata: dict[str, str]) -> Path:
         """Leave the file on disk (its data could not be committed), complete its record
-        for `cwfs recover`, and log where it is."""
+        for `cwfs recover`, and log where it is. The record's CRC32C is computed in a
+        worker thread: a kept checkpoint can be many GiB, and the mount keeps answering."""
         self._close()
         log.error("%s: the data is kept in %s", reason, self.path)
+        record = replace(self._record, metadata=metadata)
+        with trio.CancelScope(shield=True):  # called when closing, cancelled or not
+            await trio.to_thread.run_sync(self._complete_record, record, reason)
+        return self.path
+
+    def _complete_record(self, record: Record, reason: str) -> None:
         try:
-            replace(self._record, metadata=metadata).kept(self.path, reason).write(self.path)
+            record.kept(self.path, reason).write(self.path)
         except OSError as exc:
             log.error("could not complete the record of %s: %s", self.path, exc)
-        return self.path
 
     def _close(self) -> None:
         if self.fd >= 0:
