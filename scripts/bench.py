@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -63,10 +64,16 @@ POLL_TIMEOUT = 120.0  # seconds to wait for written objects to become visible
 MAX_PAGES = 1000  # bound on any listing loop
 READ_CASES = ("seq", "par", "random")
 # Repeated (--repeat), the median run reported with the range of all runs.
-REPEATED_CASES = READ_CASES + ("create", "checkpoint", "checkpoint-dd")
+REPEATED_CASES = READ_CASES + ("create", "checkpoint", "checkpoint-dd", "checkpoint-paced")
 CKPT_CHUNK = 64 * 1024  # the checkpoint writer's write() size, as torch.save's
 CKPT_PART = 50 * MiB  # raw's part size and concurrency in the checkpoint case:
 CKPT_CONCURRENCY = 4  # cwfs's default --part-size and --upload-concurrency
+CKPT_PACED_RATE = 40 * MiB  # bytes/s of the paced writer: slower than either server takes
+CKPT_WRITERS = (
+    ("ckpt", "64 KiB writes"),
+    ("ckpt_dd", "dd bs=1M"),
+    ("ckpt_paced", f"64 KiB writes at {CKPT_PACED_RATE // MiB} MiB/s"),
+)
 SAMPLE_INTERVAL = 0.05  # seconds between VmRSS samples and HeadObject polls
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
@@ -980,10 +987,13 @@ def wait_for_size(t: Target, key: str, size: int) -> float:
         time.sleep(SAMPLE_INTERVAL)
 
 
-def write_chunks(path: Path, size: int, block: memoryview) -> tuple[float, float, float]:
+def write_chunks(
+    path: Path, size: int, block: memoryview, rate: float = 0.0
+) -> tuple[float, float, float]:
     """open, CKPT_CHUNK-sized write()s of `size` bytes (block repeated), close, as
     torch.save writes a checkpoint; the times of open, of the last write's return and
-    of close's return."""
+    of close's return. With `rate` (bytes/s), the writer keeps to it, as a job whose
+    serialisation is slower than the store."""
     start = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -992,6 +1002,8 @@ def write_chunks(path: Path, size: int, block: memoryview) -> tuple[float, float
             chunk = block[at : at + min(CKPT_CHUNK, size - off)]
             if os.write(fd, chunk) != len(chunk):
                 raise RuntimeError(f"short write at offset {off}")
+            if rate and (ahead := start + (off + len(chunk)) / rate - time.perf_counter()) > 0:
+                time.sleep(ahead)
         wrote = time.perf_counter()
     finally:
         os.close(fd)
@@ -1065,26 +1077,26 @@ def checkpoint_source(size: int) -> tuple[Path, memoryview]:
     return source, block
 
 
-def case_checkpoint(t: Target, dd: bool = False) -> None:
-    """One file of sizes.checkpoint bytes written sequentially (Python 64 KiB writes, or
-    dd bs=1M), timed until the object is complete in S3."""
+def case_checkpoint(t: Target, writer: str = "ckpt") -> None:
+    """One file of sizes.checkpoint bytes written sequentially (`writer`: ckpt, Python
+    64 KiB writes; ckpt_paced, the same at CKPT_PACED_RATE; ckpt_dd, dd bs=1M), timed
+    until the object is complete in S3."""
     size, prefix = t.sizes.checkpoint, f"wr/{t.tool}/"
-    key = prefix + ("ckpt-dd.bin" if dd else "ckpt.bin")
+    key = f"{prefix}{writer}.bin"
     source, block = checkpoint_source(size)
+    writers = {
+        "ckpt": lambda: write_chunks(t.path(key), size, block),
+        "ckpt_paced": lambda: write_chunks(t.path(key), size, block, CKPT_PACED_RATE),
+        "ckpt_dd": lambda: write_dd(source, t.path(key), size),
+    }
     try:
         if t.root is None:
             raw_checkpoint(t, source, key)
-        elif dd:
-            checkpoint_run(t, "ckpt_dd", key, lambda: write_dd(source, t.path(key), size))
         else:
-            checkpoint_run(t, "ckpt", key, lambda: write_chunks(t.path(key), size, block))
+            checkpoint_run(t, writer, key, writers[writer])
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
         delete_prefix(t.client, prefix)
-
-
-def case_checkpoint_dd(t: Target) -> None:
-    case_checkpoint(t, dd=True)
 
 
 def checkpoint_metrics(prefix: str) -> tuple[Metric, ...]:
@@ -1130,9 +1142,17 @@ CASES: dict[str, Case] = {
         Case(
             "checkpoint-dd",
             "checkpoint, dd bs=1M",
-            case_checkpoint_dd,
+            functools.partial(case_checkpoint, writer="ckpt_dd"),
             checkpoint_metrics("ckpt_dd"),
             median_by="ckpt_dd_s3",
+            mounts_only=True,
+        ),
+        Case(
+            "checkpoint-paced",
+            f"checkpoint, 64 KiB writes at {CKPT_PACED_RATE // MiB} MiB/s",
+            functools.partial(case_checkpoint, writer="ckpt_paced"),
+            checkpoint_metrics("ckpt_paced"),
+            median_by="ckpt_paced_s3",
             mounts_only=True,
         ),
     ]
@@ -1154,7 +1174,7 @@ def metric_labels(s: Sizes) -> dict[str, str]:
         "create": f"create {s.small_n:,} files of {s.small_size // 1024} KiB",
         "write": f"write {gib(s.write)} (cp from tmpfs)",
     }
-    for prefix, how in (("ckpt", "64 KiB writes"), ("ckpt_dd", "dd bs=1M")):
+    for prefix, how in CKPT_WRITERS:
         what = f"checkpoint {gib(s.checkpoint)}, {how}"
         labels[f"{prefix}_write"] = f"{what}: last write() returned"
         labels[f"{prefix}_close"] = f"{what}: close() returned"
@@ -1415,6 +1435,7 @@ def moved_bytes(s: Sizes) -> dict[str, int]:
         "random": s.random_reads * s.random_size,
         "ckpt_s3": s.checkpoint,
         "ckpt_dd_s3": s.checkpoint,
+        "ckpt_paced_s3": s.checkpoint,
     }
 
 
@@ -1456,13 +1477,13 @@ def checkpoint_summary(results: list[Result], server: str, tools: list[str]) -> 
     ratio of the medians, and the widest ratio the ranges allow) and every mount's
     close() latency after the last write()."""
     lines = []
-    for prefix, how in (("ckpt", "64 KiB writes"), ("ckpt_dd", "dd bs=1M")):
+    for prefix, how in CKPT_WRITERS:
         cwfs = lookup(results, server, "cwfs", f"{prefix}_s3")
         raw = lookup(results, server, "raw", "ckpt_s3")
         if cwfs is None or cwfs.value is None:
             continue
         line = f"- {how}: cwfs open to object complete {span(cwfs)} s"
-        if raw is not None and raw.value:
+        if raw is not None and raw.value and prefix != "ckpt_paced":  # paced: the writer's time
             c, r = cwfs.runs or [cwfs.value], raw.runs or [raw.value]
             line += (
                 f", raw upload_file {span(raw)} s: cwfs takes {cwfs.value / raw.value:.2f}x "
@@ -1572,7 +1593,10 @@ def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
         "are counted.",
         f"Checkpoint: one file of {sizes.checkpoint // MiB} MiB written sequentially "
         f"through the mount, by this process in {CKPT_CHUNK // 1024} KiB `os.write`s (as "
-        "torch.save) or by `dd bs=1M` from a file in /dev/shm, timed from `open` to the "
+        "torch.save; paced: the same writer held to "
+        f"{CKPT_PACED_RATE // MiB} MiB/s, slower than the store, as a job whose "
+        "serialisation is the slower side) or by `dd bs=1M` from a file in /dev/shm, timed "
+        "from `open` to the "
         "return of the last write (for dd: its /proc/PID/io write count reaching the size, "
         "polled every 5 ms), to the return of `close` (dd's exit), and until HeadObject "
         f"(polled every {SAMPLE_INTERVAL * 1000:.0f} ms) shows the object with its full size. "
