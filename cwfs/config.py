@@ -397,7 +397,8 @@ class Config:
     read_timeout: float = _seconds(
         10.0,
         "seconds without a byte of the answer before the attempt fails; a slow answer that "
-        "keeps coming is never cut.",
+        "keeps coming is never cut. At least 120 for requests the server answers once it has "
+        "built a whole object (CompleteMultipartUpload, copies, RenameObject).",
     )
     fuse_tasks: int = _count(
         1024,

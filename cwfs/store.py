@@ -73,6 +73,7 @@ DOWNLOAD_CHUNK = 1 << 20
 READ_CHUNK = 1 << 20
 EXPECT_CONTINUE_FROM = 1 << 20
 FIRST_READ_CHUNK = 64 << 10  # a reader waiting for a GET's first bytes gets them sooner
+SERVER_WORK_TIMEOUT = 120.0  # seconds of silence while the server assembles or copies an object
 
 
 def _chunk_size(position: int, first: bool) -> int:
@@ -228,16 +229,19 @@ def _no_expect_for_small_bodies(params: dict[str, Any], **_: Any) -> None:  # af
         del headers["Expect"]
 
 
-def client_config(settings: StoreSettings, attempts: int) -> botocore.config.Config:
-    """botocore's settings for a client of ``settings``' endpoint: pool, timeouts, and
-    ``attempts`` per request (1 for `ObjectStore`, which retries by `cwfs.retry`)."""
+def client_config(
+    settings: StoreSettings, attempts: int, read_timeout: float | None = None
+) -> botocore.config.Config:
+    """botocore's settings for a client of ``settings``' endpoint: pool, timeouts (the
+    read timeout ``read_timeout`` if given), and ``attempts`` per request (1 for
+    `ObjectStore`, which retries by `cwfs.retry`)."""
     return botocore.config.Config(
         region_name=settings.region or DEFAULT_REGION,
         s3={"addressing_style": "path" if settings.addressing_style == "path" else "virtual"},
         retries={"mode": "standard", "total_max_attempts": attempts},
         max_pool_connections=settings.max_concurrency,
         connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
+        read_timeout=read_timeout or settings.read_timeout,
         tcp_keepalive=True,
         # cwfs computes and sends its own checksums (--checksum); botocore adds none.
         request_checksum_calculation="when_required",
@@ -321,6 +325,11 @@ class ObjectStore:
         session = build_session(settings)
         self._client = s3_client(session, settings.endpoint, client_config(settings, 1))
         self._client.meta.events.register_last("before-call.s3", _no_expect_for_small_bodies)
+        # For requests the server answers only once it has assembled or copied a whole
+        # object: a 4 GiB CompleteMultipartUpload kept the embedded server silent for
+        # longer than --read-timeout, and each retry made it start over.
+        slow = max(settings.read_timeout, SERVER_WORK_TIMEOUT)
+        self._slow_client = s3_client(session, settings.endpoint, client_config(settings, 1, slow))
         self._limiter = trio.CapacityLimiter(settings.max_concurrency)
         self._retry = Retrier(settings.max_attempts, settings.timeout_attempts)
         self._wire = _wire_client(settings, session, self._client.meta.region_name)
@@ -582,7 +591,7 @@ class ObjectStore:
             **(condition.params() if condition else {}),
         }
         return await self._call(
-            "CompleteMultipartUpload", key, self._client.complete_multipart_upload, **params
+            "CompleteMultipartUpload", key, self._slow_client.complete_multipart_upload, **params
         )
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> bool:
@@ -621,7 +630,7 @@ class ObjectStore:
             params.update(MetadataDirective="REPLACE", Metadata=metadata)
         if condition is not None:
             params.update(condition.params())
-        result = (await self._call("CopyObject", dest, self._client.copy_object, **params))[
+        result = (await self._call("CopyObject", dest, self._slow_client.copy_object, **params))[
             "CopyObjectResult"
         ]
         return {**result, "ETag": quoted(result.get("ETag"))}  # from the body, as listings
@@ -645,9 +654,9 @@ class ObjectStore:
         }
         if source_etag:
             params["CopySourceIfMatch"] = source_etag
-        return (await self._call("UploadPartCopy", dest, self._client.upload_part_copy, **params))[
-            "CopyPartResult"
-        ]
+        return (
+            await self._call("UploadPartCopy", dest, self._slow_client.upload_part_copy, **params)
+        )["CopyPartResult"]
 
     async def rename_object(
         self, source: str, dest: str, no_replace: bool, client_token: str
@@ -665,7 +674,7 @@ class ObjectStore:
         if no_replace:
             params["DestinationIfNoneMatch"] = "*"
         try:
-            await self._call("RenameObject", dest, self._client.rename_object, **params)
+            await self._call("RenameObject", dest, self._slow_client.rename_object, **params)
         except StoreError as exc:
             if _rename_unsupported(exc):
                 raise RenameUnsupported(

@@ -191,6 +191,24 @@ def test_a_stalled_server_fails_a_lookup_with_etimedout_after_timeout_attempts(
     assert "gave up after 3 attempts" in m.log()
 
 
+def test_a_completion_the_server_takes_long_to_build_is_waited_for_not_retried(
+    server, bucket, s3, mount
+):
+    """The server answers CompleteMultipartUpload once the object is built: for 4 GiB the
+    embedded server was silent past --read-timeout, and each retried completion made it
+    start over (7 for one file). Such requests wait for 120 s of silence at least."""
+    m = mount(bucket, "--part-size", "5M", "--read-timeout", "1")
+    data = os.urandom(12 * MiB)
+    server.reset()
+    server.add_fault(op="CompleteMultipartUpload", bucket=bucket, phase="slow", delay=3, times=1)
+    try:
+        (m.path / "big").write_bytes(data)
+    finally:
+        server.clear_faults()
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
+    assert server.counts()["CompleteMultipartUpload"] == 1
+
+
 def test_a_stalled_server_blocks_nothing_the_caches_answer(server, bucket, mount):
     """40 reads stuck on a stalled server leave the mount free to answer the listings and
     lookups it has cached (with 32 FUSE tasks, the old default, all were taken)."""
