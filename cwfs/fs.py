@@ -127,6 +127,7 @@ class DirListing:
     local: Callable[[], dict[str, Attrs]]
     hidden: Callable[[str], bool]
     adjust: Callable[[str, Attrs], Attrs]
+    handed_out: Callable[[str, Attrs], None]
     refine: Callable[[str, Attrs], Awaitable[Attrs]] | None = None
     entries: list[tuple[str, Attrs]] = field(default_factory=list)
     complete: bool = False
@@ -149,6 +150,7 @@ class DirListing:
         if self.refine is not None and not attrs.exact and not attrs.is_dir:
             attrs = await self.refine(path, attrs)
             self.entries[index] = (name, attrs)
+        self.handed_out(path, attrs)
         return name, self.adjust(path, attrs)  # as it is when the kernel gets it
 
     async def close(self) -> None:
@@ -320,12 +322,14 @@ class Filesystem:
     # -- directories -------------------------------------------------------------------
 
     def list_dir(self, path: str) -> DirListing:
+        since = self._ns.generation
         return DirListing(
             path,
             self._ns.list_dir(path),
             lambda: self._local_entries(path),
             lambda name: name in self._interrupted or name in self._doomed,
             self._as_listed,
+            lambda child, attrs: self._ns.handed_out(child, attrs, since),
             self._as_stat if self._ns.exact_metadata else None,
         )
 

@@ -191,6 +191,19 @@ class Namespace:
         changed = self._changes.since(since)
         return changed is not None and not touched(path, changed)
 
+    def handed_out(self, path: str, attrs: Attrs, since: int) -> None:
+        """readdir gave ``path`` to the kernel with ``attrs``, from a listing requested
+        after generation ``since``: its TTL starts now. ``ls -l`` stats each name right
+        after reading it, and a listing of many pages outlasts the TTL of its first ones:
+        counted from their arrival, those stats would each cost requests."""
+        if not self.unchanged_since(path, since):
+            return  # we changed it since: what the cache has is newer
+        cached = self.cache.get(path)
+        if cached is None:
+            self.cache.put(path, attrs)
+        elif cached and cached.etag == attrs.etag and cached.is_dir == attrs.is_dir:
+            self.cache.put(path, cached)  # the same version: renewed
+
     def _keep(self, path: str, attrs: Attrs | None) -> Attrs | None:
         """Cache ``attrs`` (None: missing) for ``path`` and return them."""
         if attrs is None:

@@ -244,6 +244,29 @@ async def ls_l(core: Filesystem, path: str) -> list[str]:
     return sorted(names)
 
 
+def test_ls_l_past_the_ttl_is_one_list_per_1000_names_and_no_lookup(server, bucket, run_core):
+    """Issue 14: ``ls -l`` stats each name right after readdir hands it out. The listing
+    of 12,000 names (a flat pass of 10 pages, then 2 delimited ones) and its stats take
+    12 s against a TTL of 1 s; an entry's TTL starts when it is handed out, so no stat
+    goes to the store."""
+
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        server.reset()
+        assert (await core.stat("big")).is_dir  # the kernel's lookup: the first page
+        listing = core.list_dir("big")
+        index = 0
+        while (entry := await listing.entry(index)) is not None:
+            clock.jump(0.001)  # ls -l's lstat of the name it just read
+            assert (await core.stat(f"big/{entry[0]}")).size == 1
+            index += 1
+        await listing.close()
+        assert index == 12_000
+        assert server.counts() == {"ListObjectsV2": 12}
+
+    server.seed(bucket, [{"key": f"big/f{i:05d}", "size": 1} for i in range(12_000)])
+    run_core(bucket, scenario, "--metadata-ttl", "1")
+
+
 def test_a_listing_renews_the_directorys_own_entry(server, bucket, run_core):
     """``ls -l`` of a large directory can outlive the lookup it began with: the listing,
     being newer, answers the directory's next lookup."""
