@@ -203,6 +203,14 @@ class Namespace:
             self.cache.put(path, attrs)
         elif cached and cached.etag == attrs.etag and cached.is_dir == attrs.is_dir:
             self.cache.put(path, cached)  # the same version: renewed
+        self._renew_dir(path.rpartition("/")[0])  # the kernel looks it up again meanwhile
+
+    def _renew_dir(self, path: str) -> None:
+        """``path`` is a directory with entries, as a listing just showed: its own entry
+        is renewed, keeping what its marker says if that is cached."""
+        if path:
+            current = self.cache.get(path)
+            self.cache.put(path, current if current and current.is_dir else DIRECTORY)
 
     def _keep(self, path: str, attrs: Attrs | None) -> Attrs | None:
         """Cache ``attrs`` (None: missing) for ``path`` and return them."""
@@ -371,6 +379,8 @@ class Namespace:
             return
         prefix = self.dir_prefix(path)
         tree = await self._flat_pass(path, prefix)
+        if tree.last_key is not None:
+            self._renew_dir(path)  # the pass can outlast the TTL of the lookup before it
         listed = dict(tree.dirs[""])
         entries = self._with_ours(path, dict(listed), tree.since)
         if entries is None:
@@ -494,9 +504,8 @@ class Namespace:
         entries = patched
         for name, attrs in entries.items():
             self.cache.put(join(path, name), attrs)
-        if entries and path:
-            current = self.cache.get(path)  # keep what its marker says, if we know it
-            self.cache.put(path, current if current and current.is_dir else DIRECTORY)
+        if entries:
+            self._renew_dir(path)
         self.cache.put_listing(path, entries)
 
     async def make_dir(self, path: str, attrs: Attrs, metadata: dict[str, str]) -> Attrs:

@@ -87,6 +87,24 @@ def test_ls_l_of_2500_files_is_three_lists_and_no_head(server, bucket, mount):
     assert counts.get("GetObject", 0) == 0, counts
 
 
+def test_ls_l_of_50000_names_is_50_lists_and_no_head_with_the_default_ttl(server, bucket, mount):
+    """Issue 14: listing 50,000 names outlasts the 1 s TTL; the stats that follow each
+    readdir batch, and the kernel's lookups of the directory, are answered from the
+    cache (it took 6,639 ListObjectsV2 and 6,249 HeadObject)."""
+    server.seed(bucket, [{"key": f"big/f{i:05d}", "size": i % 7} for i in range(50_000)])
+    mnt = mount(bucket).path
+    server.reset()
+    out = subprocess.run(
+        ["ls", "-l", str(mnt / "big")], capture_output=True, text=True, check=True
+    ).stdout
+    lines = [line for line in out.splitlines() if line.startswith("-")]
+    assert len(lines) == 50_000
+    assert lines[3].split()[4] == "3"
+    counts = server.counts()
+    assert counts.get("ListObjectsV2") == 50, counts
+    assert counts.get("HeadObject", 0) == 0, counts
+
+
 def test_a_cold_path_walk_through_a_small_tree_is_one_list(tree, server, mount):
     """The lookup of ``docs`` lists its subtree (under 1,000 keys) whole: every lookup
     and listing below it is then answered from that one page."""
