@@ -19,7 +19,7 @@ a page holds at most 1,000 entries; an unknown continuation token is a 400, not 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Any
+from typing import Any, cast
 
 from moto.s3 import models
 from moto.s3.exceptions import InvalidContinuationToken
@@ -41,7 +41,7 @@ class IndexedKeyStore(_VersionedKeyStore):
 
     def _sync(self, name: str) -> None:
         """Bring ``name``'s place in the index in line with what the store now holds."""
-        versions = dict.get(self, name)
+        versions: list[Any] = dict.get(self, name) or []
         live = bool(versions) and not isinstance(versions[-1], FakeDeleteMarker)
         at = bisect_left(self.names, name)
         present = at < len(self.names) and self.names[at] == name
@@ -123,7 +123,7 @@ def list_objects(
     """ListObjects (v1) from the index; NextMarker is a token as moto makes it."""
     after = (self._pagination_tokens.get(marker) or marker) if marker else None
     cap = _cap(max_keys)
-    entries = list_page(bucket.keys, prefix, delimiter, after, cap)
+    entries = list_page(cast(IndexedKeyStore, bucket.keys), prefix, delimiter, after, cap)
     entries, truncated, next_marker = self._truncate_result(entries, cap)
     keys = [e for e in entries if isinstance(e, FakeKey)]
     return keys, [e for e in entries if isinstance(e, str)], truncated, next_marker
@@ -145,14 +145,14 @@ def list_objects_v2(
         if after is None:
             raise InvalidContinuationToken()
     cap = _cap(max_keys)
-    entries = list_page(bucket.keys, prefix, delimiter, after, cap)
+    entries = list_page(cast(IndexedKeyStore, bucket.keys), prefix, delimiter, after, cap)
     return self._truncate_result(entries, cap)  # type: ignore[no-any-return]
 
 
 def install(list_from_index: bool = True) -> None:
     """Make buckets created from now on keep the index (RenameObject relies on its
     ``detach``), and listings use it unless told to walk the bucket as moto does."""
-    models._VersionedKeyStore = IndexedKeyStore  # type: ignore[misc]
+    models._VersionedKeyStore = IndexedKeyStore  # type: ignore[attr-defined,assignment]
     if list_from_index:
         models.S3Backend.list_objects = list_objects  # type: ignore[method-assign,assignment]
         models.S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign,assignment]
