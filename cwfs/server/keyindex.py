@@ -24,7 +24,10 @@ from typing import Any, cast
 from moto.s3 import models
 from moto.s3.exceptions import InvalidContinuationToken
 from moto.s3.models import FakeDeleteMarker, FakeKey
+from moto.s3.responses import S3Response
 from moto.s3.utils import _VersionedKeyStore
+
+from .listcontents import serialized
 
 #: The most entries S3 returns in one listing page, whatever MaxKeys asks for.
 PAGE_CAP = 1000
@@ -151,8 +154,10 @@ def list_objects_v2(
 
 def install(list_from_index: bool = True) -> None:
     """Make buckets created from now on keep the index (RenameObject relies on its
-    ``detach``), and listings use it unless told to walk the bucket as moto does."""
+    ``detach``), and listings use it, their objects written by listcontents.py, unless
+    told to list as moto does."""
     models._VersionedKeyStore = IndexedKeyStore  # type: ignore[attr-defined,assignment]
     if list_from_index:
         models.S3Backend.list_objects = list_objects  # type: ignore[method-assign,assignment]
         models.S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign,assignment]
+        S3Response.serialized = serialized  # type: ignore[method-assign]
