@@ -160,4 +160,4 @@ def install(list_from_index: bool = True) -> None:
     if list_from_index:
         models.S3Backend.list_objects = list_objects  # type: ignore[method-assign,assignment]
         models.S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign,assignment]
-        S3Response.serialized = serialized  # type: ignore[method-assign]
+        S3Response.serialized = serialized  # type: ignore[method-assign,assignment]

@@ -48,4 +48,5 @@ def serialized(self: S3Response, action_result: ActionResult) -> Any:
         return _moto_serialized(self, action_result)
     status, headers, body = _moto_serialized(self, ActionResult({**result, "Contents": []}))
     contents = "".join(contents_xml(item) for item in result["Contents"])
-    return status, headers, body.replace("<Name>", contents + "<Name>", 1)
+    text = body if isinstance(body, str) else body.decode()
+    return status, headers, text.replace("<Name>", contents + "<Name>", 1)
