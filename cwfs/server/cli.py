@@ -51,6 +51,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="exit when the parent process goes away (used by EmbeddedServer)",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
+    parser.add_argument(
+        "--moto-listing",
+        action="store_true",
+        help="list with moto's own walk of the whole bucket, not the sorted index "
+        "(slow; to compare the two)",
+    )
     return parser
 
 
@@ -73,9 +79,11 @@ def _make_servers(args: argparse.Namespace) -> dict[str, Any]:
 
     from .app import CwfsApp
     from .backend import ensure_bucket
+    from .keyindex import install
     from .seed import DEMO_BUCKET, demo_objects, seed_objects
     from .state import ServerState
 
+    install(list_from_index=not args.moto_listing)  # before any bucket exists
     ports = {"primary": args.port}
     if args.lota_port is not None:
         ports["lota"] = args.lota_port

@@ -129,8 +129,7 @@ def _move(backend: S3Backend, bucket_obj: object, key: FakeKey, dest: str) -> No
     """Re-file moto's key object under the new name (no data copied), tags included."""
     keys = bucket_obj.keys  # type: ignore[attr-defined]
     old_arn = key.arn
-    # dict.__delitem__, not keys.pop(): pop() would dispose the value we are keeping.
-    dict.__delitem__(keys, key.name)
+    keys.detach(key.name)  # not keys.pop(): pop() would dispose the value we are keeping
     key.name = dest
     keys.setlist(dest, [key])  # disposes whatever the destination held before
     tags = backend.tagger.get_tag_dict_for_resource(old_arn)
