@@ -27,7 +27,7 @@ SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 LINK_SUFFIX = ".rclonelink"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per cached name: 112 bytes less each
 class Attrs:
     """The attributes of one name: a directory, or a file with size, mtime, ETag, mode.
 
