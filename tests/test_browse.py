@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,18 +71,24 @@ def test_missing_names_are_enoent(tree, mount):
         os.listdir(mnt / "top.txt")
 
 
+def ls_l_counts(server, directory: Path, files: int) -> dict[str, int]:
+    """``ls -l`` of ``directory``, which holds ``files`` files of sizes i % 7 (checked:
+    the sizes come from the listing); the requests it cost."""
+    server.reset()
+    out = subprocess.run(
+        ["ls", "-l", str(directory)], capture_output=True, text=True, check=True
+    ).stdout
+    lines = [line for line in out.splitlines() if line.startswith("-")]
+    assert len(lines) == files
+    assert lines[3].split()[4] == "3"
+    return server.counts()
+
+
 def test_ls_l_of_2500_files_is_three_lists_and_no_head(server, bucket, mount):
     """Cold, the directory's own lookup included: it fetches the first page."""
     server.seed(bucket, [{"key": f"big/file-{i:05d}.dat", "size": i % 7} for i in range(2500)])
     mnt = mount(bucket, "--metadata-ttl", "60").path
-    server.reset()
-    out = subprocess.run(
-        ["ls", "-l", str(mnt / "big")], capture_output=True, text=True, check=True
-    ).stdout
-    lines = [line for line in out.splitlines() if line.startswith("-")]
-    assert len(lines) == 2500
-    assert lines[3].split()[4] == "3"  # sizes come from the listing
-    counts = server.counts()
+    counts = ls_l_counts(server, mnt / "big", 2500)
     assert counts.get("ListObjectsV2") == 3, counts
     assert counts.get("HeadObject", 0) == 0, counts
     assert counts.get("GetObject", 0) == 0, counts
@@ -92,15 +99,7 @@ def test_ls_l_of_50000_names_is_50_lists_and_no_head_with_the_default_ttl(server
     readdir batch, and the kernel's lookups of the directory, are answered from the
     cache (it took 6,639 ListObjectsV2 and 6,249 HeadObject)."""
     server.seed(bucket, [{"key": f"big/f{i:05d}", "size": i % 7} for i in range(50_000)])
-    mnt = mount(bucket).path
-    server.reset()
-    out = subprocess.run(
-        ["ls", "-l", str(mnt / "big")], capture_output=True, text=True, check=True
-    ).stdout
-    lines = [line for line in out.splitlines() if line.startswith("-")]
-    assert len(lines) == 50_000
-    assert lines[3].split()[4] == "3"
-    counts = server.counts()
+    counts = ls_l_counts(server, mount(bucket).path / "big", 50_000)
     assert counts.get("ListObjectsV2") == 50, counts
     assert counts.get("HeadObject", 0) == 0, counts
 
