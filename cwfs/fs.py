@@ -290,7 +290,7 @@ class Filesystem:
         open_file = self._open_for_write(path, attrs, None)
         try:
             if changes.size is not None:
-                await open_file.truncate(self._store, self._uploader, changes.size)
+                await open_file.truncate(self._store, changes.size)
             changes.apply_metadata(open_file)
             if handle is None and not self._in_use(open_file):
                 await self._commit(open_file)
@@ -304,7 +304,7 @@ class Filesystem:
             raise NotFound("no such file (unlinked)")
         if changes.size is not None:
             self._check_size(open_file.path, changes.size)
-            await open_file.truncate(self._store, self._uploader, changes.size)
+            await open_file.truncate(self._store, changes.size)
         changes.apply_metadata(open_file)
         return open_file.attrs()
 
@@ -659,7 +659,7 @@ class Filesystem:
             open_file = self._open_for_write(path, attrs, None)
             if flags & os.O_TRUNC:
                 try:
-                    await open_file.truncate(self._store, self._uploader, 0)
+                    await open_file.truncate(self._store, 0)
                 except BaseException:
                     await self._close_for_write(open_file)
                     raise

@@ -94,7 +94,7 @@ class OpenFile:
             self._streamed(uploader, staged, offset, offset + written)
             return written
 
-    async def truncate(self, store: ObjectStore, uploader: Uploader, size: int) -> None:
+    async def truncate(self, store: ObjectStore, size: int) -> None:
         async with self._lock:
             staged = await self._stage(store, fetch=size > 0)
             old = staged.size
