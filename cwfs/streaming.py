@@ -117,7 +117,10 @@ class PartStream:
             await self._settle_in_flight()
             stale = [n for n, length in lengths.items() if not self._current(n, length)]
             sends = [functools.partial(self._send, n, lengths[n]) for n in stale]
-            await gather(sends, limiter=trio.CapacityLimiter(self._uploader.concurrency))
+            # Its own limiter, as wide as the uploader's, bounds the tasks: `send_part`
+            # takes the uploader's, which a task cannot hold twice.
+            width = self._uploader.limiter.total_tokens
+            await gather(sends, limiter=trio.CapacityLimiter(width))
             upload_id = await self._ensure_upload()
             parts = [self._sent[n][2] for n in range(1, count + 1)]
             self._upload_id = None  # `Uploader.complete` completes it or aborts it

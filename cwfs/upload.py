@@ -143,7 +143,6 @@ class Uploader:
         self._ledger = ledger
         self._nursery = nursery
         self.part_size = part_size
-        self.concurrency = concurrency
         self._algorithm = None if checksum == "off" else checksum
         self._conflict_retries = conflict_retries
         self.limiter = trio.CapacityLimiter(concurrency)

@@ -20,10 +20,9 @@ P = 8  # bytes per part, for the logic's sake
 class Recorder:
     """What a stream asks of its uploader, recorded; parts hold the bytes they read."""
 
-    concurrency = 2
-
     def __init__(self, nursery: trio.Nursery | None) -> None:
         self.nursery = nursery
+        self.limiter = trio.CapacityLimiter(2)
         self.sent: list[tuple[int, bytes]] = []
         self.completed: list[list[bytes]] = []
         self.aborted: list[str] = []
