@@ -63,17 +63,18 @@ UNMOUNT_TIMEOUT = 30.0  # seconds for a mount process to exit after fusermount3 
 POLL_TIMEOUT = 120.0  # seconds to wait for written objects to become visible
 MAX_PAGES = 1000  # bound on any listing loop
 READ_CASES = ("seq", "par", "random")
-# Repeated (--repeat), the median run reported with the range of all runs.
-REPEATED_CASES = READ_CASES + ("create", "checkpoint", "checkpoint-dd", "checkpoint-paced")
 CKPT_CHUNK = 64 * 1024  # the checkpoint writer's write() size, as torch.save's
 CKPT_PART = 50 * MiB  # raw's part size and concurrency in the checkpoint case:
 CKPT_CONCURRENCY = 4  # cwfs's default --part-size and --upload-concurrency
 CKPT_PACED_RATE = 40 * MiB  # bytes/s of the paced writer: slower than either server takes
+# The checkpoint cases: metric prefix, case name, writer; only the first includes raw.
 CKPT_WRITERS = (
-    ("ckpt", "64 KiB writes"),
-    ("ckpt_dd", "dd bs=1M"),
-    ("ckpt_paced", f"64 KiB writes at {CKPT_PACED_RATE // MiB} MiB/s"),
+    ("ckpt", "checkpoint", "64 KiB writes"),
+    ("ckpt_dd", "checkpoint-dd", "dd bs=1M"),
+    ("ckpt_paced", "checkpoint-paced", f"64 KiB writes at {CKPT_PACED_RATE // MiB} MiB/s"),
 )
+# Repeated (--repeat), the median run reported with the range of all runs.
+REPEATED_CASES = (*READ_CASES, "create", *(name for _, name, _ in CKPT_WRITERS))
 SAMPLE_INTERVAL = 0.05  # seconds between VmRSS samples and HeadObject polls
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
@@ -1132,28 +1133,16 @@ CASES: dict[str, Case] = {
         Case("find", "find", case_find, (Metric("find", "s"),)),
         Case("create", "create small files", case_create, (Metric("create", "s"),)),
         Case("write", "write one file", case_write, (Metric("write", "MiB/s"),)),
-        Case(
-            "checkpoint",
-            "checkpoint, 64 KiB writes",
-            case_checkpoint,
-            checkpoint_metrics("ckpt"),
-            median_by="ckpt_s3",
-        ),
-        Case(
-            "checkpoint-dd",
-            "checkpoint, dd bs=1M",
-            functools.partial(case_checkpoint, writer="ckpt_dd"),
-            checkpoint_metrics("ckpt_dd"),
-            median_by="ckpt_dd_s3",
-            mounts_only=True,
-        ),
-        Case(
-            "checkpoint-paced",
-            f"checkpoint, 64 KiB writes at {CKPT_PACED_RATE // MiB} MiB/s",
-            functools.partial(case_checkpoint, writer="ckpt_paced"),
-            checkpoint_metrics("ckpt_paced"),
-            median_by="ckpt_paced_s3",
-            mounts_only=True,
+        *(
+            Case(
+                name,
+                f"checkpoint, {how}",
+                functools.partial(case_checkpoint, writer=prefix),
+                checkpoint_metrics(prefix),
+                median_by=f"{prefix}_s3",
+                mounts_only=prefix != "ckpt",
+            )
+            for prefix, name, how in CKPT_WRITERS
         ),
     ]
 }
@@ -1174,7 +1163,7 @@ def metric_labels(s: Sizes) -> dict[str, str]:
         "create": f"create {s.small_n:,} files of {s.small_size // 1024} KiB",
         "write": f"write {gib(s.write)} (cp from tmpfs)",
     }
-    for prefix, how in CKPT_WRITERS:
+    for prefix, _, how in CKPT_WRITERS:
         what = f"checkpoint {gib(s.checkpoint)}, {how}"
         labels[f"{prefix}_write"] = f"{what}: last write() returned"
         labels[f"{prefix}_close"] = f"{what}: close() returned"
@@ -1433,9 +1422,7 @@ def moved_bytes(s: Sizes) -> dict[str, int]:
         "seq": s.big,
         "par": s.par * s.par_n,
         "random": s.random_reads * s.random_size,
-        "ckpt_s3": s.checkpoint,
-        "ckpt_dd_s3": s.checkpoint,
-        "ckpt_paced_s3": s.checkpoint,
+        **{f"{prefix}_s3": s.checkpoint for prefix, _, _ in CKPT_WRITERS},
     }
 
 
@@ -1477,7 +1464,7 @@ def checkpoint_summary(results: list[Result], server: str, tools: list[str]) -> 
     ratio of the medians, and the widest ratio the ranges allow) and every mount's
     close() latency after the last write()."""
     lines = []
-    for prefix, how in CKPT_WRITERS:
+    for prefix, _, how in CKPT_WRITERS:
         cwfs = lookup(results, server, "cwfs", f"{prefix}_s3")
         raw = lookup(results, server, "raw", "ckpt_s3")
         if cwfs is None or cwfs.value is None:
