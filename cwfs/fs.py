@@ -62,6 +62,7 @@ MAX_KEY_BYTES = 1024  # S3's longest key, in UTF-8
 LINK_TARGETS = 10_000  # link targets remembered, by key and ETag
 DIRECTORY_TIMES = 100_000  # directories whose entries this mount changed, remembered
 MULTIPART_MAX_OBJECT_SIZE = 10_000 * (5 << 30)  # 10,000 parts of at most 5 GiB: 48.8 TiB
+WINDOW = 1024  # entries of an open directory kept behind where the kernel reads
 
 
 def max_file_size(coreweave: bool) -> int:
@@ -110,7 +111,7 @@ class FileHandle:
 
 @dataclass
 class DirListing:
-    """An open directory: entries fetched so far, and the listing that yields more.
+    """An open directory: a window of its entries, and the listing that yields more.
 
     Files created on this mount and not yet uploaded are appended once the listing
     is complete, so ``ls`` shows a file while it is being written; names hidden by an
@@ -120,41 +121,69 @@ class DirListing:
     holds now and a file being read the version read: the kernel takes a listing's
     attributes (readdirplus), and an older size from the listing made it cut a file
     being appended to, so that the next append overwrote what came before.
+
+    The kernel reads on from where it stopped, so only the entries from there on are
+    kept (``base`` is the index of the first): a directory of a million names costs
+    no more memory here than one of a thousand. Reading again from an earlier place
+    (``rewinddir``) lists the directory again from its start.
     """
 
     path: str
-    pages: AsyncIterator[list[tuple[str, Attrs]]]
+    open_pages: Callable[[], AsyncIterator[list[tuple[str, Attrs]]]]
     local: Callable[[], dict[str, Attrs]]
     hidden: Callable[[str], bool]
     adjust: Callable[[str, Attrs], Attrs]
     handed_out: Callable[[str, Attrs], None]
     refine: Callable[[str, Attrs], Awaitable[Attrs]] | None = None
     entries: list[tuple[str, Attrs]] = field(default_factory=list)
+    base: int = 0
     complete: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
+    _pages: AsyncIterator[list[tuple[str, Attrs]]] | None = field(default=None, init=False)
+    _listed_local: set[str] = field(default_factory=set, init=False)  # local files it listed
 
     async def entry(self, index: int) -> tuple[str, Attrs] | None:
         """Entry ``index`` of the listing, fetching pages until it exists or the end."""
-        while index >= len(self.entries) and not self.complete:
-            try:
-                batch = await self.pages.__anext__()
-            except StopAsyncIteration:
-                self.complete = True
-                listed = {name for name, _ in self.entries}
-                batch = [item for item in self.local().items() if item[0] not in listed]
-            self.entries += [(n, a) for n, a in batch if not self.hidden(join(self.path, n))]
-        if index >= len(self.entries):
+        if index < self.base:
+            await self._restart()
+        if index - self.base >= WINDOW:
+            del self.entries[: index - self.base]
+            self.base = index
+        while index >= self.base + len(self.entries) and not self.complete:
+            await self._fetch()
+        position = index - self.base
+        if position >= len(self.entries):
             return None
-        name, attrs = self.entries[index]
+        name, attrs = self.entries[position]
         path = join(self.path, name)
         if self.refine is not None and not attrs.exact and not attrs.is_dir:
             attrs = await self.refine(path, attrs)
-            self.entries[index] = (name, attrs)
+            self.entries[position] = (name, attrs)
         self.handed_out(path, attrs)
         return name, self.adjust(path, attrs)  # as it is when the kernel gets it
 
+    async def _fetch(self) -> None:
+        if self._pages is None:
+            self._pages = self.open_pages()
+        try:
+            batch = await self._pages.__anext__()
+        except StopAsyncIteration:
+            self.complete = True
+            batch = [item for item in self.local().items() if item[0] not in self._listed_local]
+        else:
+            local = self.local()
+            self._listed_local.update(name for name, _ in batch if name in local)
+        self.entries += [(n, a) for n, a in batch if not self.hidden(join(self.path, n))]
+
+    async def _restart(self) -> None:
+        await self.close()
+        self._pages = None
+        self.entries, self.base, self.complete = [], 0, False
+        self._listed_local.clear()
+
     async def close(self) -> None:
-        await self.pages.aclose()  # type: ignore[attr-defined]
+        if self._pages is not None:
+            await self._pages.aclose()  # type: ignore[attr-defined]
 
 
 class Filesystem:
@@ -325,7 +354,7 @@ class Filesystem:
         since = self._ns.generation
         return DirListing(
             path,
-            self._ns.list_dir(path),
+            lambda: self._ns.list_dir(path),
             lambda: self._local_entries(path),
             lambda name: name in self._interrupted or name in self._doomed,
             self._as_listed,

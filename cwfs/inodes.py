@@ -21,6 +21,8 @@ class InodeTable:
     def __init__(self) -> None:
         self._paths: dict[int, str] = {ROOT_INODE: ""}
         self._inodes: dict[str, int] = {"": ROOT_INODE}
+        # Kernel references per inode, for those with more than one: readdirplus hands
+        # out most inodes once, and a dict entry apiece would cost 40 bytes a name.
         self._lookups: dict[int, int] = {}
         self._next = itertools.count(ROOT_INODE + 1)
 
@@ -43,8 +45,8 @@ class InodeTable:
             inode = next(self._next)
             self._inodes[path] = inode
             self._paths[inode] = path
-        if inode != ROOT_INODE:
-            self._lookups[inode] = self._lookups.get(inode, 0) + 1
+        elif inode != ROOT_INODE:
+            self._lookups[inode] = self._lookups.get(inode, 1) + 1
         return inode
 
     def forget(self, inode: int, count: int) -> str | None:
@@ -52,13 +54,14 @@ class InodeTable:
 
         Returns the path that is no longer bound, if this unbound it.
         """
-        if inode == ROOT_INODE or inode not in self._lookups:
+        if inode == ROOT_INODE or inode not in self._paths:
             return None
-        left = self._lookups[inode] - count
-        if left > 0:
+        left = self._lookups.pop(inode, 1) - count
+        if left > 1:
             self._lookups[inode] = left
             return None
-        del self._lookups[inode]
+        if left == 1:
+            return None
         path = self._paths.pop(inode)
         if self._inodes.get(path) == inode:
             del self._inodes[path]

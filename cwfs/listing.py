@@ -84,3 +84,47 @@ class SubtreeListing:
                 start = f"{self._prefix}{directory}/"
                 if last > start and not last.startswith(start):
                     yield directory
+
+
+class DelimitedNames:
+    """Entries of one directory from its delimited listing pages, each name once.
+
+    Keys arrive in order, and a later key can give an earlier name again only by
+    extending it: the object ``a``, then ``a.rclonelink`` (a link) or the prefix ``a/``
+    (a directory), either of which wins over a file. So an entry is held back while
+    the keys that arrive still extend its name, and goes out once one does not: what
+    is held is at most a few names, however large the directory, where a set of every
+    name given out would grow with it. Names in ``listed`` (the flat pass before) are
+    not given again.
+    """
+
+    def __init__(self, listed: set[str], hidden: Callable[[str], None]) -> None:
+        self._listed = listed
+        self._hidden = hidden  # called with the key of an object a name of its own hides
+        self._held: list[tuple[str, Attrs, str]] = []  # name, attributes, key
+
+    def add(self, rest: str, key: str, name: str, attrs: Attrs) -> list[tuple[str, Attrs]]:
+        """Take the entry ``name`` of the key ``key`` (``rest`` after the directory's
+        prefix); return the entries no later key can repeat."""
+        ready = [(n, a) for n, a, _ in self._held if not rest.startswith(n)]
+        self._held = [held for held in self._held if rest.startswith(held[0])]
+        if name in self._listed:
+            if not attrs.is_dir:
+                self._hidden(key)
+            return ready
+        for index, (held_name, held_attrs, held_key) in enumerate(self._held):
+            if held_name == name:
+                if (attrs.is_dir or attrs.is_link) and not held_attrs.is_dir:
+                    self._held[index] = (name, attrs, key)
+                    self._hidden(held_key)
+                elif not attrs.is_dir:
+                    self._hidden(key)
+                return ready
+        self._held.append((name, attrs, key))
+        return ready
+
+    def rest(self) -> list[tuple[str, Attrs]]:
+        """The entries still held: the listing ended."""
+        ready = [(name, attrs) for name, attrs, _ in self._held]
+        self._held = []
+        return ready

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator, MutableMapping
 from typing import Literal
 
 import trio
@@ -21,13 +21,15 @@ from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs, file_attrs, link_name
 from cwfs.attrstore import AttrStore, known_of
 from cwfs.changes import ChangeLog, touched
 from cwfs.errors import NotEmpty, PreconditionFailed
-from cwfs.listing import SubtreeListing, join
-from cwfs.metacache import MetadataCache
+from cwfs.listing import DelimitedNames, SubtreeListing, join
+from cwfs.metacache import Listing, MetadataCache
 from cwfs.statahead import Answer, StatAhead
 from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
 
 log = logging.getLogger(__name__)
+
+Entries = MutableMapping[str, Attrs]
 
 NAME_MAX = 255
 FLAT_LISTING_PAGES = 10  # list subtrees of up to 10,000 objects in one flat pass
@@ -198,12 +200,14 @@ class Namespace:
         counted from their arrival, those stats would each cost requests."""
         if not self.unchanged_since(path, since):
             return  # we changed it since: what the cache has is newer
-        cached = self.cache.get(path)
-        if cached is None:
-            self.cache.put(path, attrs)
-        elif cached and cached.etag == attrs.etag and cached.is_dir == attrs.is_dir:
-            self.cache.put(path, cached)  # the same version: renewed
-        self._renew_dir(path.rpartition("/")[0])  # the kernel looks it up again meanwhile
+        parent, _, name = path.rpartition("/")
+        if not self.cache.renew_listing(parent, name):  # else its listing answers for it
+            cached = self.cache.get(path)
+            if cached is None:
+                self.cache.put(path, attrs)
+            elif cached and cached.etag == attrs.etag and cached.is_dir == attrs.is_dir:
+                self.cache.put(path, cached)  # the same version: renewed
+        self._renew_dir(parent)  # the kernel looks it up again meanwhile
 
     def _renew_dir(self, path: str) -> None:
         """``path`` is a directory with entries, as a listing just showed: its own entry
@@ -269,9 +273,7 @@ class Namespace:
                 return tree.markers.get("", DIRECTORY)
         if is_dir or (info is None and path in self._kept_dirs):
             if info is not None:
-                self._report_once(
-                    key, "object %r is hidden by the directory %r of the same name", key, key + "/"
-                )
+                self._report_hidden(key)
             return DIRECTORY
         return None if info is None else self._file_attrs(info)
 
@@ -346,7 +348,7 @@ class Namespace:
         self._misses[directory] = misses
         return misses > MISSES_BEFORE_LISTING
 
-    async def _list_once(self, directory: str) -> dict[str, Attrs] | None:
+    async def _list_once(self, directory: str) -> Listing | None:
         """List ``directory`` within one flat pass, once however many lookups wait for it."""
         pending = self._listing.get(directory)
         if pending is not None:
@@ -369,32 +371,47 @@ class Namespace:
         listed flat, up to `FLAT_LISTING_PAGES` pages, which also completes the
         listings of the directories below (a recursive walk then costs about one
         request per 1,000 objects). A subtree too large for that continues with a
-        delimited listing of this directory alone, after the last key seen. Keys that
-        cannot be file names are skipped with one log line each.
+        delimited listing of this directory alone, after the last key seen, kept in
+        the cache as it arrives so that it answers for the names it has given out; a
+        directory larger than the cache is not kept, only streamed. Keys that cannot
+        be file names are skipped with one log line each.
         """
         cached = self.cache.get_listing(path)
         if cached is not None:
-            self._look_ahead(path, cached.items())
-            yield list(cached.items())
+            for batch in cached.batches(PAGE_KEYS):
+                self._look_ahead(path, batch)
+                yield batch
             return
         prefix = self.dir_prefix(path)
         tree = await self._flat_pass(path, prefix)
         if tree.last_key is not None:
             self._renew_dir(path)  # the pass can outlast the TTL of the lookup before it
         listed = dict(tree.dirs[""])
-        entries = self._with_ours(path, dict(listed), tree.since)
-        if entries is None:
-            entries = listed
+        patched = self._with_ours(path, dict(listed), tree.since)
+        entries = listed if patched is None else patched
         self._look_ahead(path, entries.items())
         yield list(entries.items())
-        if tree.complete:
-            return
-        delimited = self._list_delimited(path, prefix, tree.last_key, set(entries), tree.since)
-        async for batch in delimited:
-            entries.update(batch)
+        if not tree.complete:
+            async for batch in self._list_rest(path, prefix, tree, entries):
+                yield batch
+
+    async def _list_rest(
+        self, path: str, prefix: str, tree: SubtreeListing, first: Entries
+    ) -> AsyncIterator[list[tuple[str, Attrs]]]:
+        """The entries after the flat pass, while the listing fills the cache."""
+        started = Listing(first.items(), complete=False)
+        listing = started if self.cache.put_listing(path, started) else None
+        names = DelimitedNames(set(first), self._report_hidden)
+        async for batch in self._list_delimited(path, prefix, tree.last_key, names, tree.since):
+            if listing is not None:
+                listing.update(batch)
+                if not self.cache.keep_listing(path, listing):
+                    listing = None  # larger than the cache: streamed, not kept
             self._look_ahead(path, batch)
             yield batch
-        self._remember_listing(path, entries, tree.since)
+        if listing is not None:
+            self.cache.drop_listing(path)
+            self._remember_listing(path, listing, tree.since)
 
     def _look_ahead(self, directory: str, entries: Iterable[tuple[str, Attrs]]) -> None:
         """With ``exact_metadata``: the HeadObjects the ``stat``s after a readdir need, now."""
@@ -423,9 +440,7 @@ class Namespace:
     def _remember_subtree(self, path: str, tree: SubtreeListing) -> None:
         """Cache the listing of every directory ``tree`` saw whole; note a large ``path``."""
         for key in tree.hidden:
-            self._report_once(
-                key, "object %r is hidden by the directory %r of the same name", key, key + "/"
-            )
+            self._report_hidden(key)
         complete = tree.dirs if tree.complete else {d: tree.dirs[d] for d in tree.complete_dirs()}
         for directory, entries in complete.items():
             below = join(path, directory) if directory else path
@@ -436,53 +451,51 @@ class Namespace:
             self._large[path] = True
 
     async def _list_delimited(
-        self, path: str, prefix: str, start_after: str | None, seen: set[str], since: int
+        self, path: str, prefix: str, start_after: str | None, names: DelimitedNames, since: int
     ) -> AsyncIterator[list[tuple[str, Attrs]]]:
         """The rest of ``path``'s entries, one ListObjectsV2 page (delimiter ``/``) at a time."""
         token: str | None = None
         while True:
             page = await self._page(prefix, token, start_after=None if token else start_after)
             entries: list[tuple[str, Attrs]] = []
-            for common in page.prefixes:
-                name = common[len(prefix) : -1]
-                if name not in seen and self._usable(common, name):
-                    seen.add(name)
-                    entries.append((name, DIRECTORY))
-            for info in page.objects:
-                name = info.key[len(prefix) :]
-                name = link_name(name) or name
-                if name == "" or name in seen:
-                    if name:
-                        self._report_once(
-                            info.key,
-                            "object %r is hidden by the directory %r of the same name",
-                            info.key,
-                            info.key + "/",
-                        )
-                elif self._usable(info.key, name):
-                    seen.add(name)
-                    entries.append((name, self._file_attrs(info)))
-            batch = self._with_ours(path, dict(entries), since)
-            if batch is not None:
-                entries = list(batch.items())
-                for name, attrs in entries:
-                    self.cache.put(join(path, name), attrs)
-            yield entries
+            for key, info in sorted(self._page_keys(page), key=lambda item: item[0]):
+                rest = key[len(prefix) :]
+                name = rest[:-1] if info is None else link_name(rest) or rest
+                if rest and self._usable(key, name):
+                    attrs = DIRECTORY if info is None else self._file_attrs(info)
+                    entries += names.add(rest, key, name, attrs)
             token = page.next_token
+            if token is None:
+                entries += names.rest()
+            batch = self._with_ours(path, dict(entries), since, whole=False)
+            yield entries if batch is None else list(batch.items())
             if token is None:
                 return
 
+    @staticmethod
+    def _page_keys(page: ListPage) -> Iterator[tuple[str, ObjectInfo | None]]:
+        """A delimited page's prefixes (without an object) and objects, for one pass in
+        key order."""
+        yield from ((common, None) for common in page.prefixes)
+        yield from ((info.key, info) for info in page.objects)
+
+    def _report_hidden(self, key: str) -> None:
+        self._report_once(
+            key, "object %r is hidden by the directory %r of the same name", key, key + "/"
+        )
+
     def _with_ours(
-        self, path: str, entries: dict[str, Attrs], since: int
-    ) -> dict[str, Attrs] | None:
+        self, path: str, entries: Entries, since: int, whole: bool = True
+    ) -> Entries | None:
         """A listing of ``path`` requested at generation ``since``, with our own later
-        changes in it (they are newer); None when that cannot be told for sure."""
+        changes in it (they are newer); None when that cannot be told for sure. A part
+        of a listing (not ``whole``) gets only the names it holds replaced or removed."""
         changed = self._changes.since(since)
         if changed is None or touched(path, changed):
             return None
         for child in changed:
             parent, _, name = child.rpartition("/")
-            if parent != path:
+            if parent != path or not (whole or name in entries):
                 continue
             ours = self.cache.get(child)
             if ours is None:
@@ -493,20 +506,18 @@ class Namespace:
                 entries.pop(name, None)
         return entries
 
-    def _remember_listing(self, path: str, entries: dict[str, Attrs], since: int) -> None:
-        """Cache a complete listing and its entries; one with entries also shows that
-        ``path`` is a directory now, so a lookup of it within the TTL needs no request
-        (``ls -l`` of a large directory outlives the lookup it started with). Names we
-        changed after the listing was requested keep what we know of them."""
-        patched = self._with_ours(path, entries, since)
-        if patched is None:
+    def _remember_listing(self, path: str, entries: Entries, since: int) -> None:
+        """Cache a complete listing, which answers for its names; one with entries also
+        shows that ``path`` is a directory now, so a lookup of it within the TTL needs no
+        request (``ls -l`` of a large directory outlives the lookup it started with).
+        Names we changed after the listing was requested keep what we know of them."""
+        listing = entries if isinstance(entries, Listing) else Listing(entries.items())
+        if self._with_ours(path, listing, since) is None:
             return
-        entries = patched
-        for name, attrs in entries.items():
-            self.cache.put(join(path, name), attrs)
-        if entries:
+        listing.complete = True
+        if listing:
             self._renew_dir(path)
-        self.cache.put_listing(path, entries)
+        self.cache.put_listing(path, listing)
 
     async def make_dir(self, path: str, attrs: Attrs, metadata: dict[str, str]) -> Attrs:
         """Create the marker object ``path/`` with ``metadata``; PreconditionFailed if it
@@ -525,7 +536,7 @@ class Namespace:
             etag = head.etag
         attrs = dataclasses.replace(attrs, etag=etag)
         self.stored(path, attrs)
-        self.cache.put_listing(path, {})  # a directory just created holds nothing yet
+        self.cache.put_listing(path, Listing())  # a directory just created holds nothing yet
         return attrs
 
     async def set_dir_metadata(self, path: str, attrs: Attrs, metadata: dict[str, str]) -> Attrs:
