@@ -86,6 +86,12 @@ class Namespace:
         )
         # Directories whose subtree spans more than one listing page, lately.
         self._large: TTLCache[str, bool] = TTLCache(cache.maxsize, cache.recent_window, cache.timer)
+        # Names that listings showed as directories, lately: a lookup of one after its
+        # listing expired (``find`` walking a thousand directories outlasts the TTL)
+        # starts listing it rather than asking HeadObject whether it is a file.
+        self._dirs_lately: TTLCache[str, bool] = TTLCache(
+            cache.maxsize, cache.recent_window, cache.timer
+        )
         # First pages fetched by lookups, for the listing that usually follows (``ls -l``).
         self._started: TTLCache[str, SubtreeListing] = TTLCache(
             STARTED_LISTINGS, cache.ttl, cache.timer
@@ -209,12 +215,17 @@ class Namespace:
                 self.cache.put(path, cached)  # the same version: renewed
         self._renew_dir(parent)  # the kernel looks it up again meanwhile
 
-    def _renew_dir(self, path: str) -> None:
+    def _renew_dir(self, path: str, ancestors: bool = False) -> None:
         """``path`` is a directory with entries, as a listing just showed: its own entry
-        is renewed, keeping what its marker says if that is cached."""
-        if path:
+        is renewed, keeping what its marker says if that is cached, and with
+        ``ancestors`` those of the directories above it (``find`` deep in a tree would
+        otherwise look each up again every TTL)."""
+        while path:
             current = self.cache.get(path)
             self.cache.put(path, current if current and current.is_dir else DIRECTORY)
+            if not ancestors:
+                return
+            path = path.rpartition("/")[0]
 
     def _keep(self, path: str, attrs: Attrs | None) -> Attrs | None:
         """Cache ``attrs`` (None: missing) for ``path`` and return them."""
@@ -250,7 +261,7 @@ class Namespace:
         if path in self._large:
             is_dir = bool((await self.store.list_page(key + "/", max_keys=1, delimiter="")).objects)
             info = None if is_dir else await self._head_file(key)
-        elif parent in self._large:
+        elif parent in self._large and path not in self._dirs_lately:
             info, page = await gather(
                 [
                     lambda: self.store.head_object(key),
@@ -357,12 +368,26 @@ class Namespace:
         self._listing[directory] = done = trio.Event()
         try:
             log.debug("listing %r for a lookup", directory)
-            if not (await self._flat_pass(directory, self.dir_prefix(directory))).complete:
+            prefix = self.dir_prefix(directory)
+            if directory in self._large and self.cache.recently_listed(directory) is not None:
+                await self._list_delimited_whole(directory, prefix)
+            elif not (await self._flat_pass(directory, prefix)).complete:
                 self._too_large[directory] = True
         finally:
             del self._listing[directory]
             done.set()
         return self.cache.get_listing(directory)
+
+    async def _list_delimited_whole(self, path: str, prefix: str) -> None:
+        """List ``path`` alone, with a delimiter: its subtree is known to be larger than
+        its own entries (a thousand directories of a thousand files are one page here,
+        a thousand pages flat)."""
+        since = self._changes.generation
+        names = DelimitedNames(set(), self._report_hidden)
+        entries: dict[str, Attrs] = {}
+        async for batch in self._list_delimited(path, prefix, None, names, since):
+            entries.update(batch)
+        self._remember_listing(path, entries, since)
 
     async def list_dir(self, path: str) -> AsyncIterator[list[tuple[str, Attrs]]]:
         """Yield the entries of directory ``path``, a batch at a time.
@@ -385,7 +410,7 @@ class Namespace:
         prefix = self.dir_prefix(path)
         tree = await self._flat_pass(path, prefix)
         if tree.last_key is not None:
-            self._renew_dir(path)  # the pass can outlast the TTL of the lookup before it
+            self._renew_dir(path, ancestors=True)  # the pass can outlast their lookups' TTL
         listed = dict(tree.dirs[""])
         patched = self._with_ours(path, dict(listed), tree.since)
         entries = listed if patched is None else patched
@@ -414,7 +439,11 @@ class Namespace:
             self._remember_listing(path, listing, tree.since)
 
     def _look_ahead(self, directory: str, entries: Iterable[tuple[str, Attrs]]) -> None:
-        """With ``exact_metadata``: the HeadObjects the ``stat``s after a readdir need, now."""
+        """Note the directories among ``entries``, given out by readdir; with
+        ``exact_metadata``, send the HeadObjects the ``stat``s after it need, now."""
+        for name, attrs in entries:
+            if attrs.is_dir:
+                self._dirs_lately[join(directory, name)] = True
         if self._stat_ahead is not None:
             listed = ((join(directory, name), attrs) for name, attrs in entries)
             self._stat_ahead.start(item for item in listed if not item[1].is_dir)

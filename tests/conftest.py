@@ -86,6 +86,12 @@ class Mount:
             self.proc.wait()
 
 
+def memory_kib(pid: int, field: str) -> int:
+    """A process's memory figure (VmRSS, VmHWM...) from /proc, in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith(field + ":")))
+
+
 def cwfs_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:
     """An environment whose only credentials are the embedded server's."""
     env = {

@@ -11,6 +11,7 @@ import os
 import time
 
 import pytest
+from conftest import memory_kib
 
 from cwfs.kept import find_kept
 
@@ -127,22 +128,17 @@ def test_a_file_unlinked_while_written_leaves_no_upload(server, bucket, s3, moun
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
 
 
-def _memory_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return int(next(line.split()[1] for line in status if line.startswith(field + ":")))
-
-
 def test_writing_a_large_file_holds_no_part_in_memory(server, bucket, s3, mount):
     """Parts go from the staged file to the socket: writing 1 GiB with 4 parts of 50 MiB
     in flight costs the mount no 200 MiB (it did before)."""
     m = mount(bucket)
-    baseline = _memory_kib(m.proc.pid, "VmRSS") * MiB // 1024
+    baseline = memory_kib(m.proc.pid, "VmRSS") * MiB // 1024
     fd = os.open(m.path / "big", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         write_sequentially(fd, 1 << 30)
     finally:
         os.close(fd)
-    peak = _memory_kib(m.proc.pid, "VmHWM") * MiB // 1024
+    peak = memory_kib(m.proc.pid, "VmHWM") * MiB // 1024
     assert s3.head_object(Bucket=bucket, Key="big")["ContentLength"] == 1 << 30
     assert peak - baseline < 100 * MiB, f"{(peak - baseline) / MiB:.0f} MiB over idle"
 

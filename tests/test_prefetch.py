@@ -11,7 +11,7 @@ import re
 import threading
 
 import pytest
-from conftest import cwfs_env
+from conftest import cwfs_env, memory_kib
 
 from cwfs.server.seed import pattern
 
@@ -168,17 +168,12 @@ def test_unreachable_lota_is_not_used(server, bucket, mount):
     assert "is not reachable" in m.log()
 
 
-def _memory_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return int(next(line.split()[1] for line in status if line.startswith(field + ":")))
-
-
 def test_memory_budget_holds_with_16_parallel_readers(server, bucket, mount):
     size, budget = 24 * MiB, 64 * MiB
     server.seed(bucket, [{"key": f"r{i:02d}", "size": size} for i in range(16)])
     m = mount(bucket, *lota_args(server), "--max-memory", "64M", "--read-part-size", "4M")
     os.listdir(m.path)
-    baseline = _memory_kib(m.proc.pid, "VmRSS") * 1024
+    baseline = memory_kib(m.proc.pid, "VmRSS") * 1024
     digests, errors = {}, []
 
     def reader(i: int) -> None:
@@ -194,7 +189,7 @@ def test_memory_budget_holds_with_16_parallel_readers(server, bucket, mount):
         thread.join()
     assert not errors
     assert digests == {i: hashlib.sha256(pattern(f"r{i:02d}", size)).hexdigest() for i in range(16)}
-    peak = _memory_kib(m.proc.pid, "VmHWM") * 1024
+    peak = memory_kib(m.proc.pid, "VmHWM") * 1024
     # Not read-ahead: ~1 MiB per kernel request and per HTTP read in flight, threads,
     # connections. It depends on how many readers there are, not on the bytes read.
     overhead = 64 * MiB
