@@ -343,7 +343,8 @@ class Config:
     )
     metadata_cache_entries: int = _count(
         100_000,
-        "entries each metadata cache (attributes, missing names, listings) holds at most.",
+        "names each metadata cache (attributes, missing names, listings) holds at most; "
+        "a directory with more is streamed, not kept (about 175 bytes a name).",
     )
     lota: str = option(
         "auto",

@@ -388,6 +388,8 @@ class Namespace:
         async for batch in self._list_delimited(path, prefix, None, names, since):
             entries.update(batch)
         self._remember_listing(path, entries, since)
+        self._note_dirs(path, entries.items())
+        self._large[path] = True  # still what we know of its subtree: `find` lasts minutes
 
     async def list_dir(self, path: str) -> AsyncIterator[list[tuple[str, Attrs]]]:
         """Yield the entries of directory ``path``, a batch at a time.
@@ -438,12 +440,15 @@ class Namespace:
             self.cache.drop_listing(path)
             self._remember_listing(path, listing, tree.since)
 
-    def _look_ahead(self, directory: str, entries: Iterable[tuple[str, Attrs]]) -> None:
-        """Note the directories among ``entries``, given out by readdir; with
-        ``exact_metadata``, send the HeadObjects the ``stat``s after it need, now."""
+    def _note_dirs(self, directory: str, entries: Iterable[tuple[str, Attrs]]) -> None:
         for name, attrs in entries:
             if attrs.is_dir:
                 self._dirs_lately[join(directory, name)] = True
+
+    def _look_ahead(self, directory: str, entries: Iterable[tuple[str, Attrs]]) -> None:
+        """Note the directories among ``entries``, given out by readdir; with
+        ``exact_metadata``, send the HeadObjects the ``stat``s after it need, now."""
+        self._note_dirs(directory, entries)
         if self._stat_ahead is not None:
             listed = ((join(directory, name), attrs) for name, attrs in entries)
             self._stat_ahead.start(item for item in listed if not item[1].is_dir)

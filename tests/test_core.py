@@ -269,6 +269,33 @@ def test_ls_l_past_the_ttl_is_one_list_per_1000_names_and_no_lookup(server, buck
     run_core(bucket, scenario, "--metadata-ttl", "1")
 
 
+def test_a_walk_of_directories_lasting_past_30_ttls_sends_no_head(server, bucket, run_core):
+    """Issue 14: ``find`` over 1,000,000 objects in 1,000 directories lasts minutes, past
+    the 30 TTLs for which the top directory counted as large and its subdirectories as
+    directories seen lately. Then the top was listed flat again (10 pages) and the
+    directories left were each looked up with HeadObject and a one-key listing (637
+    HeadObject, 1,697 ListObjectsV2 in all). Listing the top again, with a delimiter,
+    keeps both known."""
+
+    async def scenario(core: Filesystem, clock: trio.testing.MockClock) -> None:
+        server.reset()
+        assert len(await ls_l(core, "t")) == 12
+        for d in range(12):
+            clock.jump(3)  # 36 s in all
+            assert len(await ls_l(core, f"t/d{d:02d}")) == 1000
+        counts = server.counts()
+        assert counts.get("HeadObject", 0) == 0, counts
+        # 10 flat pages and the top's delimited page; then, each walk past the TTL, the
+        # top again with a delimiter (one page) and the directory walked (one page).
+        assert counts["ListObjectsV2"] == 10 + 1 + 12 * 2, counts
+
+    server.seed(
+        bucket,
+        [{"key": f"t/d{d:02d}/f{i:04d}", "size": 1} for d in range(12) for i in range(1000)],
+    )
+    run_core(bucket, scenario, "--metadata-ttl", "1")
+
+
 def test_a_listing_renews_the_directorys_own_entry(server, bucket, run_core):
     """``ls -l`` of a large directory can outlive the lookup it began with: the listing,
     being newer, answers the directory's next lookup."""
