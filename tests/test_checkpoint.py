@@ -8,22 +8,14 @@ import contextlib
 import errno
 import hashlib
 import os
-import time
 
 import pytest
-from conftest import memory_kib
+from conftest import memory_kib, wait_for
 
 from cwfs.kept import find_kept
 
 MiB = 1 << 20
 PART = 50 * MiB
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def write_sequentially(fd: int, size: int, block: int = MiB) -> bytes:

@@ -10,11 +10,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import trio
-from conftest import cwfs_env
+from conftest import cwfs_env, wait_for
 
 from cwfs import kept
 from cwfs.kept import MountLock, Record, find_kept
@@ -27,13 +26,6 @@ def recover(server, env: dict[str, str], *args: str) -> subprocess.CompletedProc
     command = [sys.executable, "-m", "cwfs", "recover", *args]
     command += ["--endpoint", server.url, "--addressing-style", "path"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-
-
-def wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def kill(m) -> None:
