@@ -430,6 +430,9 @@ class Namespace:
         listing = started if self.cache.put_listing(path, started) else None
         names = DelimitedNames(set(first), self._report_hidden)
         async for batch in self._list_delimited(path, prefix, tree.last_key, names, tree.since):
+            if listing is not None and not self.unchanged_since(path, tree.since):
+                self.cache.drop_listing(path)  # our changes can no longer be put in it
+                listing = None
             if listing is not None:
                 listing.update(batch)
                 if not self.cache.keep_listing(path, listing):
