@@ -154,14 +154,14 @@ class MetadataCache:
                 if not (known.exact and known.etag == listing[name].etag):
                     self._attrs.pop(path, None)
 
-    def renew_listing(self, directory: str, name: str) -> bool:
-        """readdir just handed out ``name`` from the listing of ``directory``: the listing
-        answers for its names a TTL from now (it is not listed again any later). False
-        if no listing of it holds the name."""
+    def renew_listing(self, directory: str) -> Listing | None:
+        """readdir is handing out names from the listing of ``directory``: it answers for
+        its names a TTL from now (it is not listed again any later). None if there is
+        no such listing, or it no longer fits."""
         listing = self._answering_listing(directory)
-        if listing is None or name not in listing:
-            return False
-        return self.keep_listing(directory, listing)
+        if listing is None or not self.keep_listing(directory, listing):
+            return None
+        return listing
 
     def update_listing(self, directory: str, name: str, attrs: Attrs | None) -> None:
         """Add, replace (``attrs``) or remove (None) one name in cached listings, in place."""

@@ -81,7 +81,7 @@ def test_a_listing_answers_for_its_names_a_ttl_after_handing_them_out():
     assert cache.put_listing("d", Listing([("a", a), ("b", a)]))
     assert cache.get("d/a") == a and cache.get("d/c") is None
     clock.now = 0.9
-    assert cache.renew_listing("d", "a") and not cache.renew_listing("d", "c")
+    assert cache.renew_listing("d") is not None and cache.renew_listing("e") is None
     clock.now = 1.5
     assert cache.get_listing("d") is None  # listed 1.5 s ago: listed again for readdir
     assert cache.get("d/b") == a  # but still answers for the names it handed out
