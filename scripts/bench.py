@@ -47,6 +47,7 @@ import boto3  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
+from countproxy import ProxyProcess  # noqa: E402
 
 from cwfs.launch import start_mount  # noqa: E402
 from cwfs.server.seed import pattern  # noqa: E402
@@ -74,7 +75,8 @@ CKPT_WRITERS = (
     ("ckpt_paced", "checkpoint-paced", f"64 KiB writes at {CKPT_PACED_RATE // MiB} MiB/s"),
 )
 # Repeated (--repeat), the median run reported with the range of all runs.
-REPEATED_CASES = (*READ_CASES, "create", *(name for _, name, _ in CKPT_WRITERS))
+SCALE_CASES = ("ls-100k", "find-100k")  # issue 14: 100,000 objects, listed
+REPEATED_CASES = (*READ_CASES, *SCALE_CASES, "create", *(name for _, name, _ in CKPT_WRITERS))
 SAMPLE_INTERVAL = 0.05  # seconds between VmRSS samples and HeadObject polls
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
@@ -91,6 +93,9 @@ class Sizes:
     ls_n: int  # objects in the ls -l directory
     tree_dirs: int  # find: dirs x files
     tree_files: int
+    scale_ls_n: int  # objects in the ls-100k directory
+    scale_dirs: int  # find-100k: dirs x files
+    scale_files: int
     small_n: int  # small files created
     small_size: int
     write: int  # file written
@@ -107,6 +112,9 @@ FULL = Sizes(
     ls_n=10_000,
     tree_dirs=100,
     tree_files=100,
+    scale_ls_n=100_000,
+    scale_dirs=100,
+    scale_files=1000,
     small_n=1000,
     small_size=4096,
     write=1 << 30,
@@ -122,6 +130,9 @@ QUICK = Sizes(
     ls_n=2000,
     tree_dirs=20,
     tree_files=100,
+    scale_ls_n=10_000,
+    scale_dirs=10,
+    scale_files=1000,
     small_n=200,
     small_size=4096,
     write=256 * MiB,
@@ -129,6 +140,9 @@ QUICK = Sizes(
 )
 
 BIG_KEY = "seq/big.bin"
+LS_DIR, TREE_DIR = "ls", "tree"  # the ls and find cases' directories
+SCALE_LS_DIR, SCALE_TREE_DIR = "scale-ls", "scale-tree"  # ls-100k's and find-100k's
+Objects = list[tuple[str, int]]  # (key, size) of seeded objects
 
 
 def par_keys(s: Sizes) -> list[str]:
@@ -139,16 +153,36 @@ def ttfb_keys(s: Sizes) -> list[str]:
     return [f"ttfb/t{i}.bin" for i in range(s.ttfb_files)]
 
 
-def seed_objects(s: Sizes, tools: list[str]) -> list[tuple[str, int]]:
-    """Every object the cases read, plus one marker per tool so its write dir exists."""
-    objs = [(BIG_KEY, s.big)] + [(k, s.par) for k in par_keys(s)]
-    objs += [(k, 8 * MiB) for k in ttfb_keys(s)]
-    objs += [(f"ls/f{i:05d}", 256) for i in range(s.ls_n)]
-    objs += [
-        (f"tree/d{d:03d}/f{f:03d}", 256) for d in range(s.tree_dirs) for f in range(s.tree_files)
+def small_size(i: int) -> int:
+    """256 bytes: the ls and find cases' objects."""
+    return 256
+
+
+def tiny_size(i: int) -> int:
+    """0-100 bytes: the scale cases' objects, cheap to seed by the 100,000."""
+    return i % 101
+
+
+def dir_objects(directory: str, n: int, size: Callable[[int], int]) -> Objects:
+    """n objects in one directory, the i-th of size(i) bytes."""
+    return [(f"{directory}/f{i:06d}", size(i)) for i in range(n)]
+
+
+def tree_objects(directory: str, dirs: int, files: int, size: Callable[[int], int]) -> Objects:
+    """dirs subdirectories of `files` objects each, numbered across the tree for size()."""
+    return [
+        (f"{directory}/d{d:03d}/f{f:04d}", size(d * files + f))
+        for d in range(dirs)
+        for f in range(files)
     ]
-    objs += [(f"wr/{tool}/.keep", 0) for tool in tools]
-    return objs
+
+
+def seed_objects(s: Sizes, tools: list[str], cases: list[Case]) -> Objects:
+    """Every object the cases read (each once), plus one marker per tool so its write
+    dir exists."""
+    objs = dict(obj for case in cases for obj in case.objects(s))
+    objs.update((f"wr/{tool}/.keep", 0) for tool in tools)
+    return list(objs.items())
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -260,11 +294,12 @@ def delete_prefix(client: Any, prefix: str, keep: str = ".keep") -> None:
 # ---------------------------------------------------------------------------- servers
 class Server(Protocol):
     kind: str
-    url: str
+    url: str  # the server itself (uncounted on rclone serve s3)
     pid: int
     access_key: str
     secret_key: str
 
+    def endpoint(self, counted: bool) -> tuple[str, bool]: ...
     def counts(self) -> dict[str, int] | None: ...
     def reset(self) -> None: ...
     def stop(self) -> None: ...
@@ -275,7 +310,7 @@ class Embedded:
 
     kind = "embedded"
 
-    def __init__(self, objects: list[tuple[str, int]]) -> None:
+    def __init__(self, objects: Objects) -> None:
         from cwfs.server.control import EmbeddedServer
 
         self._server = EmbeddedServer.start(buckets=[BUCKET])
@@ -289,6 +324,10 @@ class Embedded:
             self._server.stop()
             raise
 
+    def endpoint(self, counted: bool) -> tuple[str, bool]:
+        """The URL for a case's requests, and whether counts() covers them: always."""
+        return self.url, True
+
     def counts(self) -> dict[str, int] | None:
         return {op: n for op, n in self._server.counts().items() if n}
 
@@ -300,25 +339,33 @@ class Embedded:
 
 
 class RcloneServe:
-    """``rclone serve s3`` over a directory in /dev/shm, objects written as plain files."""
+    """``rclone serve s3`` over a directory in /dev/shm, objects written as plain files.
+    It counts no requests: unless proxy=False, a counting proxy (scripts/countproxy.py)
+    in front of it gives the counts of the runs that go through it."""
 
     kind = "rclone"
 
-    def __init__(self, objects: list[tuple[str, int]]) -> None:
+    def __init__(self, objects: Objects, proxy: bool = True) -> None:
         self.access_key, self.secret_key = "bench-access", "bench-secret-key"
         self._root = Path(tempfile.mkdtemp(prefix="cwfs-bench-rclone-", dir=SCRATCH))
         self._proc: subprocess.Popen | None = None
+        self._proxy: ProxyProcess | None = None
         try:
             self._write_files(objects)
             self._start()
+            if proxy:
+                self._proxy = ProxyProcess(self.url.removeprefix("http://"))
         except BaseException:
             self.stop()
             raise
 
-    def _write_files(self, objects: list[tuple[str, int]]) -> None:
+    def _write_files(self, objects: Objects) -> None:
+        made: set[Path] = set()
         for key, size in objects:
             path = self._root / BUCKET / key
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
             path.write_bytes(pattern(key, size))
 
     def _start(self) -> None:
@@ -368,13 +415,23 @@ class RcloneServe:
         list_keys(client, "")
         log.info("rclone serve s3 pid %d at %s", self._proc.pid, self.url)
 
+    def endpoint(self, counted: bool) -> tuple[str, bool]:
+        """The proxy's URL for a run that wants counts (if there is a proxy), else the
+        server's; and whether counts() covers the requests sent to it."""
+        if counted and self._proxy:
+            return self._proxy.url, True
+        return self.url, False
+
     def counts(self) -> dict[str, int] | None:
-        return None
+        return self._proxy.counts() if self._proxy else None
 
     def reset(self) -> None:
-        pass
+        if self._proxy:
+            self._proxy.reset()
 
     def stop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
         if self._proc is not None:
             stop_pid(self._proc)
         shutil.rmtree(self._root, ignore_errors=True)
@@ -383,7 +440,7 @@ class RcloneServe:
                 self._root.with_suffix(suffix).unlink()
 
 
-SERVERS: dict[str, Callable[[list[tuple[str, int]]], Server]] = {
+SERVERS: dict[str, Callable[[Objects], Server]] = {
     "embedded": Embedded,
     "rclone": RcloneServe,
 }
@@ -393,6 +450,7 @@ SERVERS: dict[str, Callable[[list[tuple[str, int]]], Server]] = {
 @dataclass(frozen=True)
 class MountSpec:
     server: Server
+    url: str  # the S3 endpoint the mount uses (the server, or the proxy in front of it)
     mountpoint: Path
     workdir: Path
 
@@ -414,7 +472,7 @@ def cwfs_argv(spec: MountSpec) -> list[str]:
         BUCKET,
         str(spec.mountpoint),
         "--endpoint",
-        spec.server.url,
+        spec.url,
         "--addressing-style",
         "path",
         "--cache-dir",
@@ -444,7 +502,7 @@ def s3fs_argv(spec: MountSpec) -> list[str]:
     passwd.write_text(f"{spec.server.access_key}:{spec.server.secret_key}\n")
     passwd.chmod(0o600)
     options = [
-        f"url={spec.server.url}",
+        f"url={spec.url}",
         "use_path_request_style",
         f"passwd_file={passwd}",
         f"endpoint={REGION}",
@@ -472,7 +530,7 @@ def rclone_env(spec: MountSpec) -> dict[str, str]:
         "RCLONE_CONFIG": str(spec.workdir / "rclone.conf"),  # not created: env only
         "RCLONE_CONFIG_BENCH_TYPE": "s3",
         "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
-        "RCLONE_CONFIG_BENCH_ENDPOINT": spec.server.url,
+        "RCLONE_CONFIG_BENCH_ENDPOINT": spec.url,
         "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": spec.server.access_key,
         "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": spec.server.secret_key,
         "RCLONE_CONFIG_BENCH_REGION": REGION,
@@ -511,7 +569,7 @@ TOOLS: dict[str, Tool] = {
             cwfs_exact_argv,
             cwfs_env,
             cwfs=True,
-            cases=("ls", "find"),
+            cases=("ls", "find", *SCALE_CASES),
         ),
         Tool("s3fs", "s3fs -f -o use_path_request_style,sigv4, otherwise defaults", s3fs_argv),
         Tool(
@@ -527,12 +585,12 @@ TOOLS: dict[str, Tool] = {
 class Mount:
     """One FUSE mount process of one tool, started in the foreground and stopped by PID."""
 
-    def __init__(self, tool: Tool, server: Server) -> None:
+    def __init__(self, tool: Tool, server: Server, url: str) -> None:
         assert tool.argv is not None
         self.workdir = Path(tempfile.mkdtemp(prefix=f"cwfs-bench-{tool.name}-"))
         self.root = self.workdir / "mnt"
         self.root.mkdir()
-        self.spec = MountSpec(server, self.root, self.workdir)
+        self.spec = MountSpec(server, url, self.root, self.workdir)
         self.tool = tool
         self._proc: subprocess.Popen | None = None
         self._out = self.workdir / "stdout.log"
@@ -637,6 +695,7 @@ class Result:
     peak_rss_mib: float | None = None
     cpu: dict[str, float] | None = None  # CPU seconds of the case, by process role
     runs: list[float] | None = None  # every run's value, when the case was repeated
+    proxied: float | None = None  # the value of the counted run through the proxy, if any
 
 
 @dataclass
@@ -649,6 +708,7 @@ class Target:
     server: Server
     sizes: Sizes
     expected: Callable[[str, int], bytes]
+    counted: bool = True  # the server's counts cover the case's requests
     results: list[Result] = field(default_factory=list)
     harness: dict[str, int] = field(default_factory=dict)  # the harness's own requests
     mount_pid: int | None = None
@@ -681,7 +741,7 @@ class Target:
         before = self.cpu_seconds()
         values = fn()
         cpu = {role: seconds - before[role] for role, seconds in self.cpu_seconds().items()}
-        counts = self.server.counts()
+        counts = self.server.counts() if self.counted else None
         if counts is not None:
             left = {op: n - self.harness.get(op, 0) for op, n in counts.items()}
             counts = {op: n for op, n in left.items() if n > 0}
@@ -841,24 +901,41 @@ def timed_listing(t: Target, prefix: str, delimiter: str, expect: int) -> float:
     return elapsed
 
 
-def case_ls(t: Target) -> None:
-    n = t.sizes.ls_n
+def ls_run(t: Target, directory: str, n: int) -> Callable[[], float]:
+    """`ls -l` of a directory of n objects (raw: ListObjectsV2 with a delimiter)."""
     if t.root is None:
-        run = lambda: timed_listing(t, "ls/", "/", n)  # noqa: E731
-    else:
-        run = lambda: run_counted(["ls", "-l", str(t.path("ls"))], n + 1)  # noqa: E731
-    t.measure("ls_cold", run)
-    t.measure("ls_warm", run)
+        return lambda: timed_listing(t, f"{directory}/", "/", n)
+    return lambda: run_counted(["ls", "-l", str(t.path(directory))], n + 1)
+
+
+def find_run(t: Target, directory: str, dirs: int, files: int) -> Callable[[], float]:
+    """`find` over dirs x files objects (raw: ListObjectsV2 without a delimiter)."""
+    if t.root is None:
+        return lambda: timed_listing(t, f"{directory}/", "", dirs * files)
+    return lambda: run_counted(["find", str(t.path(directory))], dirs * files + dirs + 1)
+
+
+def cold_then_warm(t: Target, metric: str, run: Callable[[], float]) -> None:
+    """The first run on the fresh mount, then a second one on the same mount."""
+    t.measure(f"{metric}_cold", run)
+    t.measure(f"{metric}_warm", run)
+
+
+def case_ls(t: Target) -> None:
+    cold_then_warm(t, "ls", ls_run(t, LS_DIR, t.sizes.ls_n))
 
 
 def case_find(t: Target) -> None:
+    t.measure("find", find_run(t, TREE_DIR, t.sizes.tree_dirs, t.sizes.tree_files))
+
+
+def case_ls_scale(t: Target) -> None:
+    cold_then_warm(t, "ls100k", ls_run(t, SCALE_LS_DIR, t.sizes.scale_ls_n))
+
+
+def case_find_scale(t: Target) -> None:
     s = t.sizes
-    files = s.tree_dirs * s.tree_files
-    if t.root is None:
-        t.measure("find", lambda: timed_listing(t, "tree/", "", files))
-    else:
-        expect = files + s.tree_dirs + 1
-        t.measure("find", lambda: run_counted(["find", str(t.path("tree"))], expect))
+    cold_then_warm(t, "find100k", find_run(t, SCALE_TREE_DIR, s.scale_dirs, s.scale_files))
 
 
 def wait_for_objects(t: Target, prefix: str, count: int, size: int) -> None:
@@ -1118,19 +1195,78 @@ class Case:
     metrics: tuple[Metric, ...]
     median_by: str = ""  # the metric that picks the median run (default: the first)
     mounts_only: bool = False  # raw boto3 does not take part
+    objects: Callable[[Sizes], Objects] = lambda s: []  # what it needs seeded
+    listing: bool = False  # a counted run on rclone serve s3 by default (--proxy)
+
+
+def cold_warm_metrics(metric: str) -> tuple[Metric, Metric]:
+    """The metrics of cold_then_warm()."""
+    return Metric(f"{metric}_cold", "s"), Metric(f"{metric}_warm", "s")
 
 
 CASES: dict[str, Case] = {
     c.name: c
     for c in [
-        Case("seq", "sequential read", case_seq, (Metric("seq", "MiB/s"),)),
-        Case("par", "parallel readers", case_par, (Metric("par", "MiB/s"),)),
-        Case("random", "random reads", case_random, (Metric("random", "MiB/s"),)),
-        Case("ttfb", "time to first byte", case_ttfb, (Metric("ttfb", "ms"),)),
         Case(
-            "ls", "ls -l, cold then warm", case_ls, (Metric("ls_cold", "s"), Metric("ls_warm", "s"))
+            "seq",
+            "sequential read",
+            case_seq,
+            (Metric("seq", "MiB/s"),),
+            objects=lambda s: [(BIG_KEY, s.big)],
         ),
-        Case("find", "find", case_find, (Metric("find", "s"),)),
+        Case(
+            "par",
+            "parallel readers",
+            case_par,
+            (Metric("par", "MiB/s"),),
+            objects=lambda s: [(k, s.par) for k in par_keys(s)],
+        ),
+        Case(
+            "random",
+            "random reads",
+            case_random,
+            (Metric("random", "MiB/s"),),
+            objects=lambda s: [(BIG_KEY, s.big)],
+        ),
+        Case(
+            "ttfb",
+            "time to first byte",
+            case_ttfb,
+            (Metric("ttfb", "ms"),),
+            objects=lambda s: [(k, 8 * MiB) for k in ttfb_keys(s)],
+        ),
+        Case(
+            "ls",
+            "ls -l, cold then warm",
+            case_ls,
+            cold_warm_metrics("ls"),
+            objects=lambda s: dir_objects(LS_DIR, s.ls_n, small_size),
+            listing=True,
+        ),
+        Case(
+            "find",
+            "find",
+            case_find,
+            (Metric("find", "s"),),
+            objects=lambda s: tree_objects(TREE_DIR, s.tree_dirs, s.tree_files, small_size),
+            listing=True,
+        ),
+        Case(
+            "ls-100k",
+            "ls -l of the 100k directory, cold then warm",
+            case_ls_scale,
+            cold_warm_metrics("ls100k"),
+            objects=lambda s: dir_objects(SCALE_LS_DIR, s.scale_ls_n, tiny_size),
+            listing=True,
+        ),
+        Case(
+            "find-100k",
+            "find over the 100k tree, cold then warm",
+            case_find_scale,
+            cold_warm_metrics("find100k"),
+            objects=lambda s: tree_objects(SCALE_TREE_DIR, s.scale_dirs, s.scale_files, tiny_size),
+            listing=True,
+        ),
         Case("create", "create small files", case_create, (Metric("create", "s"),)),
         Case("write", "write one file", case_write, (Metric("write", "MiB/s"),)),
         *(
@@ -1160,6 +1296,10 @@ def metric_labels(s: Sizes) -> dict[str, str]:
         "ls_cold": f"ls -l of {s.ls_n:,} objects, cold",
         "ls_warm": f"ls -l of {s.ls_n:,} objects, warm",
         "find": f"find over {s.tree_dirs} dirs x {s.tree_files} files",
+        "ls100k_cold": f"ls -l of {s.scale_ls_n:,} objects in one directory, cold",
+        "ls100k_warm": f"ls -l of {s.scale_ls_n:,} objects in one directory, warm",
+        "find100k_cold": f"find over {s.scale_dirs} dirs x {s.scale_files:,} files, cold",
+        "find100k_warm": f"find over {s.scale_dirs} dirs x {s.scale_files:,} files, warm",
         "create": f"create {s.small_n:,} files of {s.small_size // 1024} KiB",
         "write": f"write {gib(s.write)} (cp from tmpfs)",
     }
@@ -1191,24 +1331,60 @@ def watchdog(seconds: float, on_timeout: Callable[[], None]) -> Iterator[threadi
         timer.cancel()
 
 
+@dataclass(frozen=True)
+class Options:
+    """What every case of a run shares."""
+
+    sizes: Sizes
+    timeout: float  # seconds per case (per tool and run)
+    repeat: int
+    counted: frozenset[str]  # the cases with a counted run on rclone serve s3 (--proxy)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a case sends its requests: a URL, a boto3 client for it (raw's, and the
+    harness's checks), and whether the server's counts cover them."""
+
+    url: str
+    client: Any
+    counted: bool
+
+
+def endpoints(server: Server, warm_key: str) -> Callable[[bool], Endpoint]:
+    """The Endpoint for a case that wants request counts or not; one client per URL,
+    made and warmed up on first use."""
+    made: dict[str, Endpoint] = {}
+
+    def get(want_counts: bool) -> Endpoint:
+        url, counted = server.endpoint(want_counts)
+        if url not in made:
+            client = s3_client(url, server.access_key, server.secret_key)
+            warm_up(client, warm_key)
+            made[url] = Endpoint(url, client, counted)
+        return made[url]
+
+    return get
+
+
 def run_case(
     case: Case,
     tool: Tool,
     server: Server,
-    sizes: Sizes,
+    where: Endpoint,
+    options: Options,
     expected: Callable[[str, int], bytes],
-    client: Any,
-    timeout: float,
 ) -> list[Result]:
     """One case for one tool on a fresh mount; failures become error results."""
-    mount = Mount(tool, server) if tool.argv else None
-    target = Target(tool.name, mount.root if mount else None, client, server, sizes, expected)
+    mount = Mount(tool, server, where.url) if tool.argv else None
+    root = mount.root if mount else None
+    target = Target(tool.name, root, where.client, server, options.sizes, expected, where.counted)
     error = ""
     try:
         if mount:
             mount.start()
             target.mount_pid = mount.pid
-        with watchdog(timeout, mount.abort if mount else (lambda: None)) as fired:
+        with watchdog(options.timeout, mount.abort if mount else (lambda: None)) as fired:
             try:
                 case.run(target)
             except Exception as exc:  # noqa: BLE001 - reported in the table
@@ -1249,11 +1425,12 @@ def expected_bytes() -> Callable[[str, int], bytes]:
     return get
 
 
-def warm_up(client: Any) -> None:
-    """Load botocore's models and open the raw client's connections before any timing."""
+def warm_up(client: Any, key: str) -> None:
+    """Load botocore's models and open the raw client's connections before any timing
+    (GETs of `key`, an empty marker: every run seeds one)."""
 
     def tiny(_: int) -> None:
-        client.get_object(Bucket=BUCKET, Key=BIG_KEY, Range="bytes=0-0")["Body"].read()
+        client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
     with ThreadPoolExecutor(RAW_WORKERS) as pool:
         list(pool.map(tiny, range(RAW_WORKERS * 2)))
@@ -1277,21 +1454,60 @@ def median_run(runs: list[list[Result]], key: str = "") -> list[Result]:
     return chosen
 
 
-def run_server(
-    kind: str, tools: list[Tool], cases: list[Case], sizes: Sizes, timeout: float, repeat: int
+def add_counts(chosen: list[Result], counted: list[Result]) -> None:
+    """The counted run's request counts (and values) onto the reported run's results."""
+    by_metric = {r.metric: r for r in counted}
+    for result in chosen:
+        extra = by_metric.get(result.metric)
+        if extra is not None and extra.value is not None:
+            result.counts, result.proxied = extra.counts, extra.value
+
+
+def run_tool(
+    case: Case,
+    tool: Tool,
+    server: Server,
+    endpoint: Callable[[bool], Endpoint],
+    options: Options,
+    expected: Callable[[str, int], bytes],
 ) -> list[Result]:
-    objects = seed_objects(sizes, [t.name for t in tools])
+    """A case's runs for one tool, the median one reported. Where the timed runs are not
+    counted (rclone serve s3) and the case wants counts, one more run through the
+    counting proxy gives them, so that the proxy's cost is in no timing."""
+    timed = endpoint(False)
+    runs = []
+    for n in range(options.repeat if case.name in REPEATED_CASES else 1):
+        log.info("-- %s / %s / %s (run %d)", server.kind, case.name, tool.name, n + 1)
+        runs.append(run_case(case, tool, server, timed, options, expected))
+    chosen = median_run(runs, case.median_by)
+    if case.name in options.counted and not timed.counted:
+        counting = endpoint(True)
+        if counting.counted:
+            log.info("-- %s / %s / %s (counted run)", server.kind, case.name, tool.name)
+            add_counts(chosen, run_case(case, tool, server, counting, options, expected))
+    return chosen
+
+
+def run_server(
+    kind: str,
+    factory: Callable[[Objects], Server],
+    tools: list[Tool],
+    cases: list[Case],
+    options: Options,
+) -> list[Result]:
+    objects = seed_objects(options.sizes, [t.name for t in tools], cases)
     log.info(
         "starting %s server, seeding %d objects (%.1f GiB)",
         kind,
         len(objects),
         sum(n for _, n in objects) / (1 << 30),
     )
-    server = SERVERS[kind](objects)
+    started = time.monotonic()
+    server = factory(objects)
+    log.info("%s server seeded and ready in %.0f s", kind, time.monotonic() - started)
     results: list[Result] = []
     try:
-        client = s3_client(server.url, server.access_key, server.secret_key)
-        warm_up(client)
+        endpoint = endpoints(server, f"wr/{tools[0].name}/.keep")
         expected = expected_bytes()
         for case in cases:
             for tool in tools:
@@ -1299,11 +1515,7 @@ def run_server(
                     continue
                 if case.mounts_only and tool.argv is None:
                     continue
-                runs = []
-                for n in range(repeat if case.name in REPEATED_CASES else 1):
-                    log.info("-- %s / %s / %s (run %d)", kind, case.name, tool.name, n + 1)
-                    runs.append(run_case(case, tool, server, sizes, expected, client, timeout))
-                results += median_run(runs, case.median_by)
+                results += run_tool(case, tool, server, endpoint, options, expected)
     finally:
         server.stop()
     return results
@@ -1544,6 +1756,29 @@ def machine_info() -> dict[str, str]:
     }
 
 
+def listing_notes(s: Sizes) -> list[str]:
+    """How the listing cases run and how requests are counted."""
+    return [
+        "`ls -l` and `find` run as subprocesses and their line counts are checked; raw "
+        "is ListObjectsV2 (with `/` delimiter for ls, without for find; its `warm` is "
+        "just a second listing). "
+        f"ls-100k: `ls -l` of one directory of {s.scale_ls_n:,} objects; find-100k: `find` "
+        f"over {s.scale_dirs} directories of {s.scale_files:,} objects; their objects are "
+        "0-100 bytes; each runs cold (the first run on the fresh mount) and warm (the "
+        "second, right after, on the same mount).",
+        "Request counts exclude the harness's own verification listings; s3fs and rclone "
+        "use ListObjects (v1). `ls -l` and `find` on a fresh mount include looking up the "
+        "directory itself; for cwfs that lookup fetches the listing's first page. The "
+        "embedded server counts its own requests. `rclone serve s3` counts none: the "
+        "timed runs go to it directly, and in the listing cases (`--proxy listing`, the "
+        "default; `all`: every case; `off`: none) each tool runs once more through a "
+        "counting proxy (scripts/countproxy.py, a process of its own, which names each "
+        "request by method, path and query as the embedded server does and splices "
+        "bodies through in the kernel), whose counts are reported; that run's own "
+        "values are in the JSON (`proxied`), not in the tables.",
+    ]
+
+
 def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
     notes = [
         "Loopback only: each server listens on 127.0.0.1, one server at a time; every "
@@ -1554,9 +1789,9 @@ def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
         "freed by dropping it costs the next process to touch it dearly, which charged "
         "each FUSE mount's first GiB of page cache 0.3-1 extra CPU second per GiB, and "
         "raw boto3 nothing (measured with scripts/bench.py's CPU table).",
-        f"Read, create and checkpoint cases run {repeat} times each, every run on a fresh "
-        "mount; the table gives the median run (checkpoint: by the time to object "
-        "complete), with the range of all runs in brackets. Other cases run "
+        f"Read, create, checkpoint and 100k-listing cases run {repeat} times each, every "
+        "run on a fresh mount; the table gives the median run (checkpoint: by the time to "
+        "object complete), with the range of all runs in brackets. Other cases run "
         "once. rclone serve s3 serves files from "
         "/dev/shm, so its reads never touch the disk; it computes a file's MD5 ETag on "
         "first access, so the harness lists the bucket once after starting it "
@@ -1568,12 +1803,7 @@ def method_notes(sizes: Sizes, tools: list[str], repeat: int) -> list[str]:
         "of 1 MiB at fixed pseudo-random offsets, checked against the seeded content.",
         "Time to first byte: `open` + first 4 KiB `read` of a file never opened on "
         "that mount (median of several files); for raw, one ranged GET.",
-        "`ls -l` and `find` run as subprocesses and their line counts are checked; raw "
-        "is ListObjectsV2 (with `/` delimiter for ls, without for find; its `warm` is "
-        "just a second listing).",
-        "Request counts exclude the harness's own verification listings; s3fs and rclone "
-        "use ListObjects (v1). `ls -l` and `find` on a fresh mount include looking up the "
-        "directory itself; for cwfs that lookup fetches the listing's first page.",
+        *listing_notes(sizes),
         "Writes: small files are written one after another (open/write/close); the 1 GiB "
         "file is `cp` from /dev/shm. The time runs until every object is visible with "
         "its full size in a listing (bounded poll), so uploads finished after `close` "
@@ -1617,7 +1847,12 @@ def server_section(
         out += ["", "Checkpoint write, every run (ranges):", ""] + summary
     counts = counts_table(results, server, tools, labels)
     if counts:
-        out += ["", "S3 requests per case, counted by the embedded server:", "", counts]
+        counter = {
+            "embedded": "the embedded server",
+            "rclone": "the counting proxy in front of it, in one more run of each tool "
+            "(scripts/countproxy.py; the timed runs went direct)",
+        }[server]
+        out += ["", f"S3 requests per case, counted by {counter}:", "", counts]
     out += [
         "",
         "Peak RSS (VmHWM) of the mount process, per case:",
@@ -1774,11 +2009,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="also write the raw results as JSON")
     p.add_argument(
+        "--proxy",
+        choices=["listing", "all", "off"],
+        default="listing",
+        help="the cases that run once more on rclone serve s3, through the counting proxy, "
+        "for their request counts (timed runs always go direct): the listing cases "
+        "(default), all, or none",
+    )
+    p.add_argument(
         "--repeat",
         type=int,
         default=3,
-        help="runs of each read, create and checkpoint case, each on a fresh mount; the "
-        "median is reported with the range",
+        help="runs of each read, create, checkpoint and 100k-listing case, each on a fresh "
+        "mount; the median is reported with the range",
     )
     return p.parse_args(argv)
 
@@ -1797,11 +2040,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
     start, load_start = time.monotonic(), os.getloadavg()[0]
+    factories = dict(SERVERS)
+    if args.proxy == "off":
+        factories["rclone"] = functools.partial(RcloneServe, proxy=False)
+    counted = frozenset(c.name for c in cases if c.listing or args.proxy == "all")
+    options = Options(sizes, args.case_timeout, max(1, args.repeat), counted)
     results: list[Result] = []
     for kind in servers:
-        results += run_server(
-            kind, [TOOLS[t] for t in tools], cases, sizes, args.case_timeout, max(1, args.repeat)
-        )
+        results += run_server(kind, factories[kind], [TOOLS[t] for t in tools], cases, options)
     elapsed = time.monotonic() - start
     chart = args.output.with_suffix(".png")
     has_chart = write_chart(chart, results, servers, tools, sizes)

@@ -4,9 +4,10 @@
 
 Seeds N objects (no user metadata, as another machine would write them) into the
 embedded server or `rclone serve s3`, mounts them with the options given, runs `ls -l`
-cold and warm, and prints the wall time, the server's request counts (embedded only)
-and the mount process's CPU seconds (user + system, from /proc) for each. A diagnostic
-beside scripts/bench.py, which compares tools; this looks inside one.
+cold and warm, and prints the wall time, the server's request counts (on `rclone serve
+s3`, its counting proxy's) and the mount process's CPU seconds (user + system, from
+/proc) for each. A diagnostic beside scripts/bench.py, which compares tools; this looks
+inside one.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def main(server_kind: str, count: int, options: list[str]) -> None:
     mountpoint = work / "mnt"
     mountpoint.mkdir()
     env = dict(os.environ, ACCESS_KEY_ID=server.access_key, SECRET_ACCESS_KEY=server.secret_key)
-    argv = [BUCKET, str(mountpoint), "--endpoint", server.url, "--addressing-style", "path"]
+    url, _ = server.endpoint(True)  # on rclone serve s3, its counting proxy
+    argv = [BUCKET, str(mountpoint), "--endpoint", url, "--addressing-style", "path"]
     argv += ["--attribute-store", str(work / "attributes.sqlite"), *options]
     process = start_mount(argv, log_file=work / "mount.log", env=env)
     print(f"mount log: {work / 'mount.log'}")
