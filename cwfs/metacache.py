@@ -56,6 +56,14 @@ class Listing(MutableMapping[str, Attrs]):
     def __contains__(self, name: object) -> bool:
         return name in self._records
 
+    def subdirectories(self) -> list[str]:
+        """The names of the directories among the entries, in order."""
+        return [
+            name
+            for name, record in self._records.items()
+            if isinstance(record, Attrs) and record.is_dir
+        ]
+
     def batches(self, size: int) -> Iterator[list[tuple[str, Attrs]]]:
         """The entries, ``size`` at a time: the records are unpacked only as they go out."""
         batch: list[tuple[str, Attrs]] = []

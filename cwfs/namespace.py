@@ -20,12 +20,13 @@ from cachetools import TTLCache
 from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs, file_attrs, link_name
 from cwfs.attrstore import AttrStore, known_of
 from cwfs.changes import ChangeLog, touched
-from cwfs.errors import NotEmpty, PreconditionFailed
+from cwfs.errors import FsError, NotEmpty, PreconditionFailed
 from cwfs.listing import DelimitedNames, SubtreeListing, join
 from cwfs.metacache import Listing, MetadataCache
 from cwfs.statahead import Answer, StatAhead
 from cwfs.store import ListPage, ObjectInfo, ObjectStore, WriteCondition
 from cwfs.tasks import gather
+from cwfs.walkahead import WalkAhead
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ class Namespace:
             else None
         )
         self._reported: set[str] = set()
+        self._background = background
+        self._walk = WalkAhead(self._list_ahead, cache.timer, cache.recent_window)
+        self._ahead: dict[str, trio.Event] = {}  # first pages listed ahead of a walk, in flight
         # The directory whose listing readdir renewed last, when, and that listing.
         self._renewal: tuple[str | None, float, Container[str]] = (None, 0.0, ())
         self._kept_dirs: set[str] = set()
@@ -291,13 +295,8 @@ class Namespace:
             if info is None and not is_dir:
                 info = await self.store.head_object(key + LINK_SUFFIX)
         else:
-            tree = self._subtree(key + "/")
-            tree.add_page(await self._page(key + "/", delimiter=""))
+            tree = await self._first_page(path)
             is_dir = tree.last_key is not None
-            if is_dir:
-                self._remember_subtree(path, tree)
-                if not tree.complete:
-                    self._started[path] = tree
             info = None if is_dir else await self._head_file(key)
             if is_dir and info is None:
                 return tree.markers.get("", DIRECTORY)
@@ -306,6 +305,43 @@ class Namespace:
                 self._report_hidden(key)
             return DIRECTORY
         return None if info is None else self._file_attrs(info)
+
+    async def _first_page(self, path: str) -> SubtreeListing:
+        """The first page of the flat listing below ``path/``. If it holds anything, what
+        it shows whole is cached, and the rest of a larger subtree starts from it."""
+        tree = self._subtree(self.dir_prefix(path))
+        tree.add_page(await self._page(self.dir_prefix(path), delimiter=""))
+        if tree.last_key is not None:
+            self._remember_subtree(path, tree)
+            if not tree.complete:
+                self._started[path] = tree
+        return tree
+
+    def _list_ahead(self, path: str) -> None:
+        """Start listing directory ``path`` ahead of a walk (`cwfs.walkahead`), unless
+        its listing is cached, started or in flight."""
+        if (
+            self._background is None
+            or path in self._ahead
+            or path in self._listing
+            or path in self._started
+            or self.cache.get_listing(path) is not None
+        ):
+            return
+        self._ahead[path] = trio.Event()
+        self._background.start_soon(self._first_page_ahead, path)
+
+    async def _first_page_ahead(self, path: str) -> None:
+        try:
+            await self._first_page(path)
+        except FsError as exc:  # left for the walk's own listing to meet and report
+            log.debug("listing %r ahead of a walk failed: %s", path, exc)
+        finally:
+            self._ahead.pop(path).set()
+
+    def _subdirectories(self, directory: str) -> list[str] | None:
+        listing = self.cache.get_listing(directory)
+        return None if listing is None else listing.subdirectories()
 
     async def _head_file(self, key: str) -> ObjectInfo | None:
         """HeadObject of a file, or else of a link of that name (a second request only
@@ -422,7 +458,11 @@ class Namespace:
         directory larger than the cache is not kept, only streamed. Keys that cannot
         be file names are skipped with one log line each.
         """
+        self._walk.listed(path, self._subdirectories)
         cached = self.cache.get_listing(path)
+        if cached is None and (ahead := self._ahead.get(path)) is not None:
+            await ahead.wait()  # its first page, requested ahead of this walk
+            cached = self.cache.get_listing(path)
         if cached is not None:
             for batch in cached.batches(PAGE_KEYS):
                 self._look_ahead(path, batch)

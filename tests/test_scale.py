@@ -9,9 +9,11 @@ import math
 import os
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
+from urllib.parse import parse_qs
 
-from conftest import memory_kib
+from conftest import memory_kib, wait_for
 
 BYTES_PER_NAME = 300  # the issue's bound per cached name, and what a name the kernel
 # holds costs (its inode number and path, about 250 bytes)
@@ -58,7 +60,8 @@ def test_find_over_100_directories_of_1000_is_one_list_per_directory_and_no_head
     """The walk outlasts the 1 s TTL many times: lookups of directories its listings
     showed start their listing instead of asking HeadObject, and a lookup in the top
     directory after its listing expired lists it again with a delimiter (one page), not
-    flat (ten). It cost 199 ListObjectsV2 and 81 HeadObject."""
+    flat (ten). It cost 199 ListObjectsV2 and 81 HeadObject. Walk-ahead lists no
+    directory twice."""
     dirs, files = 100, 1000
     for d in range(dirs):
         server.seed(bucket, [{"key": f"t/d{d:03d}/f{i:04d}", "size": 1} for i in range(files)])
@@ -70,9 +73,46 @@ def test_find_over_100_directories_of_1000_is_one_list_per_directory_and_no_head
     assert out.stdout.count("\n") == 1 + dirs + dirs * files
     counts = server.counts()
     assert counts.get("HeadObject", 0) == 0, counts
-    # 10 flat pages (10 directories whole), the top's delimited page, one page for each
-    # of the 91 other directories, and at most one page of the top per TTL walked.
-    assert 102 <= counts["ListObjectsV2"] <= 102 + math.ceil(elapsed), (counts, elapsed)
+    listed = listed_prefixes(server)
+    # 10 flat pages hold d000-d009 (d009 up to its last key only), then one page for each
+    # of the 91 others; the top: those 10 pages, its delimited page, and then at most a
+    # one-key lookup and a delimited page per TTL walked (the kernel looks its
+    # entries up again).
+    assert sorted(p for p in listed if p != "t/") == [f"t/d{d:03d}/" for d in range(9, dirs)]
+    assert all(listed[p] == 1 for p in listed if p != "t/"), listed
+    assert 11 <= listed["t/"] <= 11 + 2 * math.ceil(elapsed), (listed["t/"], elapsed)
+
+
+def listed_prefixes(server) -> Counter[str]:
+    """How many ListObjectsV2 the server answered for each prefix."""
+    return Counter(
+        parse_qs(r["query"]).get("prefix", [""])[0]
+        for r in server.requests()
+        if r["op"] == "ListObjectsV2"
+    )
+
+
+def test_a_walk_lists_the_next_directories_ahead_and_a_single_ls_does_not(server, bucket, mount):
+    """Listing d1 right after d0 is a walk: d2 and d3 are listed in the background, and
+    reading them then costs nothing. Listing one directory alone starts nothing. (The
+    10,000 files of ``a`` fill the flat pass over ``w``, which would otherwise list the
+    small directories after it whole.)"""
+    seed_files(server, bucket, "w/a/", 10_000)
+    for d in range(8):
+        server.seed(bucket, [{"key": f"w/d{d}/f{i}", "size": 1} for i in range(3)])
+    mnt = mount(bucket).path
+    assert len(os.listdir(mnt / "w")) == 9
+    server.reset()
+    os.listdir(mnt / "w" / "d6")
+    time.sleep(0.3)
+    assert listed_prefixes(server) == Counter({"w/d6/": 1})
+    server.reset()
+    os.listdir(mnt / "w" / "d0")
+    os.listdir(mnt / "w" / "d1")
+    wait_for(lambda: len(listed_prefixes(server)) == 4)
+    assert listed_prefixes(server) == Counter({f"w/d{d}/": 1 for d in range(4)})
+    assert sorted(os.listdir(mnt / "w" / "d2")) == ["f0", "f1", "f2"]
+    assert listed_prefixes(server)["w/d2/"] == 1
 
 
 def test_reading_a_large_directory_again_from_its_start_lists_it_whole(server, bucket, mount):

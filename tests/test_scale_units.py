@@ -1,5 +1,5 @@
 """Pure logic behind large directories: compact attribute records, the metadata cache's
-listings, and delimited pages turned into entries with each name once."""
+listings, delimited pages turned into entries with each name once, and walk-ahead."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from cwfs.attrs import DIRECTORY, LINK_SUFFIX, Attrs
 from cwfs.listing import DelimitedNames
 from cwfs.metacache import Listing, MetadataCache
 from cwfs.records import pack, unpack
+from cwfs.walkahead import WalkAhead
 
 MD5 = '"0123456789abcdef0123456789abcdef"'
 
@@ -145,3 +146,23 @@ def test_an_entry_goes_out_as_soon_as_a_key_that_cannot_repeat_it_arrives():
         given += len(names.add(rest, rest, rest, FILE))
         assert given == i  # all but the newest: nothing piles up
     assert given + len(names.rest()) == 10_000
+
+
+def test_walk_ahead_starts_the_next_siblings_only_when_a_walk_goes_through_them():
+    started: list[str] = []
+    order = {"p": ["a", "b", "c", "d", "e", "f"]}
+    walk = WalkAhead(started.append, lambda: 0.0, 30.0)
+
+    def listed(*paths: str) -> list[str]:
+        started.clear()
+        for path in paths:
+            walk.listed(path, order.get)
+        return list(started)
+
+    assert listed("p/c") == []  # alone: no walk
+    assert listed("p/c") == []  # the same again
+    assert listed("p/a") == []  # backwards
+    assert listed("p/b") == ["p/c", "p/d"]  # a follows b: the next two
+    assert listed("p/e") == ["p/f"]  # a skip within the window still walks; f is the last
+    assert listed("q/x", "q/y") == []  # no listing of q known: nothing to go by
+    assert listed("", "top") == []

@@ -92,6 +92,7 @@ class RequestStats:
                 "method": method,
                 "bucket": target.bucket,
                 "key": target.key,
+                "query": str(environ.get("QUERY_STRING", "")),
                 "addressing": "virtual" if target.virtual else "path",
                 "status": None,
                 "failed": None,
