@@ -80,7 +80,7 @@ class Namespace:
         )
         self._reported: set[str] = set()
         self._background = background
-        self._walk = WalkAhead(self._list_ahead, cache.timer, cache.recent_window)
+        self._walk = WalkAhead(self._list_ahead, cache.timer, cache.recent_window, cache.ttl)
         self._ahead: dict[str, trio.Event] = {}  # first pages listed ahead of a walk, in flight
         # The directory whose listing readdir renewed last, when, and that listing.
         self._renewal: tuple[str | None, float, Container[str]] = (None, 0.0, ())

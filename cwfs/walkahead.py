@@ -7,7 +7,9 @@ turns being idle. When a directory is listed shortly after the sibling before it
 walk is under way and the next `WINDOW` sibling directories are listed in the
 background, their first page each (`Namespace` does that, and keeps them from being
 listed twice): the walk finds their listings cached or in flight. A directory listed
-alone (``ls``, ``cd``) starts nothing, nor does listing the same one again.
+alone (``ls``, ``cd``) starts nothing, nor does listing the same one again. A walk
+slower than that (a step between siblings longer than the metadata TTL) is not listed
+ahead: the listings would expire before it got there, and be sent twice.
 
 This decides only what to list; it holds a parent's subdirectory names (its listing's
 order) while a walk goes through them, for `RECENT` parents at most.
@@ -29,10 +31,13 @@ class WalkAhead:
     """Follows which directories are listed, and calls ``start(path)`` for the next ones."""
 
     def __init__(
-        self, start: Callable[[str], None], timer: Callable[[], float], window: float
+        self, start: Callable[[str], None], timer: Callable[[], float], window: float, ttl: float
     ) -> None:
         self._start = start
-        self._last: TTLCache[str, str] = TTLCache(RECENT, window, timer)  # parent -> child
+        self._timer = timer
+        self._ttl = ttl
+        # parent -> the child listed last, and when
+        self._last: TTLCache[str, tuple[str, float]] = TTLCache(RECENT, window, timer)
         # parent -> its subdirectories in listing order, and each one's position
         self._order: TTLCache[str, tuple[Sequence[str], dict[str, int]]] = TTLCache(
             RECENT, window, timer
@@ -44,9 +49,11 @@ class WalkAhead:
         if not path:
             return
         parent, _, name = path.rpartition("/")
-        previous = self._last.get(parent)
-        self._last[parent] = name
-        if previous is None or previous == name:
+        now = self._timer()
+        previous, then = self._last.get(parent, ("", now))
+        self._last[parent] = (name, now)
+        ahead = WINDOW if now == then else min(WINDOW, int(self._ttl // (now - then)))
+        if not previous or previous == name or ahead == 0:
             return
         order = self._order.get(parent)
         if order is None or name not in order[1]:
@@ -58,5 +65,5 @@ class WalkAhead:
         here, before = position.get(name), position.get(previous)
         if here is None or before is None or not 0 < here - before <= WINDOW + 1:
             return  # not the walk's next directory
-        for sibling in names[here + 1 : here + 1 + WINDOW]:
+        for sibling in names[here + 1 : here + 1 + ahead]:
             self._start(join(parent, sibling))

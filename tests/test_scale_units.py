@@ -151,7 +151,7 @@ def test_an_entry_goes_out_as_soon_as_a_key_that_cannot_repeat_it_arrives():
 def test_walk_ahead_starts_the_next_siblings_only_when_a_walk_goes_through_them():
     started: list[str] = []
     order = {"p": ["a", "b", "c", "d", "e", "f"]}
-    walk = WalkAhead(started.append, lambda: 0.0, 30.0)
+    walk = WalkAhead(started.append, lambda: 0.0, 30.0, 1.0)
 
     def listed(*paths: str) -> list[str]:
         started.clear()
@@ -166,3 +166,23 @@ def test_walk_ahead_starts_the_next_siblings_only_when_a_walk_goes_through_them(
     assert listed("p/e") == ["p/f"]  # a skip within the window still walks; f is the last
     assert listed("q/x", "q/y") == []  # no listing of q known: nothing to go by
     assert listed("", "top") == []
+
+
+def test_walk_ahead_lists_no_further_than_the_ttl_covers_at_the_walks_pace():
+    """A listing made ahead lives one TTL: at a step of 0.4 s and a TTL of 1 s the
+    walk reaches two siblings in time, at 0.6 s one, at 3 s none."""
+    started: list[str] = []
+    now = [0.0]
+    walk = WalkAhead(started.append, lambda: now[0], 30.0, 1.0)
+    names = [f"d{i}" for i in range(10)]
+
+    def step(seconds: float, name: str) -> list[str]:
+        started.clear()
+        now[0] += seconds
+        walk.listed(f"p/{name}", {"p": names}.get)
+        return list(started)
+
+    assert step(0, "d0") == []
+    assert step(0.4, "d1") == ["p/d2", "p/d3"]
+    assert step(0.6, "d2") == ["p/d3"]
+    assert step(3, "d3") == []
