@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config rsync git
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-fast lint bench system-deps venv clean
+.PHONY: demo test test-fast lint bench system-deps venv install clean
 
 # System packages pyfuse3 needs to build and to mount, and rsync for the tests (skipped when present).
 system-deps:
@@ -45,6 +45,13 @@ test-fast: venv
 
 demo: venv
 	$(PY) -m cwfs demo
+
+# Links the virtualenv's cwfs where mount(8) (fstab, mount -t fuse.cwfs) and systemd
+# units find it: their PATH is not the virtualenv's (docs/running.md).
+BINDIR ?= /usr/local/bin
+install: venv
+	$(SUDO) ln -sf $(abspath $(VENV))/bin/cwfs $(BINDIR)/cwfs
+	@echo "$(BINDIR)/cwfs -> $(abspath $(VENV))/bin/cwfs"
 
 # Installs the peers it compares with (s3fs, rclone) and matplotlib, each only when missing.
 # BENCH_ARGS: e.g. --quick, --server rclone, --tools cwfs,raw --cases seq,ls

@@ -1,4 +1,5 @@
-"""Command line: ``cwfs mount``, ``server``, ``demo``, ``warm`` and ``recover``.
+"""Command line: ``cwfs mount``, ``server``, ``demo``, ``warm`` and ``recover``, and
+mount(8)'s helper form ``cwfs BUCKET DIR -o OPTIONS`` (`cwfs.mounthelper`).
 
 Without ``--foreground``, ``cwfs mount`` starts the filesystem in a background process
 and returns only once the mount is ready, or fails with the reason (like mount-s3).
@@ -17,6 +18,7 @@ import trio
 from cwfs import recover, warm
 from cwfs.config import Config, ConfigError, add_mount_arguments, build_config, state_dir
 from cwfs.launch import READY, MountStartError, start_mount
+from cwfs.mounthelper import MountOptionError, is_helper_form, mount_arguments
 from cwfs.warm import add_warm_arguments
 
 log = logging.getLogger("cwfs")
@@ -88,6 +90,9 @@ def _mount(argv: list[str], args: argparse.Namespace) -> int:
     return status
 
 
+COMMANDS = ("mount", "server", "demo", "warm", "recover")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cwfs", description="Mount a CoreWeave AI Object Storage bucket as a directory."
@@ -111,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if is_helper_form(argv, COMMANDS):
+        try:
+            argv = mount_arguments(argv)
+        except MountOptionError as exc:
+            print(f"cwfs: {exc}", file=sys.stderr)
+            return 2
     if argv[:1] == ["server"]:
         from cwfs.server import main as server_main
 

@@ -118,6 +118,26 @@ def parse_url(text: str) -> str:
     return text
 
 
+# Mount options the kernel's FUSE mount understands, passed on by --fuse-options: the
+# generic mount flags, the permission check, and SELinux contexts (with a value).
+FUSE_FLAGS = frozenset(
+    "rw ro suid nosuid dev nodev exec noexec sync async dirsync atime noatime diratime "
+    "nodiratime relatime norelatime strictatime nostrictatime lazytime nolazytime "
+    "default_permissions".split()
+)
+FUSE_VALUED = frozenset({"max_read", "context", "fscontext", "defcontext", "rootcontext"})
+
+
+def parse_fuse_options(text: str) -> tuple[str, ...]:
+    """Comma-separated FUSE mount options, each one cwfs knows the kernel takes."""
+    options = tuple(item.strip() for item in text.split(",") if item.strip())
+    for item in options:
+        name, equals, _ = item.partition("=")
+        if name not in (FUSE_VALUED if equals else FUSE_FLAGS):
+            raise ValueError(f"{item!r} is not a FUSE mount option cwfs passes on")
+    return options
+
+
 def bounded(
     parse: Callable[[str], Any],
     low: float,
@@ -316,6 +336,15 @@ class Config:
     allow_other: bool = _switch(
         "let other users access the mount (needs `user_allow_other` in `/etc/fuse.conf` for "
         "non-root)."
+    )
+    fuse_options: tuple[str, ...] = option(
+        (),
+        "more options for the kernel's FUSE mount, comma-separated: generic mount flags "
+        "(`noatime`, `nodev`, `nosuid`, `noexec`, `sync`, ...), `max_read=N` and SELinux "
+        "`context=`; what `mount -o` gives that is not a cwfs option comes here.",
+        parse_fuse_options,
+        metavar="LIST",
+        show=lambda options: ",".join(options) or "none",
     )
     foreground: bool = _switch("stay attached; log to stderr unless `--log-file`.", aliases=("-f",))
     log_level: str = option(
@@ -519,6 +548,11 @@ def _options() -> tuple[Option, ...]:
 OPTIONS = _options()
 """Every mount option, in the order of `Config`, ``--help`` and the docs table."""
 _BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def mount_option(name: str) -> Option | None:
+    """The ``cwfs mount`` option called ``name`` (its `Config` field), if there is one."""
+    return _BY_NAME.get(name)
 
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from cwfs import notify
 from cwfs.attrstore import AttrStore, keep_written
 from cwfs.config import Config
 from cwfs.fs import Filesystem, max_file_size
@@ -55,7 +56,7 @@ def fuse_options(config: Config) -> set[str]:
         options.add("ro")
     if config.allow_other:
         options.add("allow_other")
-    return options
+    return options | set(config.fuse_options)
 
 
 async def _terminate_on_signal(
@@ -71,6 +72,7 @@ async def _terminate_on_signal(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, unmounting", signal.Signals(signum).name)
+            notify.stopping(f"received {signal.Signals(signum).name}, unmounting")
             pyfuse3.terminate()
             break
         with trio.move_on_after(timeout):
@@ -210,10 +212,11 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
                 record,
                 core.report_unfinished,
             )
-            background.start_soon(_finish_mount, config, ready)
+            background.start_soon(_finish_mount, config, ready, reads.using_lota)
             background.start_soon(_after_earlier_mounts, config, store, cache_dir)
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:
+            notify.stopping(f"unmounting {config.mountpoint}")
             background.cancel_scope.cancel()
             not_uploaded = await core.abandon_open_files()
             if record is not None:
@@ -254,8 +257,9 @@ async def _after_earlier_mounts(config: Config, store: ObjectStore, cache_dir: P
             remove_stale_locks(directory)
 
 
-async def _finish_mount(config: Config, ready: Callable[[str | None], None]) -> None:
-    """Once the kernel has completed the FUSE handshake, tune it and report ready.
+async def _finish_mount(config: Config, ready: Callable[[str | None], None], lota: bool) -> None:
+    """Once the kernel has completed the FUSE handshake, tune it and report ready (to
+    the caller and to systemd).
 
     The kernel sends no other request before the handshake is complete, so a stat of
     the mount point (served by this process, from a worker thread) returns only after
@@ -276,6 +280,10 @@ async def _finish_mount(config: Config, ready: Callable[[str | None], None]) -> 
         config.mountpoint,
     )
     ready(None)
+    notify.ready(
+        f"mounted bucket {config.bucket} from {config.endpoint} on {config.mountpoint}, "
+        f"LOTA {'on' if lota else 'off'}"
+    )
 
 
 def _raise_kernel_read_ahead(device: int) -> None:

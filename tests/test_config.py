@@ -25,6 +25,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 SAMPLES = (
     "1", "0", "-1", "2.5", "abc", "16M", "5G", "6G", "0644", "9", "indefinite",
     "http://s3.example:9000", "ftp://x", "yes", "OFF", "DEBUG", "debug", "Path", "CRC32C",
+    "noatime,nodev", "max_read=131072",
 )  # fmt: skip
 
 
