@@ -52,7 +52,8 @@ class WalkAhead:
         now = self._timer()
         previous, then = self._last.get(parent, ("", now))
         self._last[parent] = (name, now)
-        ahead = WINDOW if now == then else min(WINDOW, int(self._ttl // (now - then)))
+        step = now - then  # siblings the TTL covers at this pace (any, when indefinite)
+        ahead = WINDOW if step <= 0 else int(min(WINDOW, self._ttl / step))
         if not previous or previous == name or ahead == 0:
             return
         order = self._order.get(parent)

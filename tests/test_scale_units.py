@@ -3,6 +3,7 @@ listings, delimited pages turned into entries with each name once, and walk-ahea
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -186,3 +187,9 @@ def test_walk_ahead_lists_no_further_than_the_ttl_covers_at_the_walks_pace():
     assert step(0.4, "d1") == ["p/d2", "p/d3"]
     assert step(0.6, "d2") == ["p/d3"]
     assert step(3, "d3") == []
+    indefinite = WalkAhead(started.append, lambda: now[0], 30.0, math.inf)
+    started.clear()
+    for name in ("d0", "d0", "d1"):  # the same directory again, a second apart, then on
+        now[0] += 1
+        indefinite.listed(f"p/{name}", {"p": names}.get)
+    assert started == ["p/d2", "p/d3"]
