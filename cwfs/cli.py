@@ -8,6 +8,7 @@ and returns only once the mount is ready, or fails with the reason (like mount-s
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -90,7 +91,23 @@ def _mount(argv: list[str], args: argparse.Namespace) -> int:
     return status
 
 
-COMMANDS = ("mount", "server", "demo", "warm", "recover")
+def _stats(args: argparse.Namespace) -> int:
+    from cwfs.stats import query, render
+
+    try:
+        figures = query(args.mountpoint)
+    except (OSError, ValueError) as exc:
+        print(
+            f"cwfs: no cwfs mount answers at {args.mountpoint} ({exc}): is it mounted, "
+            "and by this user?",
+            file=sys.stderr,
+        )
+        return 1
+    print(json.dumps(figures, indent=2) if args.json else render(figures))
+    return 0
+
+
+COMMANDS = ("mount", "server", "demo", "warm", "recover", "stats")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_recover_arguments(
         commands.add_parser("recover", help="list data mounts could not upload; upload it")
     )
+    stats = commands.add_parser("stats", help="statistics of a running mount")
+    stats.add_argument("mountpoint", type=Path, help="where the mount is")
+    stats.add_argument("--json", action="store_true", help="print them as JSON, for scripts")
     return parser
 
 
@@ -131,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return warm.run(args)
     if args.command == "recover":
         return recover.run(args)
+    if args.command == "stats":
+        return _stats(args)
     if args.command == "demo":
         from cwfs.server.demo import run_demo
 

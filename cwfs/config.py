@@ -138,6 +138,15 @@ def parse_fuse_options(text: str) -> tuple[str, ...]:
     return options
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``PORT`` (every interface, as Prometheus exporters listen) or ``ADDRESS:PORT``."""
+    address, _, port = text.rpartition(":")
+    number = parse_int(port)
+    if not 0 < number < 65536:
+        raise ValueError(f"{port!r} is not a port number")
+    return address.strip("[]") or "0.0.0.0", number
+
+
 def bounded(
     parse: Callable[[str], Any],
     low: float,
@@ -360,6 +369,14 @@ class Config:
         metavar="PATH",
         default_text="stderr in the foreground, `~/.local/state/cwfs/<bucket>.log` in the "
         "background",
+    )
+    metrics_port: tuple[str, int] | None = option(
+        None,
+        "serve the mount's statistics (`cwfs stats`) for Prometheus at "
+        "`http://ADDRESS:PORT/metrics`; a bare port listens on every interface.",
+        parse_listen,
+        metavar="[ADDRESS:]PORT",
+        default_text="off",
     )
     metadata_ttl: float = _seconds(
         1.0,

@@ -53,6 +53,11 @@ class ReadEndpoint:
         self._lota_paused_until = 0.0
 
     @property
+    def lota(self) -> ObjectStore | None:
+        """The LOTA endpoint's store, if reads go there."""
+        return self._lota
+
+    @property
     def using_lota(self) -> bool:
         return self._lota is not None and trio.current_time() >= self._lota_paused_until
 

@@ -111,6 +111,13 @@ class MetadataCache:
         )
 
     @property
+    def entries(self) -> int:
+        """Names held (their own entries, missing names, those of complete listings),
+        expired ones not yet dropped included."""
+        caches = (self._attrs, self._missing, self._listings)
+        return sum(int(cache.currsize) for cache in caches if cache is not None)
+
+    @property
     def keeps_listings(self) -> bool:
         return self._listings is not None
 

@@ -32,12 +32,14 @@ from cwfs.kept import (
 from cwfs.lota import ReadEndpoint, lota_address, reachable
 from cwfs.memory import MemoryBudget, tune_malloc_for_read_buffers
 from cwfs.metacache import MetadataCache
+from cwfs.metrics import serve_metrics
 from cwfs.mountrecords import write_record
 from cwfs.namespace import Namespace
-from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher
+from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher, ReadCounts
 from cwfs.preflight import MountError, check_mountable
 from cwfs.rename import Renamer
 from cwfs.staging import StagingArea, create_cache_dir
+from cwfs.stats import Sources, render, serve_statistics, snapshot
 from cwfs.store import ObjectStore
 from cwfs.upload import Uploader
 
@@ -122,8 +124,8 @@ def build_filesystem(
     cache_dir: Path,
     nursery: trio.Nursery,
     mount_lock: str,
-) -> tuple[Filesystem, MemoryBudget]:
-    """The filesystem core of one mount, and the memory budget of its read-ahead.
+) -> tuple[Filesystem, Sources]:
+    """The filesystem core of one mount, and where its statistics are read from.
 
     Its read-ahead runs in ``nursery``; ``mount_lock`` names the lock the mount holds in
     ``cache_dir`` (`cwfs.kept`). The in-process tests build their core here too.
@@ -140,7 +142,7 @@ def build_filesystem(
         nursery,
     )
     renamer = Renamer(store, uploader, config.rename_mode, versioned, config.max_concurrency)
-    budget = MemoryBudget(config.max_memory)
+    budget, read_counts = MemoryBudget(config.max_memory), ReadCounts()
     readers = functools.partial(
         Prefetcher,
         reads,
@@ -148,6 +150,7 @@ def build_filesystem(
         nursery=nursery,
         part_size=config.read_part_size,
         max_window=config.max_read_ahead,
+        counts=read_counts,
     )
     known = AttrStore(
         attribute_file(config.attribute_store),
@@ -156,20 +159,24 @@ def build_filesystem(
         config.metadata_cache_entries,
     )
     nursery.start_soon(keep_written, known)
+    namespace = Namespace(store, cache, config.prefix, config.exact_metadata, known, nursery)
+    staging = StagingArea(
+        cache_dir,
+        config.cache_limit,
+        Record(config.bucket, settings.endpoint, "", None, mount_lock),
+    )
     core = Filesystem(
-        Namespace(store, cache, config.prefix, config.exact_metadata, known, nursery),
-        StagingArea(
-            cache_dir,
-            config.cache_limit,
-            Record(config.bucket, settings.endpoint, "", None, mount_lock),
-        ),
+        namespace,
+        staging,
         uploader,
         renamer,
         readers,
         config.read_only,
         max_file_size(settings.is_coreweave),
     )
-    return core, budget
+    stores = {"primary": store} | ({"lota": reads.lota} if reads.lota is not None else {})
+    sources = Sources(config.bucket, stores, namespace, uploader, staging, budget, read_counts)
+    return core, sources
 
 
 async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
@@ -194,7 +201,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
     lock = MountLock(cache_dir)
     tune_malloc_for_read_buffers()
     async with trio.open_nursery() as background:
-        core, budget = build_filesystem(
+        core, sources = build_filesystem(
             config, store, reads, versioned, cache_dir, background, lock.name
         )
         try:
@@ -205,6 +212,7 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
             raise MountError(message) from None
         record = write_record(config)  # for cwfs warm
         try:
+            _start_reporting(config, sources, background)
             background.start_soon(
                 _terminate_on_signal,
                 config.unmount_timeout,
@@ -225,12 +233,44 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
             log.info(
                 "unmounted %s (read-ahead memory peaked at %d bytes)",
                 config.mountpoint,
-                budget.peak,
+                sources.budget.peak,
             )
             lock.release()
             if private:
                 _remove_if_empty(cache_dir)
     return EXIT_KEPT if not_uploaded else 0
+
+
+def _start_reporting(config: Config, sources: Sources, nursery: trio.Nursery) -> None:
+    """Statistics from now on: for ``cwfs stats``, on SIGUSR1, and with
+    ``--metrics-port`` for Prometheus; all stop when ``nursery`` is cancelled."""
+    sources.mountpoint = str(config.mountpoint)
+    sources.started = trio.current_time()
+    nursery.start_soon(serve_statistics, sources)
+    nursery.start_soon(_log_statistics_on_signal, sources)
+    if config.metrics_port is not None:
+        nursery.start_soon(_serve_metrics, config.metrics_port, sources)
+
+
+async def _log_statistics_on_signal(sources: Sources) -> None:
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        async for _ in signals:
+            log.info("statistics (SIGUSR1):\n%s", render(snapshot(sources)))
+
+
+async def _serve_metrics(listen: tuple[str, int], sources: Sources) -> None:
+    """Serve ``/metrics`` until cancelled. A port that cannot be had is logged, and the
+    mount goes on without it."""
+    try:
+        server = serve_metrics(listen, sources)
+    except OSError as exc:
+        log.error("cannot serve metrics on %s:%d: %s", *listen, exc)
+        return
+    try:
+        await trio.sleep_forever()
+    finally:  # a scrape in flight waits for the trio thread: shut down off it
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(server.shutdown)
 
 
 async def _after_earlier_mounts(config: Config, store: ObjectStore, cache_dir: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Container, Iterable, Iterator, MutableMapping
 from typing import Literal
 
@@ -82,6 +83,10 @@ class Namespace:
         self._background = background
         self._walk = WalkAhead(self._list_ahead, cache.timer, cache.recent_window, cache.ttl)
         self._ahead: dict[str, trio.Event] = {}  # first pages listed ahead of a walk, in flight
+        # How lookups and directory reads were answered: from the cache ("hit", a
+        # "negative" entry) or not ("miss"), for ``cwfs stats``.
+        self.lookups: Counter[str] = Counter()
+        self.dir_reads: Counter[str] = Counter()
         # The directory whose listing readdir renewed last, when, and that listing.
         self._renewal: tuple[str | None, float, Container[str]] = (None, 0.0, ())
         self._kept_dirs: set[str] = set()
@@ -169,6 +174,7 @@ class Namespace:
         if path == "":
             return DIRECTORY
         cached = self.cache.get(path)
+        self.lookups["miss" if cached is None else "hit" if cached else "negative"] += 1
         if cached is not None:
             return await self._exact(path, cached) if cached else None
         if self._stat_ahead is not None:
@@ -463,6 +469,7 @@ class Namespace:
         if cached is None and (ahead := self._ahead.get(path)) is not None:
             await ahead.wait()  # its first page, requested ahead of this walk
             cached = self.cache.get_listing(path)
+        self.dir_reads["miss" if cached is None else "hit"] += 1
         if cached is not None:
             for batch in cached.batches(PAGE_KEYS):
                 self._look_ahead(path, batch)

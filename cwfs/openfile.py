@@ -158,13 +158,14 @@ class OpenFile:
                 return None
             metadata = self._metadata()
             try:
-                if self.dirty:
-                    staged = await self._stage(store, fetch=False)
-                    self.etag = await self._upload(uploader, staged, metadata)
-                else:  # only times or mode changed: replace the metadata server-side
-                    self.etag = await uploader.copy(
-                        self.key, self.key, self.size, self.etag, metadata, None
-                    )
+                with uploader.counted():
+                    if self.dirty:
+                        staged = await self._stage(store, fetch=False)
+                        self.etag = await self._upload(uploader, staged, metadata)
+                    else:  # only times or mode changed: replace the metadata server-side
+                        self.etag = await uploader.copy(
+                            self.key, self.key, self.size, self.etag, metadata, None
+                        )
             except PreconditionFailed as exc:
                 self.failure = self._lost_race(exc)
                 raise self.failure from None

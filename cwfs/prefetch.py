@@ -103,6 +103,15 @@ class Segment:
         return views
 
 
+@dataclass
+class ReadCounts:
+    """The read-ahead of every open file, together: bytes fetched against bytes the
+    kernel was given (``cwfs stats``); fetched but never read is the waste."""
+
+    fetched: int = 0
+    delivered: int = 0
+
+
 class Prefetcher:
     def __init__(
         self,
@@ -114,8 +123,10 @@ class Prefetcher:
         nursery: trio.Nursery,
         part_size: int,
         max_window: int,
+        counts: ReadCounts | None = None,
     ) -> None:
         self._source = source
+        self._counts = counts if counts is not None else ReadCounts()
         self._key = key
         self._size = size
         self._etag = etag
@@ -140,7 +151,11 @@ class Prefetcher:
         """
         if size <= 0 or offset >= self._size:
             return b""
-        end = min(offset + size, self._size)
+        data = await self._read(offset, min(offset + size, self._size))
+        self._counts.delivered += len(data)
+        return data
+
+    async def _read(self, offset: int, end: int) -> bytes | memoryview:
         async with self._lock:
             tail_start, tail = self._tail
             if tail_start <= offset and end <= tail_start + len(tail):
@@ -254,6 +269,7 @@ class Prefetcher:
                 if segment.cancel.cancel_called:
                     self._budget.give(segment.size)  # discarded while in flight
                 segment.finished()
+                self._counts.fetched += segment.received
 
     async def _from_segments(self, offset: int, end: int) -> bytes | memoryview:
         pieces = []
@@ -279,6 +295,7 @@ class Prefetcher:
         """
         stop = min(end + PAGE, self._size) if end % PAGE else end
         data = b"".join(await self._get(offset, stop))
+        self._counts.fetched += len(data)
         if stop > end:
             self._tail = (end, data[end - offset :])
             return memoryview(data)[: end - offset]

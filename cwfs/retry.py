@@ -21,6 +21,9 @@ threads, `cwfs.wire` on trio sockets) with these rules:
   pause that every request waits out before it is sent. The pause doubles with each
   throttle answer to a request sent after the last raise (so that 64 requests throttled
   together raise it once), up to `MAX_BACKOFF`, and each success lowers the level again.
+
+Every attempt is counted by operation and outcome (``ok``, the S3 error code, or
+``cancelled``), with the retries and throttle answers among them: ``cwfs stats``.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import trio
 
-from cwfs.errors import StoreTimeout, StoreUnavailable
+from cwfs.errors import FsError, StoreTimeout, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,9 @@ class Retrier:
         self.max_attempts = max(1, max_attempts)
         self.timeout_attempts = max(1, timeout_attempts)
         self.throttle = Throttle()
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (operation, outcome) -> attempts
+        self.retries = 0
+        self.throttled = 0
 
     async def run(self, op: str, key: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """``attempt()`` until it succeeds, fails for good, or runs out of attempts."""
@@ -92,11 +99,13 @@ class Retrier:
             await self.throttle.wait()
             sent_at = trio.current_time()
             attempts += 1
+            self.retries += attempts > 1
             try:
-                result = await attempt()
+                result = await self._counted(op, attempt)
             except StoreUnavailable as exc:
                 timeouts += isinstance(exc, StoreTimeout)
                 if exc.code in THROTTLE_CODES:
+                    self.throttled += 1
                     self.throttle.throttled(sent_at)
                 if attempts >= self.max_attempts or timeouts >= self.timeout_attempts:
                     exc.message = f"{exc.message} (gave up after {attempts} attempts)"
@@ -116,3 +125,17 @@ class Retrier:
                 continue
             self.throttle.succeeded()
             return result
+
+    async def _counted(self, op: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """One attempt, counted by its outcome."""
+        outcome = "ok"
+        try:
+            return await attempt()
+        except FsError as exc:
+            outcome = exc.code or type(exc).__name__
+            raise
+        except BaseException as exc:  # counted, then raised as it is
+            outcome = "cancelled" if isinstance(exc, trio.Cancelled) else type(exc).__name__
+            raise
+        finally:
+            self.outcomes[op, outcome] += 1

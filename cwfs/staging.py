@@ -103,6 +103,8 @@ class StagedFile:
         """Leave the file on disk (its data could not be committed), complete its record
         for `cwfs recover`, and log where it is. The record's CRC32C is computed in a
         worker thread: a kept checkpoint can be many GiB, and the mount keeps answering."""
+        self._area.kept += 1
+        self._area.kept_bytes += self.size
         self._close()
         log.error("%s: the data is kept in %s", reason, self.path)
         record = replace(self._record, metadata=metadata)
@@ -133,6 +135,7 @@ class StagingArea:
         self.limit = limit
         self._record = record
         self.used = 0
+        self.kept = self.kept_bytes = 0  # files (and their bytes) this mount could not upload
         self._names = itertools.count(1)
         self._freed = trio.Event()
 

@@ -333,6 +333,12 @@ class ObjectStore:
         self._limiter = trio.CapacityLimiter(settings.max_concurrency)
         self._retry = Retrier(settings.max_attempts, settings.timeout_attempts)
         self._wire = _wire_client(settings, session, self._client.meta.region_name)
+        self.bytes_received = 0  # object data received by GetObject (``cwfs stats``)
+
+    @property
+    def retrier(self) -> Retrier:
+        """The store's retry rules, which count its requests by operation and outcome."""
+        return self._retry
 
     async def _call(self, op: str, key: str, method: Callable[..., T], **params: Any) -> T:
         """A boto3 call, retried by the rules of `cwfs.retry`."""
@@ -496,7 +502,10 @@ class ObjectStore:
             response = self._client.get_object(Range=f"bytes={position}-{end}", **kwargs)
             _read_body(response, key, position, end, on_chunk, chunks)
 
-        await self._call("GetObject", key, fetch, **params)
+        try:
+            await self._call("GetObject", key, fetch, **params)
+        finally:
+            self.bytes_received += sum(map(len, chunks))
         return chunks
 
     async def prestage(self, key: str) -> None:
@@ -509,13 +518,19 @@ class ObjectStore:
         if etag:
             params["IfMatch"] = etag
 
+        received = [0]  # by the worker thread, across attempts
+
         def fetch(**kwargs: Any) -> None:
             body = self._client.get_object(**kwargs)["Body"]
             with open(path, "wb") as out:
                 for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
                     out.write(chunk)
+                    received[0] += len(chunk)
 
-        await self._call("GetObject", key, fetch, **params)
+        try:
+            await self._call("GetObject", key, fetch, **params)
+        finally:
+            self.bytes_received += received[0]
 
     async def put_object(
         self,

@@ -11,6 +11,7 @@ object carries a CRC checksum computed here, and the server's echo is compared w
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import logging
@@ -146,11 +147,26 @@ class Uploader:
         self._algorithm = None if checksum == "off" else checksum
         self._conflict_retries = conflict_retries
         self.limiter = trio.CapacityLimiter(concurrency)
+        self.in_flight = self.completed = self.failed = 0  # commits of files (``cwfs stats``)
 
     @property
     def streams(self) -> bool:
         """Whether files being written send their parts while they are written."""
         return self._nursery is not None
+
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """Count one file's commit: in flight, then completed or failed."""
+        self.in_flight += 1
+        try:
+            yield
+        except BaseException:
+            self.failed += 1
+            raise
+        else:
+            self.completed += 1
+        finally:
+            self.in_flight -= 1
 
     def stream(self, key: str, fd: int, metadata: dict[str, str]) -> PartStream:
         return PartStream(self, key, fd, self.part_size, metadata)
