@@ -97,6 +97,21 @@ def test_the_counters_equal_the_servers_own_request_counts(server, bucket, s3, m
     assert after["mountpoint"] == str(mounted.path) and after["bucket"] == bucket
 
 
+def test_reads_through_lota_are_counted_apart_from_the_primary_endpoint(server, bucket, s3, mount):
+    body = os.urandom(2 * MiB)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=body)
+    mounted = mount(bucket, "--lota-endpoint", server.lota_url, "--lota", "on")
+    server.reset()
+    assert (mounted.path / "big.bin").read_bytes() == body
+    after = figures(server, mounted.path)
+    lota = server.counts("lota")
+    assert lota.get("GetObject", 0) > 0 and "GetObject" not in server.counts()
+    assert after["requests"]["lota"]["GetObject"] == {"ok": lota["GetObject"]}
+    assert "GetObject" not in after["requests"]["primary"]
+    assert after["bytes_received"] == {"primary": 0, "lota": 2 * MiB}
+    assert after["read_ahead"] == {"fetched_bytes": 2 * MiB, "delivered_bytes": 2 * MiB}
+
+
 def test_stats_prints_figures_for_people_and_fails_clearly_without_a_mount(
     server, bucket, mount, tmp_path
 ):
