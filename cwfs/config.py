@@ -311,6 +311,10 @@ class Config:
         Choice(("virtual", "path")),
     )
     prefix: str = option("", "mount only the keys below `P/`.", metavar="P/")
+    all_buckets: bool = _switch(
+        "mount every bucket the credentials list (ListBuckets), one directory each, instead "
+        "of one bucket: `cwfs mount --all-buckets MOUNTPOINT`."
+    )
     read_only: bool = _switch(
         "mount read-only: every write fails with EROFS and no write request is made."
     )
@@ -574,7 +578,7 @@ def mount_option(name: str) -> Option | None:
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare ``cwfs mount``'s arguments: the bucket, the mount point, every option."""
-    parser.add_argument("bucket", help="bucket to mount")
+    parser.add_argument("bucket", nargs="?", default="", help="bucket to mount")
     parser.add_argument("mountpoint", type=Path, help="directory to mount it on")
     add_options(parser, [spec.name for spec in OPTIONS])
 
@@ -673,11 +677,21 @@ def build_config(
     values = _resolve(args, environ, home)
     values["prefix"] = _normalise_prefix(values.get("prefix", ""))
     mountpoint = Path(args.mountpoint).resolve()  # as the mount table shows it
-    config = Config(bucket=args.bucket, mountpoint=mountpoint, **values)
+    config = Config(bucket=args.bucket or "", mountpoint=mountpoint, **values)
+    _check_bucket(config)
     _check_addressing(config.store_settings)
     if not config.mountpoint.is_dir():
         raise ConfigError(f"mount point {config.mountpoint} is not a directory")
     return config
+
+
+def _check_bucket(config: Config) -> None:
+    if config.all_buckets and config.bucket:
+        raise ConfigError(f"give a bucket ({config.bucket!r}) or --all-buckets, not both")
+    if not config.all_buckets and not config.bucket:
+        raise ConfigError("no bucket given: cwfs mount BUCKET MOUNTPOINT, or --all-buckets")
+    if config.all_buckets and config.prefix:
+        raise ConfigError("--prefix names keys of one bucket: it cannot go with --all-buckets")
 
 
 def store_settings(

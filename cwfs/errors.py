@@ -110,6 +110,18 @@ class TryAgain(FsError):
     errno = errno.EAGAIN
 
 
+class NotPermitted(FsError):
+    """Not something this filesystem does: a bucket is not made by mkdir."""
+
+    errno = errno.EPERM
+
+
+class CrossDevice(FsError):
+    """Between two buckets: no rename there; ``mv`` copies then deletes instead."""
+
+    errno = errno.EXDEV
+
+
 class StoreError(FsError):
     """An S3 request failed for good (after the retries of `cwfs.retry`).
 

@@ -23,6 +23,7 @@ import pyfuse3
 from cachetools import LRUCache
 
 from cwfs.attrs import Attrs
+from cwfs.buckets import BucketDirectory, Buckets
 from cwfs.config import Config
 from cwfs.errors import BadHandle, FsError, NotFound, StoreError
 from cwfs.fs import AttrChanges, DirListing, FileHandle, Filesystem
@@ -92,13 +93,13 @@ class FuseOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, config: Config, core: Filesystem) -> None:
+    def __init__(self, config: Config, core: Filesystem | Buckets) -> None:
         super().__init__()
         self._config = config
         self._core = core
         self.inodes = InodeTable()
         self._numbers = itertools.count(1)
-        self._dirs: dict[int, DirListing] = {}
+        self._dirs: dict[int, DirListing | BucketDirectory] = {}
         self._files: dict[int, FileHandle] = {}
         self._file_inodes: dict[int, int] = {}  # handle number -> inode
         # ETag each path had when last opened: an unchanged object keeps the page cache.

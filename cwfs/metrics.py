@@ -18,18 +18,18 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cwfs.stats import Snapshot, Sources, snapshot
+from cwfs.stats import Report, Snapshot
 
 log = logging.getLogger(__name__)
 
 
 class _MountCollector(Collector):
-    def __init__(self, sources: Sources, token: trio.lowlevel.TrioToken) -> None:
-        self._sources = sources
+    def __init__(self, report: Report, token: trio.lowlevel.TrioToken) -> None:
+        self._report = report
         self._token = token
 
     def collect(self) -> Iterator[Metric]:
-        figures = trio.from_thread.run_sync(snapshot, self._sources, trio_token=self._token)
+        figures = trio.from_thread.run_sync(self._report.snapshot, trio_token=self._token)
         yield from families(figures)
 
 
@@ -103,12 +103,12 @@ def _counter(name: str, text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(f"cwfs_{name}", text, value=value)
 
 
-def serve_metrics(listen: tuple[str, int], sources: Sources) -> Any:
+def serve_metrics(listen: tuple[str, int], report: Report) -> Any:
     """Start serving ``/metrics`` at ``listen`` (address, port); returns the server, to
     shut down at unmount."""
     address, port = listen
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_MountCollector(sources, trio.lowlevel.current_trio_token()))
+    registry.register(_MountCollector(report, trio.lowlevel.current_trio_token()))
     server, _ = start_http_server(port, address, registry=registry)
     log.info("serving metrics on http://%s:%d/metrics", address, port)
     return server

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyfuse3
@@ -14,7 +15,9 @@ import trio
 
 from cwfs import notify
 from cwfs.attrstore import AttrStore, keep_written
+from cwfs.buckets import Buckets
 from cwfs.config import Config
+from cwfs.errors import StoreError
 from cwfs.fs import Filesystem, max_file_size
 from cwfs.fuse import FuseOperations
 from cwfs.kept import (
@@ -39,7 +42,17 @@ from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher, ReadCounts
 from cwfs.preflight import MountError, check_mountable
 from cwfs.rename import Renamer
 from cwfs.staging import StagingArea, create_cache_dir
-from cwfs.stats import Sources, render, serve_statistics, snapshot
+from cwfs.stats import (
+    Report,
+    Snapshot,
+    Sources,
+    blank,
+    combined,
+    render,
+    serve_statistics,
+    snapshot,
+    store_figures,
+)
 from cwfs.store import ObjectStore
 from cwfs.upload import Uploader
 
@@ -179,8 +192,94 @@ def build_filesystem(
     return core, sources
 
 
+@dataclass
+class OpenedBucket:
+    """One bucket's filesystem in a running mount, and what goes with it at unmount."""
+
+    core: Filesystem
+    sources: Sources
+    using_lota: bool
+    cache_dir: Path
+    private: bool  # the cache directory is this mount's own
+    lock: MountLock
+
+    def close(self) -> None:
+        self.lock.release()
+        if self.private:
+            _remove_if_empty(self.cache_dir)
+
+
+async def open_bucket(config: Config, store: ObjectStore, nursery: trio.Nursery) -> OpenedBucket:
+    """The filesystem of ``config.bucket``: its cache directory locked, its read endpoint
+    chosen, and what earlier mounts left there reported (in the background)."""
+    versioned = (
+        not config.read_only
+        and config.rename_mode != "copy"
+        and await store.versioning_status() is not None
+    )
+    reads = await _read_endpoint(config, store)
+    cache_dir, private = create_cache_dir(config.cache_dir, config.bucket)
+    lock = MountLock(cache_dir)
+    core, sources = build_filesystem(config, store, reads, versioned, cache_dir, nursery, lock.name)
+    nursery.start_soon(_after_earlier_mounts, config, store, cache_dir)
+    return OpenedBucket(core, sources, reads.using_lota, cache_dir, private, lock)
+
+
+class EveryBucket:
+    """The buckets of an ``--all-buckets`` mount (`cwfs.buckets`), each opened as a mount
+    of it would be, on its first use, signed for its own region."""
+
+    def __init__(self, config: Config, store: ObjectStore, nursery: trio.Nursery) -> None:
+        self._config = config
+        self._store = store
+        self._nursery = nursery
+        self.opened: list[OpenedBucket] = []
+        self.core = Buckets(store.list_buckets, self._open, config.metadata_ttl)
+
+    async def _open(self, bucket: str) -> Filesystem:
+        region = await self._region(bucket)
+        config = replace(self._config, bucket=bucket, all_buckets=False, region=region)
+        opened = await open_bucket(config, ObjectStore(config.store_settings), self._nursery)
+        self.opened.append(opened)
+        return opened.core
+
+    async def _region(self, bucket: str) -> str | None:
+        """The bucket's region (CoreWeave: availability zone), else the mount's."""
+        try:
+            return await self._store.bucket_region(bucket) or self._config.region
+        except StoreError as exc:
+            log.warning(
+                "cannot read the region of bucket %r (%s): signing for %s",
+                bucket,
+                exc.code,
+                self._config.region or "the default region",
+            )
+            return self._config.region
+
+    def figures(self) -> Snapshot:
+        """Every opened bucket's figures added up, with the account's own requests."""
+        total = combined(blank(), store_figures({"primary": self._store}))
+        for opened in self.opened:
+            combined(total, snapshot(opened.sources))
+        return total
+
+
+async def _open_mount(
+    config: Config, store: ObjectStore, nursery: trio.Nursery
+) -> tuple[Filesystem | Buckets, list[OpenedBucket], Report]:
+    """The mount's core: one bucket's filesystem, or with ``--all-buckets`` the router
+    to every bucket's; the buckets opened (more may come), and the mount's report."""
+    mountpoint = str(config.mountpoint)
+    if config.all_buckets:
+        every = EveryBucket(config, store, nursery)
+        return every.core, every.opened, Report(mountpoint, every.figures)
+    opened = await open_bucket(config, store, nursery)
+    return opened.core, [opened], Report(mountpoint, lambda: snapshot(opened.sources))
+
+
 async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
-    """Mount ``config.bucket`` and serve until unmounted; ``ready(None)`` once mounted.
+    """Mount ``config.bucket`` (or every bucket) and serve until unmounted; ``ready(None)``
+    once mounted.
 
     Raises MountError (after calling ``ready`` with its message) when the bucket
     cannot be mounted.
@@ -188,22 +287,12 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
     try:
         store = ObjectStore(config.store_settings)
         await trio.to_thread.run_sync(check_mountable, config.store_settings, config.prefix)
-        versioned = (
-            not config.read_only
-            and config.rename_mode != "copy"
-            and await store.versioning_status() is not None
-        )
-        reads = await _read_endpoint(config, store)
     except MountError as exc:
         ready(str(exc))
         raise
-    cache_dir, private = create_cache_dir(config.cache_dir, config.bucket)
-    lock = MountLock(cache_dir)
     tune_malloc_for_read_buffers()
     async with trio.open_nursery() as background:
-        core, sources = build_filesystem(
-            config, store, reads, versioned, cache_dir, background, lock.name
-        )
+        core, opened, report = await _open_mount(config, store, background)
         try:
             pyfuse3.init(FuseOperations(config, core), str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:
@@ -212,16 +301,16 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
             raise MountError(message) from None
         record = write_record(config)  # for cwfs warm
         try:
-            _start_reporting(config, sources, background)
+            _start_reporting(config, report, background)
             background.start_soon(
                 _terminate_on_signal,
                 config.unmount_timeout,
-                cache_dir,
+                config.cache_dir or default_cache_base(),
                 record,
                 core.report_unfinished,
             )
-            background.start_soon(_finish_mount, config, ready, reads.using_lota)
-            background.start_soon(_after_earlier_mounts, config, store, cache_dir)
+            lota = any(bucket.using_lota for bucket in opened)  # for one bucket: known now
+            background.start_soon(_finish_mount, config, ready, lota)
             await pyfuse3.main(max_tasks=config.fuse_tasks)
         finally:
             notify.stopping(f"unmounting {config.mountpoint}")
@@ -230,39 +319,33 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
             if record is not None:
                 record.unlink(missing_ok=True)
             pyfuse3.close(unmount=True)
-            log.info(
-                "unmounted %s (read-ahead memory peaked at %d bytes)",
-                config.mountpoint,
-                sources.budget.peak,
-            )
-            lock.release()
-            if private:
-                _remove_if_empty(cache_dir)
+            peak = sum(bucket.sources.budget.peak for bucket in opened)
+            log.info("unmounted %s (read-ahead memory peaked at %d bytes)", config.mountpoint, peak)
+            for bucket in opened:
+                bucket.close()
     return EXIT_KEPT if not_uploaded else 0
 
 
-def _start_reporting(config: Config, sources: Sources, nursery: trio.Nursery) -> None:
+def _start_reporting(config: Config, report: Report, nursery: trio.Nursery) -> None:
     """Statistics from now on: for ``cwfs stats``, on SIGUSR1, and with
     ``--metrics-port`` for Prometheus; all stop when ``nursery`` is cancelled."""
-    sources.mountpoint = str(config.mountpoint)
-    sources.started = trio.current_time()
-    nursery.start_soon(serve_statistics, sources)
-    nursery.start_soon(_log_statistics_on_signal, sources)
+    nursery.start_soon(serve_statistics, report)
+    nursery.start_soon(_log_statistics_on_signal, report)
     if config.metrics_port is not None:
-        nursery.start_soon(_serve_metrics, config.metrics_port, sources)
+        nursery.start_soon(_serve_metrics, config.metrics_port, report)
 
 
-async def _log_statistics_on_signal(sources: Sources) -> None:
+async def _log_statistics_on_signal(report: Report) -> None:
     with trio.open_signal_receiver(signal.SIGUSR1) as signals:
         async for _ in signals:
-            log.info("statistics (SIGUSR1):\n%s", render(snapshot(sources)))
+            log.info("statistics (SIGUSR1):\n%s", render(report.snapshot()))
 
 
-async def _serve_metrics(listen: tuple[str, int], sources: Sources) -> None:
+async def _serve_metrics(listen: tuple[str, int], report: Report) -> None:
     """Serve ``/metrics`` until cancelled. A port that cannot be had is logged, and the
     mount goes on without it."""
     try:
-        server = serve_metrics(listen, sources)
+        server = serve_metrics(listen, report)
     except OSError as exc:
         log.error("cannot serve metrics on %s:%d: %s", *listen, exc)
         return
@@ -312,18 +395,17 @@ async def _finish_mount(config: Config, ready: Callable[[str | None], None], lot
         log.warning("stat of the mount point failed: %s", exc)
     else:
         _raise_kernel_read_ahead(root.st_dev)
+    what = f"bucket {config.bucket}" if config.bucket else "every bucket"
     log.info(
-        "mounted bucket %r%s from %s on %s",
-        config.bucket,
+        "mounted %s%s from %s on %s",
+        what,
         f" (prefix {config.prefix!r})" if config.prefix else "",
         config.endpoint,
         config.mountpoint,
     )
     ready(None)
-    notify.ready(
-        f"mounted bucket {config.bucket} from {config.endpoint} on {config.mountpoint}, "
-        f"LOTA {'on' if lota else 'off'}"
-    )
+    reads = ("on" if lota else "off") if config.bucket else f"{config.lota}, per bucket"
+    notify.ready(f"mounted {what} from {config.endpoint} on {config.mountpoint}, LOTA {reads}")
 
 
 def _raise_kernel_read_ahead(device: int) -> None:

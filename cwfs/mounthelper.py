@@ -7,7 +7,8 @@ root, added ``dev,suid``. This turns that command line into ``cwfs mount`` argum
 every ``cwfs mount`` option is an ``-o`` key (``endpoint=URL``, ``read_only``; dashes or
 underscores), ``ro`` is ``--read-only``, the mount flags FUSE understands (``noatime``,
 ``nodev``...) go to ``--fuse-options``, options only mount(8) reads are ignored, and
-anything else is an error naming it. The mount then starts in the background, as
+anything else is an error naming it. With ``all_buckets`` the source is any word
+(``cwfs``): it names no bucket. The mount then starts in the background, as
 ``cwfs mount`` does, and the command returns once it answers.
 """
 
@@ -49,6 +50,8 @@ def mount_arguments(argv: Sequence[str]) -> list[str]:
             arguments += _translate(item, fuse)
     if fuse:
         arguments += ["--fuse-options", ",".join(fuse)]
+    if "--all-buckets" in arguments:
+        del arguments[1]  # the source names no bucket: fstab needs a word there, any
     return arguments
 
 

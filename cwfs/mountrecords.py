@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -110,6 +110,11 @@ def find(path: Path) -> tuple[MountRecord, str] | None:
     except (OSError, ValueError, TypeError):
         return None
     relative = real[len(mountpoint) :].strip("/")
+    if not record.bucket:  # --all-buckets: the first component is the bucket
+        bucket, _, relative = relative.partition("/")
+        if not bucket:
+            return None
+        record = replace(record, bucket=bucket)
     key = record.prefix + relative
     if relative and os.path.isdir(real):
         key += "/"

@@ -55,15 +55,16 @@ def require_tls13(
 
 
 def check_mountable(settings: StoreSettings, prefix: str) -> None:
-    """Fail fast, with a message for the user, if the bucket cannot be listed.
+    """Fail fast, with a message for the user, if the bucket cannot be listed (with no
+    bucket, ``--all-buckets``: if the account's buckets cannot be).
 
     Blocking; called once before the filesystem starts, with few retries so a
     wrong bucket, endpoint or key pair is reported in seconds.
     """
     endpoint = urlparse(settings.endpoint)
     if settings.is_coreweave and endpoint.scheme == "https":
-        host = f"{settings.bucket}.{endpoint.hostname}"
-        require_tls13(host, endpoint.port or 443, settings.connect_timeout)
+        host = f"{settings.bucket}.{endpoint.hostname}" if settings.bucket else endpoint.hostname
+        require_tls13(host or "", endpoint.port or 443, settings.connect_timeout)
     quick = replace(
         settings,
         max_attempts=PROBE_ATTEMPTS,
@@ -73,7 +74,10 @@ def check_mountable(settings: StoreSettings, prefix: str) -> None:
         build_session(quick), quick.endpoint, client_config(quick, quick.max_attempts)
     )
     try:
-        probe.list_objects_v2(Bucket=settings.bucket, Prefix=prefix, MaxKeys=1)
+        if settings.bucket:
+            probe.list_objects_v2(Bucket=settings.bucket, Prefix=prefix, MaxKeys=1)
+        else:
+            probe.list_buckets()
     except NoCredentialsError:
         raise refusal(settings, "NoCredentials") from None
     except ClientError as exc:
@@ -91,6 +95,10 @@ def refusal(settings: StoreSettings, code: str, message: str = "") -> MountError
             "in ~/.coreweave/cw.credentials, or use --profile"
         )
     where = f"bucket {settings.bucket!r} at {settings.endpoint}"
+    if not settings.bucket:
+        where, permission = f"the buckets at {settings.endpoint}", "s3:ListAllMyBuckets"
+    else:
+        permission = "s3:ListBucket"
     if code == "NoSuchBucket":
         return MountError(f"{where} does not exist (NoSuchBucket)")
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
@@ -99,5 +107,5 @@ def refusal(settings: StoreSettings, code: str, message: str = "") -> MountError
             "check the access key and secret"
         )
     if code in ("AccessDenied", "403"):
-        return MountError(f"access denied listing {where} (needs s3:ListBucket)")
+        return MountError(f"access denied listing {where} (needs {permission})")
     return MountError(f"cannot list {where}: {code} {message}".rstrip())

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ Snapshot = dict[str, Any]
 
 @dataclass
 class Sources:
-    """Where one mount's figures are read from."""
+    """Where one bucket's figures are read from."""
 
     bucket: str
     stores: Mapping[str, ObjectStore]  # "primary", and "lota" when reads go there
@@ -49,27 +49,43 @@ class Sources:
     staging: StagingArea
     budget: MemoryBudget
     reads: ReadCounts
-    started: float = 0.0  # trio.current_time() when the mount began serving
-    mountpoint: str = ""
 
 
-def snapshot(sources: Sources) -> Snapshot:
-    """Every figure of the mount, as JSON-ready values."""
-    stores = sources.stores.items()
+class Report:
+    """What a mount reports: the figures of its bucket (or buckets), its mount point
+    and how long it has been up."""
+
+    def __init__(self, mountpoint: str, figures: Callable[[], Snapshot]) -> None:
+        self.mountpoint = mountpoint
+        self._figures = figures
+        self._started = trio.current_time()
+
+    def snapshot(self) -> Snapshot:
+        uptime = round(trio.current_time() - self._started, 3)
+        return {"mountpoint": self.mountpoint, "uptime_seconds": uptime, **self._figures()}
+
+
+def store_figures(stores: Mapping[str, ObjectStore]) -> Snapshot:
+    """The requests of ``stores`` (by endpoint name), and the data they received."""
     requests: dict[str, dict[str, dict[str, int]]] = {}
-    for name, store in stores:
+    for name, store in stores.items():
         by_operation = requests.setdefault(name, {})
         for (operation, outcome), count in sorted(store.retrier.outcomes.items()):
             by_operation.setdefault(operation, {})[outcome] = count
+    return {
+        "requests": requests,
+        "retries": {name: store.retrier.retries for name, store in stores.items()},
+        "throttled": {name: store.retrier.throttled for name, store in stores.items()},
+        "bytes_received": {name: store.bytes_received for name, store in stores.items()},
+    }
+
+
+def snapshot(sources: Sources) -> Snapshot:
+    """Every figure of one bucket's filesystem, as JSON-ready values."""
     uploader, staging, budget = sources.uploader, sources.staging, sources.budget
     return {
         "bucket": sources.bucket,
-        "mountpoint": sources.mountpoint,
-        "uptime_seconds": round(trio.current_time() - sources.started, 3),
-        "requests": requests,
-        "retries": {name: store.retrier.retries for name, store in stores},
-        "throttled": {name: store.retrier.throttled for name, store in stores},
-        "bytes_received": {name: store.bytes_received for name, store in stores},
+        **store_figures(sources.stores),
         "read_ahead": {
             "fetched_bytes": sources.reads.fetched,
             "delivered_bytes": sources.reads.delivered,
@@ -90,11 +106,41 @@ def snapshot(sources: Sources) -> Snapshot:
     }
 
 
+def blank() -> Snapshot:
+    """A snapshot of no bucket: every figure zero."""
+    return {
+        "bucket": "",
+        "requests": {},
+        "retries": {},
+        "throttled": {},
+        "bytes_received": {},
+        "read_ahead": {"fetched_bytes": 0, "delivered_bytes": 0},
+        "lookups": {"hit": 0, "negative": 0, "miss": 0},
+        "directory_reads": {"hit": 0, "miss": 0},
+        "metadata_cache_entries": 0,
+        "uploads": {"in_flight": 0, "completed": 0, "failed": 0, "kept": 0, "kept_bytes": 0},
+        "staged_bytes": 0,
+        "staging_limit_bytes": 0,
+        "read_ahead_memory": {"in_use": 0, "limit": 0, "peak": 0},
+    }
+
+
+def combined(total: Snapshot, part: Snapshot) -> Snapshot:
+    """``part``'s figures added into ``total`` (an ``--all-buckets`` mount sums its
+    buckets'; each has its own limits, so limits add up too); words are left alone."""
+    for name, value in part.items():
+        if isinstance(value, dict):
+            combined(total.setdefault(name, {}), value)
+        elif isinstance(value, (int, float)):
+            total[name] = total.get(name, 0) + value
+    return total
+
+
 def render(figures: Snapshot) -> str:
     """The snapshot for people: a few lines, sizes in binary units."""
+    what = f"bucket {figures['bucket']}" if figures["bucket"] else "every bucket"
     lines = [
-        f"cwfs mount of bucket {figures['bucket']} on {figures['mountpoint']}, "
-        f"up {_duration(figures['uptime_seconds'])}"
+        f"cwfs mount of {what} on {figures['mountpoint']}, up {_duration(figures['uptime_seconds'])}"
     ]
     for endpoint, operations in figures["requests"].items():
         text = "; ".join(
@@ -160,9 +206,9 @@ def socket_path(mountpoint: str) -> Path:
     return state_dir() / "mounts" / f"{digest}.sock"
 
 
-async def serve_statistics(sources: Sources, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_statistics(report: Report) -> None:
     """Answer each connection to the mount's statistics socket with a snapshot in JSON."""
-    path = socket_path(sources.mountpoint)
+    path = socket_path(report.mountpoint)
     listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,13 +219,11 @@ async def serve_statistics(sources: Sources, task_status: Any = trio.TASK_STATUS
     except OSError as exc:
         log.warning("no statistics socket at %s (cwfs stats will not answer): %s", path, exc)
         listener.close()
-        task_status.started()
         return
-    task_status.started()
 
     async def answer(stream: trio.SocketStream) -> None:
         async with stream:
-            await stream.send_all(json.dumps(snapshot(sources)).encode() + b"\n")
+            await stream.send_all(json.dumps(report.snapshot()).encode() + b"\n")
 
     try:
         await trio.serve_listeners(answer, [trio.SocketListener(listener)])

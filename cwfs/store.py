@@ -708,3 +708,30 @@ class ObjectStore:
             )
             return None
         return resp.get("Status")
+
+    async def list_buckets(self) -> list[str]:
+        """The names of the buckets the credentials own (ListBuckets, a page at a time;
+        a store of any bucket can ask)."""
+        names: list[str] = []
+        token = ""
+
+        def page(**_: Any) -> Any:  # ListBuckets names no bucket
+            if token:
+                return self._client.list_buckets(ContinuationToken=token)
+            return self._client.list_buckets()
+
+        while True:
+            answer = await self._call("ListBuckets", "", page)
+            names += [bucket["Name"] for bucket in answer.get("Buckets", [])]
+            if not (token := answer.get("ContinuationToken", "")):
+                return names
+
+    async def bucket_region(self, bucket: str) -> str | None:
+        """The region (CoreWeave: availability zone) ``bucket`` is in, from
+        GetBucketLocation; None for the default region."""
+
+        def locate(**_: Any) -> str | None:
+            answer = self._client.get_bucket_location(Bucket=bucket)
+            return answer.get("LocationConstraint") or None
+
+        return await self._call("GetBucketLocation", bucket, locate)

@@ -35,12 +35,17 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def outcome(mountpoint: Path, argv: list[str], environ: dict[str, str]) -> object:
-    """The option values build_config makes of these flags and environment, or its error."""
-    args = parser().parse_args(["bkt", str(mountpoint), *argv])
+def outcome(
+    mountpoint: Path, argv: list[str], environ: dict[str, str], bucket: str = "bkt"
+) -> object:
+    """The option values build_config makes of these flags and environment, or its error
+    (with --all-buckets, of a command line that names no bucket)."""
+    args = parser().parse_args([*([bucket] if bucket else []), str(mountpoint), *argv])
     try:
         config = build_config(args, environ=environ, home=mountpoint)
     except ConfigError as exc:
+        if bucket and str(exc).endswith("or --all-buckets, not both"):
+            return outcome(mountpoint, argv, environ, bucket="")
         return str(exc)
     return {spec.name: getattr(config, spec.name) for spec in OPTIONS}
 
@@ -139,3 +144,17 @@ def test_the_store_settings_are_the_mounts(tmp_path):
     settings = config.store_settings
     assert (settings.endpoint, settings.max_attempts) == (config.endpoint, 3)
     assert settings.bucket == config.bucket and not settings.is_coreweave
+
+
+def test_a_mount_names_one_bucket_or_all_of_them(tmp_path):
+    assert outcome(tmp_path, [], {}, bucket="") == (
+        "no bucket given: cwfs mount BUCKET MOUNTPOINT, or --all-buckets"
+    )
+    args = parser().parse_args(["bkt", str(tmp_path), "--all-buckets"])
+    with pytest.raises(ConfigError, match=r"give a bucket \('bkt'\) or --all-buckets, not both"):
+        build_config(args, environ={}, home=tmp_path)
+    every = outcome(tmp_path, ["--all-buckets"], {}, bucket="")
+    assert isinstance(every, dict) and every["all_buckets"] is True
+    assert outcome(tmp_path, ["--all-buckets", "--prefix", "p/"], {}, bucket="") == (
+        "--prefix names keys of one bucket: it cannot go with --all-buckets"
+    )

@@ -103,10 +103,15 @@ def test_reads_through_lota_are_counted_apart_from_the_primary_endpoint(server, 
     mounted = mount(bucket, "--lota-endpoint", server.lota_url, "--lota", "on")
     server.reset()
     assert (mounted.path / "big.bin").read_bytes() == body
-    after = figures(server, mounted.path)
     lota = server.counts("lota")
     assert lota.get("GetObject", 0) > 0 and "GetObject" not in server.counts()
-    assert after["requests"]["lota"]["GetObject"] == {"ok": lota["GetObject"]}
+
+    def counted() -> bool:  # the last GET may still be finishing after the read returned
+        got = figures(server, mounted.path)["requests"]["lota"].get("GetObject")
+        return got == {"ok": lota["GetObject"]}
+
+    wait_for(counted, timeout=10)
+    after = figures(server, mounted.path)
     assert "GetObject" not in after["requests"]["primary"]
     assert after["bytes_received"] == {"primary": 0, "lota": 2 * MiB}
     assert after["read_ahead"] == {"fetched_bytes": 2 * MiB, "delivered_bytes": 2 * MiB}
@@ -168,10 +173,17 @@ def test_metrics_port_serves_the_same_counts_to_prometheus(server, bucket, mount
     assert samples[put] == 1.0
     assert samples["cwfs_uploads_completed_total"] == 1.0
     assert samples[f'cwfs_mount_info{{bucket="{bucket}",mountpoint="{mounted.path}"}}'] == 1.0
-    snapshot = figures(server, mounted.path)
-    for operation, count in requests_by_operation(snapshot).items():
-        series = [v for k, v in samples.items() if f'operation="{operation}"' in k]
-        assert sum(series) == count, operation
+
+    def scraped_as_counted() -> bool:
+        """The same counts both ways (a GET may still be finishing after the read)."""
+        scraped, counted = scrape(port), requests_by_operation(figures(server, mounted.path))
+        by_operation: Counter[str] = Counter()
+        for series, value in scraped.items():
+            if found := re.search(r'operation="(\w+)"', series):
+                by_operation[found[1]] += int(value)
+        return by_operation == counted
+
+    wait_for(scraped_as_counted, timeout=10)
     served = {series.partition("{")[0] for series in samples}
     documented = set(re.findall(r"`(cwfs_\w+?)(?:\{|`)", DOCS.read_text()))
     assert documented and documented <= served, documented - served

@@ -6,6 +6,7 @@ HeadObject"), since timing a Python S3 server says little.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -66,6 +67,14 @@ def _user_metadata(environ: Mapping[str, object]) -> dict[str, str]:
     }
 
 
+def _signing_region(environ: Mapping[str, object]) -> str | None:
+    """The region the request was signed for (its SigV4 credential scope)."""
+    found = re.search(
+        r"Credential=[^/,]+/\d{8}/([^/]+)/", str(environ.get("HTTP_AUTHORIZATION", ""))
+    )
+    return found[1] if found else None
+
+
 class RequestStats:
     """Thread-safe counters and request log shared by all endpoints of one server."""
 
@@ -94,6 +103,7 @@ class RequestStats:
                 "key": target.key,
                 "query": str(environ.get("QUERY_STRING", "")),
                 "addressing": "virtual" if target.virtual else "path",
+                "region": _signing_region(environ),
                 "status": None,
                 "failed": None,
                 "fault": False,

@@ -1,0 +1,163 @@
+"""Issue 15, every bucket of an account in one mount (``--all-buckets``), through real
+mounts against the embedded server with three buckets of our own (the server holds
+other tests' buckets too: each check is about ours)."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import cwfs_env, wait_for
+
+from cwfs.mounthelper import mount_arguments
+from cwfs.mountrecords import find
+
+FAR = "US-CENTRAL-05A"  # an availability zone other than the server's default region
+_names = itertools.count()
+
+
+@pytest.fixture
+def three(server, s3) -> list[str]:
+    """Three fresh buckets, the last in another availability zone."""
+    stem = f"every-{os.getpid()}-{next(_names)}"
+    names = [f"{stem}-a", f"{stem}-b", f"{stem}-far"]
+    for name in names[:2]:
+        s3.create_bucket(Bucket=name)
+    s3.create_bucket(Bucket=names[2], CreateBucketConfiguration={"LocationConstraint": FAR})
+    for name in names:
+        s3.put_object(Bucket=name, Key="dir/hello.txt", Body=f"hello from {name}".encode())
+    return names
+
+
+def every_bucket(mount, *args: str):
+    return mount("", "--all-buckets", *args)
+
+
+def requests_to(server, bucket: str) -> list[dict]:
+    """The requests about ``bucket``, but GetBucketLocation (asked before its region is
+    known: signed for the mount's)."""
+    return [
+        r for r in server.requests() if r["bucket"] == bucket and r["op"] != "GetBucketLocation"
+    ]
+
+
+def test_the_root_lists_the_buckets_and_each_is_its_own_bucket(server, s3, mount, three):
+    first, second, far = three
+    mounted = every_bucket(mount)
+    server.reset()
+    listed = os.listdir(mounted.path)
+    assert [os.stat(mounted.path / name).st_mode & 0o170000 for name in three] == [0o040000] * 3
+    assert server.counts() == {"ListBuckets": 1}  # no bucket's filesystem built for that
+    assert set(three) <= set(listed)
+    assert sorted(listed) == sorted(b["Name"] for b in s3.list_buckets()["Buckets"])
+    for name in three:
+        assert (mounted.path / name / "dir" / "hello.txt").read_text() == f"hello from {name}"
+    (mounted.path / second / "dir" / "new.txt").write_text("written")
+    assert s3.get_object(Bucket=second, Key="dir/new.txt")["Body"].read() == b"written"
+    put = [r for r in requests_to(server, second) if r["op"] == "PutObject"]
+    assert [r["headers"].get("If-None-Match") for r in put] == ["*"]
+    assert server.counts()["GetBucketLocation"] == 3  # once per bucket, when first used
+    assert {r["region"] for r in requests_to(server, far)} == {FAR}
+    assert {r["region"] for r in requests_to(server, first)} == {"us-east-1"}
+
+
+def test_mv_is_one_rename_within_a_bucket_and_a_copy_between_two(server, s3, mount, three):
+    first, second, _ = three
+    mounted = every_bucket(mount)
+    source = mounted.path / first / "dir" / "hello.txt"
+    assert source.exists()
+    server.reset()
+    os.rename(source, mounted.path / first / "moved.txt")
+    assert server.counts().get("RenameObject") == 1
+    with pytest.raises(OSError) as crossed:
+        os.rename(mounted.path / first / "moved.txt", mounted.path / second / "moved.txt")
+    assert crossed.value.errno == errno.EXDEV
+    done = subprocess.run(
+        ["mv", str(mounted.path / first / "moved.txt"), str(mounted.path / second / "moved.txt")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    body = s3.get_object(Bucket=second, Key="moved.txt")["Body"].read()
+    assert body == f"hello from {first}".encode()
+    assert "Contents" not in s3.list_objects_v2(Bucket=first, Prefix="moved.txt")
+
+
+def test_buckets_are_neither_made_nor_removed_through_the_root(server, s3, mount, three):
+    first = three[0]
+    mounted = every_bucket(mount)
+    server.reset()
+    attempts = [
+        lambda: os.mkdir(mounted.path / "a-new-bucket"),
+        lambda: os.rmdir(mounted.path / first),
+        lambda: os.rename(mounted.path / first, mounted.path / "renamed-bucket"),
+        lambda: (mounted.path / "file-at-root").write_text("x"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as refused:
+            attempt()
+        assert refused.value.errno == errno.EPERM
+    assert not {"CreateBucket", "DeleteBucket", "PutObject"} & set(server.counts())
+    assert first in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert "cannot make a directory at the root: buckets are made and deleted elsewhere" in (
+        mounted.log()
+    )
+
+
+def test_a_bucket_made_elsewhere_shows_after_the_ttl(server, s3, mount, three):
+    mounted = every_bucket(mount, "--metadata-ttl", "1")
+    assert three[0] in os.listdir(mounted.path)
+    late = f"{three[0]}-late"
+    s3.create_bucket(Bucket=late)
+    wait_for(lambda: late in os.listdir(mounted.path), timeout=10)
+    s3.delete_bucket(Bucket=late)
+    wait_for(lambda: late not in os.listdir(mounted.path), timeout=10)
+
+
+def test_stats_and_warm_records_know_every_bucket(server, s3, mount, three):
+    first, second, _ = three
+    mounted = every_bucket(mount)
+    command = [sys.executable, "-m", "cwfs", "stats", str(mounted.path)]
+    unopened = subprocess.run(command, env=cwfs_env(server), capture_output=True, text=True)
+    assert unopened.stdout.startswith(f"cwfs mount of every bucket on {mounted.path}, up ")
+    assert "uploads: 0 in flight, 0 completed" in unopened.stdout  # no bucket opened yet
+    server.reset()
+    assert (mounted.path / first / "dir" / "hello.txt").read_text().startswith("hello")
+    (mounted.path / second / "x.txt").write_text("x")
+    done = subprocess.run(
+        [*command, "--json"], env=cwfs_env(server), capture_output=True, text=True, timeout=30
+    )
+    figures = json.loads(done.stdout)
+    counted = {
+        op: sum(outcomes.values()) for op, outcomes in figures["requests"]["primary"].items()
+    }
+    assert counted == server.counts()
+    assert figures["bucket"] == "" and figures["uploads"]["completed"] == 1
+    found = find(mounted.path / second / "x.txt")
+    assert found is not None and (found[0].bucket, found[1]) == (second, "x.txt")
+    assert find(mounted.path) is None  # the root is no bucket's
+
+
+def test_all_buckets_in_fstab_names_no_bucket():
+    assert mount_arguments(["cwfs", "/m", "-o", "all_buckets,read_only"]) == [
+        "mount", "/m", "--all-buckets", "--read-only",
+    ]  # fmt: skip
+
+
+def test_rejected_credentials_fail_the_mount_with_a_reason(server, tmp_path):
+    (tmp_path / "m").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "cwfs", "mount", "--all-buckets", str(tmp_path / "m"),
+         "--endpoint", server.url, "--addressing-style", "path",
+         "--log-file", str(tmp_path / "log")],
+        env=cwfs_env(server, SECRET_ACCESS_KEY="wrong-secret"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "the credentials were rejected" in done.stderr and "wrong-secret" not in done.stderr
+    assert not Path(tmp_path / "m").is_mount()
