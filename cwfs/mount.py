@@ -173,11 +173,8 @@ def build_filesystem(
     )
     nursery.start_soon(keep_written, known)
     namespace = Namespace(store, cache, config.prefix, config.exact_metadata, known, nursery)
-    staging = StagingArea(
-        cache_dir,
-        config.cache_limit,
-        Record(config.bucket, settings.endpoint, "", None, mount_lock),
-    )
+    record = Record(config.bucket, settings.endpoint, "", None, mount_lock)
+    staging = StagingArea(cache_dir, config.cache_limit, record)
     core = Filesystem(
         namespace,
         staging,
