@@ -70,7 +70,8 @@ class Renamer:
                     raise exc.retyped(RenameUnsupported, why) from None
                 self._can_rename = False
                 log.warning(
-                    "the store refused RenameObject (%s): renames are copy + delete from now on, not atomic",
+                    "the store refused RenameObject (%s): "
+                    "renames are copy + delete from now on, not atomic",
                     exc,
                 )
         condition = WriteCondition(None) if no_replace else None
