@@ -2,15 +2,18 @@
 
 Each class names a cause and carries the errno the caller gets; the FUSE binding
 (`cwfs.fuse`) is the only place that converts them, and logs each with the operation,
-the path, and for a failed S3 request its key, error code and request id. Failures of
-S3 requests are also `cwfs.store.StoreError`, so code that only cares that the store
-failed catches that, and code that cares why catches the cause (e.g. `NotFound`).
+the path, and for a failed S3 request its key, error code, HTTP status and request id.
+Failures of
+S3 requests are also `StoreError`, so code that only cares that the store failed
+catches that, and code that cares why catches the cause (e.g. `NotFound`).
 """
 
 from __future__ import annotations
 
 import errno
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+E = TypeVar("E", bound="FsError")
 
 
 class FsError(Exception):
@@ -19,23 +22,46 @@ class FsError(Exception):
     errno: ClassVar[int] = errno.EIO
 
     def __init__(
-        self, message: str, *, key: str = "", op: str = "", code: str = "", request_id: str = ""
+        self,
+        message: str,
+        *,
+        key: str = "",
+        op: str = "",
+        code: str = "",
+        status: int = 0,
+        request_id: str = "",
     ) -> None:
+        """``status`` is the HTTP status of the S3 answer (0: no answer, or no request)."""
         super().__init__(message)
         self.message = message
         self.key = key
         self.op = op
         self.code = code
+        self.status = status
         self.request_id = request_id
 
     def context(self) -> str:
-        """What to log beside the message: the S3 request, when one failed."""
+        """What to log beside the message: the S3 request, when one failed, with what an
+        operator or the store's support needs to find it (code, status, request id)."""
         parts = [
             f"{self.op} {self.key!r}" if self.op else "",
             self.code,
+            f"HTTP {self.status}" if self.status else "",
             f"request id {self.request_id}" if self.request_id else "",
         ]
         return ", ".join(part for part in parts if part)
+
+    def retyped(self, kind: type[E], message: str | None = None, *, key: str | None = None) -> E:
+        """This failure as another cause (a lost race read as EEXIST or ESTALE), keeping
+        the facts of its S3 request, so that the one line logging it still has them."""
+        return kind(
+            self.message if message is None else message,
+            op=self.op,
+            key=self.key if key is None else key,
+            code=self.code,
+            status=self.status,
+            request_id=self.request_id,
+        )
 
 
 class NotFound(FsError):
@@ -130,7 +156,7 @@ class StoreError(FsError):
     """
 
     def __str__(self) -> str:
-        return f"{self.op} {self.key!r}: {self.code}: {self.message}"
+        return f"{self.context()}: {self.message}"
 
 
 class ObjectMissing(StoreError, NotFound):
@@ -214,7 +240,9 @@ _ERROR_BY_CODE: dict[str, type[StoreError]] = {
 }
 
 
-def store_error(op: str, key: str, code: str, message: str, request_id: str = "") -> StoreError:
+def store_error(
+    op: str, key: str, code: str, message: str, request_id: str = "", status: int = 0
+) -> StoreError:
     """The typed error for an S3 error response: its cause decided by the code."""
     if QUOTA_MESSAGE in message:
         kind: type[StoreError] = StoreQuotaExceeded
@@ -222,4 +250,4 @@ def store_error(op: str, key: str, code: str, message: str, request_id: str = ""
         kind = StoreUnavailable
     else:
         kind = _ERROR_BY_CODE.get(code, StoreError)
-    return kind(message, op=op, key=key, code=code, request_id=request_id)
+    return kind(message, op=op, key=key, code=code, status=status, request_id=request_id)

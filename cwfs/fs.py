@@ -464,7 +464,8 @@ class Filesystem:
             try:
                 await self._ns.remove_file(path, attrs)
             except FsError as exc:
-                log.warning("could not delete %r, unlinked while open: %s", path, exc)
+                why = f"its object was not deleted (unlinked while open): {exc.message}"
+                raise exc.retyped(type(exc), why) from None
 
     def _show_other_reader(self, path: str) -> None:
         """The handle whose version ``path`` showed is closed: another reader's, or none."""
@@ -630,9 +631,7 @@ class Filesystem:
         except PreconditionFailed as exc:
             kind = Exists if no_replace else Stale
             reason = "the destination was created, or the source replaced, meanwhile"
-            raise kind(
-                reason, op=exc.op, key=new_key, code=exc.code, request_id=exc.request_id
-            ) from None
+            raise exc.retyped(kind, reason, key=new_key) from None
 
     async def _rename_dir(self, old: str, new: str, target: Attrs | None) -> None:
         if target is not None and not target.is_dir:
@@ -721,13 +720,7 @@ class Filesystem:
         try:
             return await handle.reader.read(offset, size)
         except ObjectMissing as exc:
-            raise Stale(
-                "the version this descriptor opened was deleted",
-                key=exc.key,
-                op=exc.op,
-                code=exc.code,
-                request_id=exc.request_id,
-            ) from None
+            raise exc.retyped(Stale, "the version this descriptor opened was deleted") from None
 
     async def write(self, handle: FileHandle, offset: int, data: bytes) -> int:
         if handle.open_file is None:
@@ -765,18 +758,25 @@ class Filesystem:
         return kept
 
     async def release(self, handle: FileHandle) -> None:
-        """The descriptor is gone; the last handle of a file commits what no flush did (mmap)."""
+        """The descriptor is gone; the last handle of a file commits what no flush did (mmap).
+
+        A failed commit is raised once the handle is let go (its data kept), for the FUSE
+        binding to log: release is the operation that failed.
+        """
         self._handles.discard(handle)
         if self._reading.get(handle.path) is handle:
             self._show_other_reader(handle.path)
         await handle.reader.close()
         open_file = handle.open_file
+        failure = None
         if open_file is not None:
             try:
                 if open_file.handles == 1 and open_file.failure is None:
                     await self._commit(open_file)
-            except FsError:
-                pass  # logged; the data is kept
+            except FsError as exc:
+                failure = exc
             finally:
                 await self._close_for_write(open_file)
         await self._delete_when_unused(handle.path)
+        if failure is not None:
+            raise failure

@@ -47,32 +47,34 @@ Handler = Callable[Concatenate["FuseOperations", P], Coroutine[Any, Any, T]]
 def edge(handler: Handler[P, T]) -> Handler[P, T]:
     """Answer the kernel with an errno for any failure of ``handler``, logged once."""
 
+    request = handler.__name__
+    by_handle = request in HANDLE_REQUESTS
+
     @functools.wraps(handler)
     async def wrapper(self: FuseOperations, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        # Taken first: release lets go of its handle before its failure is logged.
+        handle = self.handle(args) if by_handle else None
         try:
             return await handler(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
         except FsError as exc:
-            self.log_failure(handler.__name__, args, exc)
+            self.log_failure(request, self.where(request, args, handle), exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except OSError as exc:
             err = exc.errno or errno.EIO
-            where = self.where(handler.__name__, args)
+            where = self.where(request, args, handle)
             log.error(
                 "%s %s: local I/O failed: %s -> %s",
-                handler.__name__,
+                request,
                 where,
                 exc,
                 errno.errorcode.get(err, err),
             )
             raise pyfuse3.FUSEError(err) from None
         except Exception:
-            log.exception(
-                "%s %s: unexpected error, answered EIO",
-                handler.__name__,
-                self.where(handler.__name__, args),
-            )
+            where = self.where(request, args, handle)
+            log.exception("%s %s: unexpected error, answered EIO", request, where)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
@@ -106,25 +108,34 @@ class FuseOperations(pyfuse3.Operations):
         self._opened_etags: LRUCache[str, str] = LRUCache(config.metadata_cache_entries)
         self._mounted_at_ns = time.time_ns()
 
-    def log_failure(self, request: str, args: tuple[Any, ...], exc: FsError) -> None:
-        """One line per failure: ENOENT at DEBUG (tools probe names all the time), what the
-        store refused and every ESTALE or EIO at WARNING, the caller's own mistakes at INFO."""
+    @staticmethod
+    def log_failure(request: str, where: str, exc: FsError) -> None:
+        """One line per failure, with all an operator needs to act on it: the operation,
+        the path, the reason, the errno, and the facts of a failed S3 request (`context`).
+        ENOENT at DEBUG (tools probe names all the time); what the store refused (any
+        failure with an S3 error code, EEXIST of a lost race included) and every ESTALE
+        or EIO at WARNING; the caller's own mistakes at INFO."""
         if isinstance(exc, NotFound):
             level = logging.DEBUG
-        elif isinstance(exc, StoreError) or exc.errno in (errno.ESTALE, errno.EIO):
+        elif isinstance(exc, StoreError) or exc.code or exc.errno in (errno.ESTALE, errno.EIO):
             level = logging.WARNING
         else:
             level = logging.INFO
         context = f" ({exc.context()})" if exc.context() else ""
         code = errno.errorcode.get(exc.errno, str(exc.errno))
-        where = self.where(request, args)
         log.log(level, "%s %s: %s%s -> %s", request, where, exc.message, context, code)
 
-    def where(self, request: str, args: tuple[Any, ...]) -> str:
-        """The path ``request`` is about, for its log line: its arguments are numbers."""
+    def handle(self, args: tuple[Any, ...]) -> FileHandle | DirListing | None:
+        """The open file or directory a request on a handle (its first argument) is about."""
+        return self._files.get(args[0]) or self._dirs.get(args[0])
+
+    def where(
+        self, request: str, args: tuple[Any, ...], handle: FileHandle | DirListing | None
+    ) -> str:
+        """The path ``request`` is about, for its log line: its arguments are numbers
+        (``handle``: of a request on an open file or directory, as it began)."""
         number = args[0]
         if request in HANDLE_REQUESTS:
-            handle = self._files.get(number) or self._dirs.get(number)
             return repr(handle.path) if handle is not None else f"(handle {number})"
         try:
             path = self.inodes.path(number)

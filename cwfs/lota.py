@@ -80,7 +80,7 @@ class ReadEndpoint:
                 self._lota_paused_until = trio.current_time() + RETRY_AFTER
                 log.warning(
                     "the LOTA endpoint failed (%s): reading from the primary endpoint, retrying LOTA in %.0fs",
-                    exc.code,
+                    exc,
                     RETRY_AFTER,
                 )
         return await self._primary.get_range(key, start, end, etag, on_chunk)

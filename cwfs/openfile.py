@@ -149,9 +149,10 @@ class OpenFile:
     async def commit(self, store: ObjectStore, uploader: Uploader) -> Attrs | None:
         """Make the store hold what this file holds; None if nothing needed doing.
 
-        On failure the staged data stays where it is (the log says where) and the
-        error says why: EEXIST when someone else created the key first, ESTALE when
-        someone else replaced the version we started from.
+        On failure the staged data stays where it is (kept, and logged where, when the
+        file is closed) and the error says why: EEXIST when someone else created the key
+        first, ESTALE when someone else replaced the version we started from. The error
+        is logged once, by the FUSE binding, with the operation that committed.
         """
         async with self._lock:
             if self.unlinked or not (self.dirty or self._metadata_dirty):
@@ -171,7 +172,6 @@ class OpenFile:
                 raise self.failure from None
             except StoreError as exc:
                 self.failure = exc
-                self._log_kept(f"{self.key!r} was not committed ({exc.code}: {exc.message})")
                 raise
             self.failure = None
             self.dirty = self._metadata_dirty = self._mtime_set = False
@@ -202,20 +202,10 @@ class OpenFile:
         return object_metadata(self.mtime_ns, self.mode, file_type, self.uid, self.gid)
 
     def _lost_race(self, exc: PreconditionFailed) -> FsError:
-        kind: type[FsError]
         if self.etag is None:
-            reason, kind = "another writer created it first", Exists
-        else:
-            reason, kind = (
-                f"another writer replaced the version we opened (ETag {self.etag})",
-                Stale,
-            )
-        self._log_kept(f"{self.key!r} was not written: {reason}")
-        return kind(reason, op=exc.op, key=self.key, code=exc.code, request_id=exc.request_id)
-
-    def _log_kept(self, reason: str) -> None:
-        where = f"; the data is kept in {self.staged.path}" if self.dirty and self.staged else ""
-        log.error("%s%s", reason, where)
+            return exc.retyped(Exists, "another writer created it first", key=self.key)
+        reason = f"another writer replaced the version we opened (ETag {self.etag})"
+        return exc.retyped(Stale, reason, key=self.key)
 
     def moved(self, path: str, key: str, etag: str | None) -> None:
         """The object was renamed while open: later commits go to the new key."""

@@ -15,7 +15,6 @@ carries the ETag seen at open.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,8 +23,6 @@ import trio
 
 from cwfs.errors import FsError, PreconditionFailed, Stale, StoreError
 from cwfs.memory import MemoryBudget
-
-log = logging.getLogger(__name__)
 
 FIRST_SEGMENT = 1 << 20
 PAGE = 4096
@@ -306,15 +303,6 @@ class Prefetcher:
     ) -> list[bytes]:
         try:
             return await self._source.get_range(self._key, start, end - 1, self._etag, on_chunk)
-        except PreconditionFailed:
-            log.error(
-                "%r changed in the store while open for reading (ETag was %s): reopen the file",
-                self._key,
-                self._etag,
-            )
-            raise Stale(
-                "object replaced while open",
-                op="GetObject",
-                key=self._key,
-                code="PreconditionFailed",
-            ) from None
+        except PreconditionFailed as exc:
+            why = f"changed in the store while open for reading (ETag was {self._etag}): reopen it"
+            raise exc.retyped(Stale, why) from None

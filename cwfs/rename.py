@@ -52,12 +52,8 @@ class Renamer:
     ) -> str | None:
         """Move one object; returns the destination's ETag when it changed (copies)."""
         if self._mode == "atomic" and not self._can_rename:
-            log.error(
-                "cannot rename %r: the bucket has had versioning (no RenameObject) and --rename-mode is atomic",
-                source,
-            )
             raise Unsupported(
-                "RenameObject is not allowed on this bucket",
+                "the bucket has had versioning (no RenameObject) and --rename-mode is atomic",
                 op="RenameObject",
                 key=source,
                 code="VersionedBucket",
@@ -68,18 +64,15 @@ class Renamer:
                 return None
             except RenameUnsupported as exc:
                 if self._mode == "atomic":
-                    log.error(
-                        "cannot rename %r: the store refused RenameObject (%s: %s)",
-                        source,
-                        exc.code,
-                        exc.message,
+                    why = (
+                        f"the store refused RenameObject and --rename-mode is atomic: {exc.message}"
                     )
-                    raise
+                    raise exc.retyped(RenameUnsupported, why) from None
                 self._can_rename = False
                 log.warning(
-                    "the store refused RenameObject (%s: %s): renames are copy + delete from now on, not atomic",
-                    exc.code,
-                    exc.message,
+                    "the store refused RenameObject (%s): "
+                    "renames are copy + delete from now on, not atomic",
+                    exc,
                 )
         condition = WriteCondition(None) if no_replace else None
         new_etag = await self._uploader.copy(source, dest, size, etag, None, condition)
@@ -121,18 +114,12 @@ class Renamer:
             if marker is not None:
                 await move(marker)
         except StoreError as exc:
-            log.error(
-                "renaming %r to %r stopped after %d of %d objects (%s); every object is under one of the two names: "
-                "repeat the same rename to finish it",
-                source_prefix, dest_prefix, moved, len(objects), exc.code,
-            )  # fmt: skip
-            raise StoreError(
-                exc.message,
-                op="RenameObject",
-                key=source_prefix,
-                code=exc.code,
-                request_id=exc.request_id,
-            ) from None
+            why = (
+                f"renaming {source_prefix!r} to {dest_prefix!r} stopped after {moved} of "
+                f"{len(objects)} objects ({exc.message}); every object is under one of the two "
+                "names: repeat the same rename to finish it"
+            )
+            raise exc.retyped(StoreError, why) from None
         if len(objects) > 100:
             log.info("renamed %r to %r: %d objects", source_prefix, dest_prefix, len(objects))
         return moved

@@ -357,9 +357,11 @@ class ObjectStore:
                 exc.response.get("Error", {}),
                 exc.response.get("ResponseMetadata", {}),
             )
-            code = str(error.get("Code") or metadata.get("HTTPStatusCode", "Unknown"))
+            status = int(metadata.get("HTTPStatusCode") or 0)
+            code = str(error.get("Code") or status or "Unknown")
+            message = str(error.get("Message") or "")
             raise store_error(
-                op, key, code, str(error.get("Message") or ""), metadata.get("RequestId", "")
+                op, key, code, message, metadata.get("RequestId", ""), status
             ) from None
         except NoCredentialsError:
             raise StoreAccessDenied(
@@ -692,9 +694,7 @@ class ObjectStore:
             await self._call("RenameObject", dest, self._slow_client.rename_object, **params)
         except StoreError as exc:
             if _rename_unsupported(exc):
-                raise RenameUnsupported(
-                    exc.message, op=exc.op, key=exc.key, code=exc.code, request_id=exc.request_id
-                ) from None
+                raise exc.retyped(RenameUnsupported) from None
             raise
 
     async def versioning_status(self) -> str | None:

@@ -399,11 +399,12 @@ class Uploader:
         if echoed is None:
             log.debug("%r: the server returned no %s to compare", key, sent.algorithm)
         elif echoed != sent.value:
-            log.error(
-                "%r: the server's %s %s differs from ours %s",
-                key,
-                sent.algorithm,
-                echoed,
-                sent.value,
+            answer = response.get("ResponseMetadata", {})
+            raise StoreError(
+                f"the server's {sent.algorithm} {echoed} differs from ours {sent.value}",
+                op="Upload",
+                key=key,
+                code="BadDigest",
+                status=answer.get("HTTPStatusCode", 0),
+                request_id=answer.get("RequestId", ""),
             )
-            raise StoreError(f"{sent.algorithm} mismatch", op="Upload", key=key, code="BadDigest")

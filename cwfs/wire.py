@@ -348,7 +348,7 @@ def answer_error(op: str, key: str, answer: Answer) -> StoreError:
         code = _xml_text(answer.body, b"Code") or code
         message = _xml_text(answer.body, b"Message") or message
         request_id = _xml_text(answer.body, b"RequestId") or request_id
-    return store_error(op, key, code, message, request_id)
+    return store_error(op, key, code, message, request_id, answer.status)
 
 
 def _xml_text(body: bytes, tag: bytes) -> str:
