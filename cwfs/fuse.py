@@ -125,12 +125,15 @@ class FuseOperations(pyfuse3.Operations):
         code = errno.errorcode.get(exc.errno, str(exc.errno))
         log.log(level, "%s %s: %s%s -> %s", request, where, exc.message, context, code)
 
-    def handle(self, args: tuple[Any, ...]) -> FileHandle | DirListing | None:
+    def handle(self, args: tuple[Any, ...]) -> FileHandle | DirListing | BucketDirectory | None:
         """The open file or directory a request on a handle (its first argument) is about."""
         return self._files.get(args[0]) or self._dirs.get(args[0])
 
     def where(
-        self, request: str, args: tuple[Any, ...], handle: FileHandle | DirListing | None
+        self,
+        request: str,
+        args: tuple[Any, ...],
+        handle: FileHandle | DirListing | BucketDirectory | None,
     ) -> str:
         """The path ``request`` is about, for its log line: its arguments are numbers
         (``handle``: of a request on an open file or directory, as it began)."""

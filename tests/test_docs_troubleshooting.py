@@ -117,7 +117,7 @@ def test_a_message_cwfs_does_not_write_is_found_missing():
     assert not missing("cwfs: no credentials found: set ACCESS_KEY_ID/SECRET_ACCESS_KEY, ")
     assert missing("cwfs: no credentials were found")
     assert not missing("access denied listing bucket <bucket> at <endpoint> (needs s3:ListBucket)")
-    assert missing("access denied listing bucket <bucket> at <endpoint> (needs s3:GetObject)")
+    assert missing("access refused listing bucket <bucket> at <endpoint> (needs s3:ListBucket)")
     assert not missing("the data is kept in <file>")
     assert missing("the data is stored in <file>")
     assert missing("changed in the store while open (ETag was <etag>): reopen it")
