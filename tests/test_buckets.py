@@ -161,3 +161,14 @@ def test_rejected_credentials_fail_the_mount_with_a_reason(server, tmp_path):
     assert done.returncode == 1
     assert "the credentials were rejected" in done.stderr and "wrong-secret" not in done.stderr
     assert not Path(tmp_path / "m").is_mount()
+
+
+def test_each_bucket_reads_through_lota_as_a_mount_of_it_would(server, s3, mount, three):
+    first, second, _ = three
+    mounted = every_bucket(mount, "--lota-endpoint", server.lota_url, "--lota", "on")
+    server.reset()
+    for name in (first, second):
+        assert (mounted.path / name / "dir" / "hello.txt").read_text() == f"hello from {name}"
+    through_lota = [r for r in server.requests() if r["endpoint"] == "lota"]
+    assert {r["bucket"] for r in through_lota if r["op"] == "GetObject"} == {first, second}
+    assert "GetObject" not in server.counts()  # none from the primary endpoint
