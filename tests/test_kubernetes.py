@@ -399,3 +399,53 @@ def test_prestop_unmounts_the_mount_point_and_never_fails(fakes, name, unmounted
     process = subprocess.run(command, env=environ, capture_output=True, timeout=30)
     assert process.returncode == 0  # busy: SIGTERM comes next, and cwfs waits its uploads
     assert calls(unmounts) == ["-u", "/mnt/cwfs/data"]
+
+
+# -- the pages ---------------------------------------------------------------------------
+
+
+def test_yaml_in_the_pages_parses_and_names_the_image():
+    image = cwfs_container("daemonset.yaml")["image"]
+    blocks = []
+    for page in ("README.md", "fleet.md"):
+        blocks += re.findall(r"```yaml\n(.*?)```", (K8S / page).read_text(), re.DOTALL)
+    assert len(blocks) == 2
+    for block in blocks:
+        (doc,) = yaml.safe_load_all(block)
+        assert image in block and doc  # a fragment or a whole object, of the same image
+    job = yaml.safe_load(blocks[0])
+    (warm,) = job["spec"]["template"]["spec"]["containers"]
+    assert warm["command"][:2] == ["cwfs", "warm"] and warm["image"] == image
+
+
+# fleet.md's figures, row by row: the benchmark case and tool each comes from.
+FLEET_ROWS = {
+    "sequential 1 GiB, cold": ("sequential read 1 GiB, cold", 3),
+    "4 parallel readers x 256 MiB": ("4 parallel readers x 256 MiB", 3),
+    "sequential, `--direct-io`": ("sequential read 1 GiB, cold", 4),
+    "4 parallel, `--direct-io`": ("4 parallel readers x 256 MiB", 4),
+}  # column 3 is cwfs, 4 cwfs-dio, in docs/benchmarks.md's tables
+SECTIONS = ("Server: embedded server (moto-based, Python)", "Server: `rclone serve s3` (Go)")
+
+
+def measured(section: str, case: str, column: int) -> tuple[int, float]:
+    """MiB/s and mount CPU seconds per GiB of one case in one section of benchmarks.md."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    body = text[text.index(f"## {section}") :]
+    body = body[: body.index("\n## ", 1)]
+    rows = [line.split("|") for line in body.splitlines() if line.startswith(f"| {case} |")]
+    speed = int(rows[0][column].split(" MiB/s")[0])  # the first table: throughput
+    cpu = float(re.search(r"mount (\d\.\d\d)", rows[-1][column])[1])  # type: ignore[index]
+    return speed, cpu  # the last table: CPU seconds per GiB
+
+
+def test_fleet_figures_are_the_measured_ones():
+    page = (K8S / "fleet.md").read_text()
+    assert all(f'"{s}' in page for s in SECTIONS)  # the sections it cites
+    for label, (case, column) in FLEET_ROWS.items():
+        (row,) = [line for line in page.splitlines() if line.startswith(f"| {label} |")]
+        speeds, cpus, cores = (cell.strip() for cell in row.split("|")[2:5])
+        figures = [measured(section, case, column) for section in SECTIONS]
+        assert speeds == " / ".join(str(s) for s, _ in figures) + " MiB/s", label
+        assert cpus == " / ".join(f"{c:.2f}" for _, c in figures), label
+        assert cores == " / ".join(f"{s / 1024 * c:.2f}" for s, c in figures), label
