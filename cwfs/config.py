@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import errno
 import math
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -680,8 +682,7 @@ def build_config(
     config = Config(bucket=args.bucket or "", mountpoint=mountpoint, **values)
     _check_bucket(config)
     _check_addressing(config.store_settings)
-    if not config.mountpoint.is_dir():
-        raise ConfigError(f"mount point {config.mountpoint} is not a directory")
+    _check_mountpoint(config.mountpoint)
     return config
 
 
@@ -692,6 +693,26 @@ def _check_bucket(config: Config) -> None:
         raise ConfigError("no bucket given: cwfs mount BUCKET MOUNTPOINT, or --all-buckets")
     if config.all_buckets and config.prefix:
         raise ConfigError("--prefix names keys of one bucket: it cannot go with --all-buckets")
+
+
+def _check_mountpoint(path: Path) -> None:
+    """A mount point must be a directory one can stat: a dead FUSE mount (its process
+    was killed, so stat fails with ENOTCONN) is refused with the command that clears it.
+    """
+    try:
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+    except FileNotFoundError:
+        is_dir = False
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise ConfigError(
+                f"mount point {path} is a dead FUSE mount (Transport endpoint is not "
+                f"connected: the process that served it is gone); unmount it first with "
+                f"`fusermount3 -u {path}`"
+            ) from None
+        raise ConfigError(f"mount point {path}: {exc.strerror or exc}") from None
+    if not is_dir:
+        raise ConfigError(f"mount point {path} is not a directory")
 
 
 def store_settings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cwfs_env, is_mounted, unmount
+from conftest import cwfs_env, is_mounted, unmount, wait_for
 
 from cwfs.launch import MountStartError, start_mount
 
@@ -238,3 +239,32 @@ def test_a_bad_environment_value_stops_the_mount_naming_the_variable(server, buc
     assert result.returncode == 2
     assert "CWFS_RENAME_MODE='bogus': must be one of auto, atomic, copy" in result.stderr
     assert not is_mounted(tmp_path / "m")
+
+
+@pytest.mark.parametrize("foreground", [False, True], ids=["background", "foreground"])
+def test_a_dead_mount_point_is_refused_naming_the_fix(server, bucket, mount, foreground):
+    """A mount whose process was killed leaves a mount point whose stat fails with ENOTCONN:
+    mounting there again says so, and how to clear it, with the status of a bad option."""
+    m = mount(bucket)
+    m.proc.kill()
+    m.proc.wait(timeout=FAIL_FAST)
+    try:
+        wait_for(lambda: _stat_errno(m.path) == errno.ENOTCONN)  # once the kernel's 1 s TTL ends
+        args = mount_args(server, bucket, m.path) + (["--foreground"] if foreground else [])
+        result = cwfs(server, *args)
+        assert result.returncode == 2, result.stderr
+        assert f"mount point {m.path} is a dead FUSE mount" in result.stderr
+        assert f"`fusermount3 -u {m.path}`" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        subprocess.run(["fusermount3", "-u", str(m.path)], check=True)
+    assert not is_mounted(m.path)
+    assert os.path.isdir(m.path)  # cleared: the next mount can use it
+
+
+def _stat_errno(path: Path) -> int:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
