@@ -180,6 +180,14 @@ def test_daemonset_updates_only_when_told_and_targets_gpu_nodes():
     assert probe["exec"]["command"] == ["cwfs-entrypoint.sh", "check"]
 
 
+def test_the_daemonset_serves_metrics_where_prometheus_is_told_to_look():
+    container = cwfs_container("daemonset.yaml")
+    port = int(option(container, "--metrics-port"))
+    assert container["ports"] == [{"name": "metrics", "containerPort": port}]
+    annotations = the("daemonset.yaml", "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port)}
+
+
 def test_consumer_sees_the_node_mount_without_privilege():
     daemon = cwfs_container("daemonset.yaml")
     holder = mount_holding(daemon, env_value(daemon, "CWFS_MOUNTPOINT"))
