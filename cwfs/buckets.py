@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from weakref import WeakKeyDictionary
 
 import trio
 
 from cwfs.attrs import DIRECTORY, Attrs
 from cwfs.errors import CrossDevice, NotFound, NotPermitted
 from cwfs.fs import AttrChanges, DirListing, FileHandle, Filesystem
+from cwfs.listing import join
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,9 @@ class Buckets:
         self._listing = trio.Lock()
         self._opening = trio.Lock()
         self.cores: dict[str, Filesystem] = {}  # the buckets used so far
-        self._handles: dict[FileHandle, Filesystem] = {}
+        # The bucket of each open file; kept while the handle lives, so that the log
+        # line of a failed release still names it.
+        self._handles: WeakKeyDictionary[FileHandle, str] = WeakKeyDictionary()
 
     async def names(self) -> frozenset[str]:
         """The account's buckets, listed again once the TTL has passed."""
@@ -98,13 +102,15 @@ class Buckets:
         return await self._route(path)
 
     def _of(self, handle: FileHandle) -> Filesystem:
-        return self._handles[handle]
+        return self.cores[self._handles[handle]]
 
-    def _opened(
-        self, core: Filesystem, answer: tuple[FileHandle, Attrs]
-    ) -> tuple[FileHandle, Attrs]:
-        self._handles[answer[0]] = core
+    def _opened(self, path: str, answer: tuple[FileHandle, Attrs]) -> tuple[FileHandle, Attrs]:
+        self._handles[answer[0]] = path.partition("/")[0]
         return answer
+
+    def shown_path(self, handle: FileHandle) -> str:
+        """Where the open file is in the mount: in its bucket's directory."""
+        return join(self._handles[handle], handle.path)
 
     async def find(self, path: str, current: bool = False) -> Attrs | None:
         if "/" not in path:  # the root, or a bucket: known from the listing
@@ -191,13 +197,13 @@ class Buckets:
 
     async def open(self, path: str, flags: int) -> tuple[FileHandle, Attrs]:
         core, rest = await self._route_entry(path, "open a file")
-        return self._opened(core, await core.open(rest, flags))
+        return self._opened(path, await core.open(rest, flags))
 
     async def create(
         self, path: str, mode: int, owner: tuple[int, int] | None = None
     ) -> tuple[FileHandle, Attrs]:
         core, rest = await self._route_entry(path, "create a file")
-        return self._opened(core, await core.create(rest, mode, owner))
+        return self._opened(path, await core.create(rest, mode, owner))
 
     async def read(self, handle: FileHandle, offset: int, size: int) -> bytes | memoryview:
         return await self._of(handle).read(handle, offset, size)
@@ -209,9 +215,7 @@ class Buckets:
         await self._of(handle).flush(handle)
 
     async def release(self, handle: FileHandle) -> None:
-        core = self._handles.pop(handle, None)
-        if core is not None:
-            await core.release(handle)
+        await self._of(handle).release(handle)
 
     def report_unfinished(self) -> None:
         for core in self.cores.values():

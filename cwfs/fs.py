@@ -271,6 +271,10 @@ class Filesystem:
         for path in paths:
             self._dir_mtimes[path.rpartition("/")[0]] = now
 
+    def shown_path(self, handle: FileHandle) -> str:
+        """Where the open file is in the mount."""
+        return handle.path
+
     def handle_attrs(self, handle: FileHandle) -> Attrs:
         """What ``fstat`` shows of an open file, also once its name is gone."""
         if handle.open_file is not None:

@@ -138,6 +138,8 @@ class FuseOperations(pyfuse3.Operations):
         """The path ``request`` is about, for its log line: its arguments are numbers
         (``handle``: of a request on an open file or directory, as it began)."""
         number = args[0]
+        if isinstance(handle, FileHandle):
+            return repr(self._core.shown_path(handle))
         if request in HANDLE_REQUESTS:
             return repr(handle.path) if handle is not None else f"(handle {number})"
         try:
@@ -362,13 +364,14 @@ class FuseOperations(pyfuse3.Operations):
         fh = next(self._numbers)
         self._files[fh] = handle
         self._file_inodes[fh] = inode
+        path = self._core.shown_path(handle)  # in its bucket: another's may hold that key
         unchanged = (
             handle.open_file is None
             and attrs.etag is not None
-            and self._opened_etags.get(handle.path) == attrs.etag
+            and self._opened_etags.get(path) == attrs.etag
         )
         if attrs.etag is not None:
-            self._opened_etags[handle.path] = attrs.etag
+            self._opened_etags[path] = attrs.etag
         return pyfuse3.FileInfo(fh=fh, keep_cache=unchanged, direct_io=self._config.direct_io)
 
     @edge

@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import cwfs_env, wait_for
 
+from cwfs.attrs import MTIME_KEY
 from cwfs.mounthelper import mount_arguments
 from cwfs.mountrecords import find
 
@@ -172,3 +174,37 @@ def test_each_bucket_reads_through_lota_as_a_mount_of_it_would(server, s3, mount
     through_lota = [r for r in server.requests() if r["endpoint"] == "lota"]
     assert {r["bucket"] for r in through_lota if r["op"] == "GetObject"} == {first, second}
     assert "GetObject" not in server.counts()  # none from the primary endpoint
+
+
+def test_a_file_keeps_its_page_cache_only_while_its_own_bucket_says_unchanged(s3, mount, three):
+    """Two buckets holding one key: opening one bucket's file must not vouch for the
+    other's page cache (the content of the same ETag there may be new to the kernel)."""
+    first, second, _ = three
+    same_mtime = {MTIME_KEY: "1700000000.000000000"}  # equal size and mtime: no invalidation
+    s3.put_object(Bucket=first, Key="k", Body=b"first", Metadata=same_mtime)
+    s3.put_object(Bucket=second, Key="k", Body=b"other", Metadata=same_mtime)
+    mounted = every_bucket(mount, "--metadata-ttl", "1")
+    assert (mounted.path / first / "k").read_bytes() == b"first"  # now in the page cache
+    for bucket in (first, second):  # elsewhere: both now hold the same content and ETag
+        s3.put_object(Bucket=bucket, Key="k", Body=b"later", Metadata=same_mtime)
+    time.sleep(1.5)  # past the metadata TTL: the next opens see the new ETag
+    assert (mounted.path / second / "k").read_bytes() == b"later"
+    assert (mounted.path / first / "k").read_bytes() == b"later"
+
+
+def test_a_failure_on_an_open_file_is_logged_under_its_bucket(s3, mount, three):
+    """The log line of a failed flush names the file as the mount shows it, bucket first
+    (the key alone does not say which bucket refused)."""
+    first = three[0]
+    mounted = every_bucket(mount)
+    f = open(mounted.path / first / "dir" / "hello.txt", "r+b", buffering=0)  # noqa: SIM115
+    f.write(b"ours")
+    s3.put_object(Bucket=first, Key="dir/hello.txt", Body=b"theirs")
+    with pytest.raises(OSError) as info:
+        f.close()
+    assert info.value.errno == errno.ESTALE
+    wait_for(lambda: "the data is kept in" in mounted.log())
+    lines = [x for x in mounted.log().splitlines() if " flush " in x and "-> ESTALE" in x]
+    assert len(lines) == 1 and f" flush '{first}/dir/hello.txt': " in lines[0], mounted.log()
+    assert "(PutObject 'dir/hello.txt', PreconditionFailed, HTTP 412" in lines[0]
+
