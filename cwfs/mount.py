@@ -41,16 +41,17 @@ from cwfs.namespace import Namespace
 from cwfs.prefetch import KERNEL_READ_AHEAD, Prefetcher, ReadCounts
 from cwfs.preflight import MountError, check_mountable
 from cwfs.rename import Renamer
-from cwfs.staging import StagingArea, create_cache_dir
+from cwfs.staging import StagingArea, StagingBudget, create_cache_dir
 from cwfs.stats import (
     Report,
     Snapshot,
     Sources,
     blank,
+    bucket_figures,
     combined,
+    limit_figures,
     render,
     serve_statistics,
-    snapshot,
     store_figures,
 )
 from cwfs.store import ObjectStore
@@ -129,6 +130,22 @@ def attribute_file(setting: str) -> Path | None:
     return Path(setting) if setting else default_cache_base() / "attributes.sqlite"
 
 
+@dataclass
+class Limits:
+    """What the buckets of a mount share: ``--max-memory`` of read-ahead buffers and
+    ``--cache-limit`` of staged data are the process's, however many buckets it serves."""
+
+    memory: MemoryBudget
+    staging: StagingBudget
+
+    @classmethod
+    def of(cls, config: Config) -> Limits:
+        return cls(MemoryBudget(config.max_memory), StagingBudget(config.cache_limit))
+
+    def figures(self) -> Snapshot:
+        return limit_figures(self.memory, self.staging)
+
+
 def build_filesystem(
     config: Config,
     store: ObjectStore,
@@ -137,8 +154,9 @@ def build_filesystem(
     cache_dir: Path,
     nursery: trio.Nursery,
     mount_lock: str,
+    limits: Limits,
 ) -> tuple[Filesystem, Sources]:
-    """The filesystem core of one mount, and where its statistics are read from.
+    """The filesystem core of one bucket, and where its statistics are read from.
 
     Its read-ahead runs in ``nursery``; ``mount_lock`` names the lock the mount holds in
     ``cache_dir`` (`cwfs.kept`). The in-process tests build their core here too.
@@ -155,11 +173,11 @@ def build_filesystem(
         nursery,
     )
     renamer = Renamer(store, uploader, config.rename_mode, versioned, config.max_concurrency)
-    budget, read_counts = MemoryBudget(config.max_memory), ReadCounts()
+    read_counts = ReadCounts()
     readers = functools.partial(
         Prefetcher,
         reads,
-        budget=budget,
+        budget=limits.memory,
         nursery=nursery,
         part_size=config.read_part_size,
         max_window=config.max_read_ahead,
@@ -174,7 +192,7 @@ def build_filesystem(
     nursery.start_soon(keep_written, known)
     namespace = Namespace(store, cache, config.prefix, config.exact_metadata, known, nursery)
     record = Record(config.bucket, settings.endpoint, "", None, mount_lock)
-    staging = StagingArea(cache_dir, config.cache_limit, record)
+    staging = StagingArea(cache_dir, limits.staging, record)
     core = Filesystem(
         namespace,
         staging,
@@ -185,7 +203,7 @@ def build_filesystem(
         max_file_size(settings.is_coreweave),
     )
     stores = {"primary": store} | ({"lota": reads.lota} if reads.lota is not None else {})
-    sources = Sources(config.bucket, stores, namespace, uploader, staging, budget, read_counts)
+    sources = Sources(config.bucket, stores, namespace, uploader, staging, read_counts)
     return core, sources
 
 
@@ -206,7 +224,9 @@ class OpenedBucket:
             _remove_if_empty(self.cache_dir)
 
 
-async def open_bucket(config: Config, store: ObjectStore, nursery: trio.Nursery) -> OpenedBucket:
+async def open_bucket(
+    config: Config, store: ObjectStore, limits: Limits, nursery: trio.Nursery
+) -> OpenedBucket:
     """The filesystem of ``config.bucket``: its cache directory locked, its read endpoint
     chosen, and what earlier mounts left there reported (in the background)."""
     versioned = (
@@ -217,7 +237,9 @@ async def open_bucket(config: Config, store: ObjectStore, nursery: trio.Nursery)
     reads = await _read_endpoint(config, store)
     cache_dir, private = create_cache_dir(config.cache_dir, config.bucket)
     lock = MountLock(cache_dir)
-    core, sources = build_filesystem(config, store, reads, versioned, cache_dir, nursery, lock.name)
+    core, sources = build_filesystem(
+        config, store, reads, versioned, cache_dir, nursery, lock.name, limits
+    )
     nursery.start_soon(_after_earlier_mounts, config, store, cache_dir)
     return OpenedBucket(core, sources, reads.using_lota, cache_dir, private, lock)
 
@@ -226,9 +248,12 @@ class EveryBucket:
     """The buckets of an ``--all-buckets`` mount (`cwfs.buckets`), each opened as a mount
     of it would be, on its first use, signed for its own region."""
 
-    def __init__(self, config: Config, store: ObjectStore, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, config: Config, store: ObjectStore, limits: Limits, nursery: trio.Nursery
+    ) -> None:
         self._config = config
         self._store = store
+        self._limits = limits
         self._nursery = nursery
         self.opened: list[OpenedBucket] = []
         self.core = Buckets(store.list_buckets, self._open, config.metadata_ttl)
@@ -236,7 +261,8 @@ class EveryBucket:
     async def _open(self, bucket: str) -> Filesystem:
         region = await self._region(bucket)
         config = replace(self._config, bucket=bucket, all_buckets=False, region=region)
-        opened = await open_bucket(config, ObjectStore(config.store_settings), self._nursery)
+        store = ObjectStore(config.store_settings)
+        opened = await open_bucket(config, store, self._limits, self._nursery)
         self.opened.append(opened)
         return opened.core
 
@@ -254,24 +280,29 @@ class EveryBucket:
             return self._config.region
 
     def figures(self) -> Snapshot:
-        """Every opened bucket's figures added up, with the account's own requests."""
+        """Every opened bucket's figures added up, with the account's own requests and
+        the limits they share."""
         total = combined(blank(), store_figures({"primary": self._store}))
         for opened in self.opened:
-            combined(total, snapshot(opened.sources))
-        return total
+            combined(total, bucket_figures(opened.sources))
+        return total | self._limits.figures()
 
 
 async def _open_mount(
-    config: Config, store: ObjectStore, nursery: trio.Nursery
+    config: Config, store: ObjectStore, limits: Limits, nursery: trio.Nursery
 ) -> tuple[Filesystem | Buckets, list[OpenedBucket], Report]:
     """The mount's core: one bucket's filesystem, or with ``--all-buckets`` the router
     to every bucket's; the buckets opened (more may come), and the mount's report."""
     mountpoint = str(config.mountpoint)
     if config.all_buckets:
-        every = EveryBucket(config, store, nursery)
+        every = EveryBucket(config, store, limits, nursery)
         return every.core, every.opened, Report(mountpoint, every.figures)
-    opened = await open_bucket(config, store, nursery)
-    return opened.core, [opened], Report(mountpoint, lambda: snapshot(opened.sources))
+    opened = await open_bucket(config, store, limits, nursery)
+    return (
+        opened.core,
+        [opened],
+        Report(mountpoint, lambda: bucket_figures(opened.sources) | limits.figures()),
+    )
 
 
 async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
@@ -288,8 +319,9 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
         ready(str(exc))
         raise
     tune_malloc_for_read_buffers()
+    limits = Limits.of(config)
     async with trio.open_nursery() as background:
-        core, opened, report = await _open_mount(config, store, background)
+        core, opened, report = await _open_mount(config, store, limits, background)
         try:
             pyfuse3.init(FuseOperations(config, core), str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:
@@ -316,8 +348,11 @@ async def serve(config: Config, ready: Callable[[str | None], None]) -> int:
             if record is not None:
                 record.unlink(missing_ok=True)
             pyfuse3.close(unmount=True)
-            peak = sum(bucket.sources.budget.peak for bucket in opened)
-            log.info("unmounted %s (read-ahead memory peaked at %d bytes)", config.mountpoint, peak)
+            log.info(
+                "unmounted %s (read-ahead memory peaked at %d bytes)",
+                config.mountpoint,
+                limits.memory.peak,
+            )
             for bucket in opened:
                 bucket.close()
     return EXIT_KEPT if not_uploaded else 0

@@ -1,8 +1,9 @@
 """Local staging files for data being written, under one byte budget.
 
 Files open for writing live in the cache directory until their object is committed.
-The budget counts the bytes of all staged files together: a writer that would go over
-it waits until other files are committed and discarded, rather than filling the disk.
+The budget counts the bytes of all staged files of the mount together (of every
+bucket's cache directory, with ``--all-buckets``): a writer that would go over it
+waits until other files are committed and discarded, rather than filling the disk.
 A file alone is always allowed to grow, so a single large file cannot deadlock.
 Files whose upload failed are kept (their path is logged) and leave the budget. Each
 staged file has a record beside it, so that kept data can be found and recovered
@@ -41,6 +42,7 @@ class StagedFile:
 
     def __init__(self, area: StagingArea, path: Path, record: Record) -> None:
         self._area = area
+        self._budget = area.budget
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         self.size = 0
@@ -59,11 +61,11 @@ class StagedFile:
 
     async def resize(self, size: int) -> None:
         """Grow or shrink the file to ``size`` bytes, waiting for budget to grow."""
-        await self._area.charge(self, size - self.size)
+        await self._budget.charge(self.size, size - self.size)
         try:
             os.ftruncate(self.fd, size)
         except OSError:
-            self._area.force_charge(self.size - size)
+            self._budget.force_charge(self.size - size)
             raise
         self.size = size
 
@@ -73,14 +75,14 @@ class StagedFile:
         What a short or failed write did not add is given back to the budget.
         """
         growth = max(0, offset + len(data) - self.size)
-        await self._area.charge(self, growth)
+        await self._budget.charge(self.size, growth)
         try:
             written = os.pwrite(self.fd, data, offset)
         except OSError:
-            self._area.force_charge(-growth)
+            self._budget.force_charge(-growth)
             raise
         size = max(self.size, offset + written)
-        self._area.force_charge(size - self.size - growth)
+        self._budget.force_charge(size - self.size - growth)
         self.size = size
         return written
 
@@ -90,7 +92,7 @@ class StagedFile:
     def adopt_download(self) -> None:
         """Account for content written to ``path`` behind our back (a download)."""
         size = os.fstat(self.fd).st_size
-        self._area.force_charge(size - self.size)
+        self._budget.force_charge(size - self.size)
         self.size = size
 
     def discard(self) -> None:
@@ -122,22 +124,48 @@ class StagedFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-            self._area.force_charge(-self.size)
+            self._budget.force_charge(-self.size)
+
+
+class StagingBudget:
+    """The bytes staged by a mount, against ``--cache-limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = trio.Event()
+
+    async def charge(self, size: int, delta: int) -> None:
+        """Add ``delta`` bytes for a file of ``size`` bytes, first waiting while other
+        files fill the budget."""
+        while delta > 0 and self.used + delta > self.limit and self.used > size:
+            log.info(
+                "staging is at its limit (%d of %d bytes): waiting for uploads",
+                self.used,
+                self.limit,
+            )
+            await self._freed.wait()
+        self.force_charge(delta)
+
+    def force_charge(self, delta: int) -> None:
+        """Add ``delta`` bytes without waiting; a release wakes every waiting writer."""
+        self.used += delta
+        if delta < 0:
+            self._freed.set()
+            self._freed = trio.Event()
 
 
 class StagingArea:
-    """The cache directory and its byte budget."""
+    """A cache directory, staging under the mount's byte budget."""
 
-    def __init__(self, directory: Path, limit: int, record: Record) -> None:
+    def __init__(self, directory: Path, budget: StagingBudget, record: Record) -> None:
         """``record`` is what every staged file's record starts from: bucket, endpoint
         and mount."""
         self.directory = directory
-        self.limit = limit
+        self.budget = budget
         self._record = record
-        self.used = 0
         self.kept = self.kept_bytes = 0  # files (and their bytes) this mount could not upload
         self._names = itertools.count(1)
-        self._freed = trio.Event()
 
     def new_file(self, key: str, base_etag: str | None) -> StagedFile:
         """A fresh, empty staging file named after ``key`` (for whoever finds it later),
@@ -155,21 +183,3 @@ class StagingArea:
                 return StagedFile(self, path, record)
             except FileExistsError:
                 continue
-
-    async def charge(self, staged: StagedFile, delta: int) -> None:
-        """Add ``delta`` bytes for ``staged``, first waiting while other files fill the budget."""
-        while delta > 0 and self.used + delta > self.limit and self.used > staged.size:
-            log.info(
-                "staging is at its limit (%d of %d bytes): waiting for uploads",
-                self.used,
-                self.limit,
-            )
-            await self._freed.wait()
-        self.force_charge(delta)
-
-    def force_charge(self, delta: int) -> None:
-        """Add ``delta`` bytes without waiting; a release wakes every waiting writer."""
-        self.used += delta
-        if delta < 0:
-            self._freed.set()
-            self._freed = trio.Event()

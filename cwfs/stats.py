@@ -29,7 +29,7 @@ from cwfs.config import state_dir
 from cwfs.memory import MemoryBudget
 from cwfs.namespace import Namespace
 from cwfs.prefetch import ReadCounts
-from cwfs.staging import StagingArea
+from cwfs.staging import StagingArea, StagingBudget
 from cwfs.store import ObjectStore
 from cwfs.upload import Uploader
 
@@ -47,7 +47,6 @@ class Sources:
     namespace: Namespace
     uploader: Uploader
     staging: StagingArea
-    budget: MemoryBudget
     reads: ReadCounts
 
 
@@ -80,9 +79,9 @@ def store_figures(stores: Mapping[str, ObjectStore]) -> Snapshot:
     }
 
 
-def snapshot(sources: Sources) -> Snapshot:
-    """Every figure of one bucket's filesystem, as JSON-ready values."""
-    uploader, staging, budget = sources.uploader, sources.staging, sources.budget
+def bucket_figures(sources: Sources) -> Snapshot:
+    """The figures of one bucket's filesystem, as JSON-ready values."""
+    uploader, staging = sources.uploader, sources.staging
     return {
         "bucket": sources.bucket,
         **store_figures(sources.stores),
@@ -100,14 +99,21 @@ def snapshot(sources: Sources) -> Snapshot:
             "kept": staging.kept,
             "kept_bytes": staging.kept_bytes,
         },
+    }
+
+
+def limit_figures(memory: MemoryBudget, staging: StagingBudget) -> Snapshot:
+    """What the mount's buckets share: staged bytes and read-ahead memory, in use and
+    allowed."""
+    return {
         "staged_bytes": staging.used,
         "staging_limit_bytes": staging.limit,
-        "read_ahead_memory": {"in_use": budget.used, "limit": budget.limit, "peak": budget.peak},
+        "read_ahead_memory": {"in_use": memory.used, "limit": memory.limit, "peak": memory.peak},
     }
 
 
 def blank() -> Snapshot:
-    """A snapshot of no bucket: every figure zero."""
+    """The figures of no bucket: every count zero."""
     return {
         "bucket": "",
         "requests": {},
@@ -119,15 +125,12 @@ def blank() -> Snapshot:
         "directory_reads": {"hit": 0, "miss": 0},
         "metadata_cache_entries": 0,
         "uploads": {"in_flight": 0, "completed": 0, "failed": 0, "kept": 0, "kept_bytes": 0},
-        "staged_bytes": 0,
-        "staging_limit_bytes": 0,
-        "read_ahead_memory": {"in_use": 0, "limit": 0, "peak": 0},
     }
 
 
 def combined(total: Snapshot, part: Snapshot) -> Snapshot:
     """``part``'s figures added into ``total`` (an ``--all-buckets`` mount sums its
-    buckets'; each has its own limits, so limits add up too); words are left alone."""
+    buckets'); words are left alone."""
     for name, value in part.items():
         if isinstance(value, dict):
             combined(total.setdefault(name, {}), value)

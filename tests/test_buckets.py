@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -208,3 +209,34 @@ def test_a_failure_on_an_open_file_is_logged_under_its_bucket(s3, mount, three):
     assert len(lines) == 1 and f" flush '{first}/dir/hello.txt': " in lines[0], mounted.log()
     assert "(PutObject 'dir/hello.txt', PreconditionFailed, HTTP 412" in lines[0]
 
+
+def test_the_buckets_share_the_mounts_limits(server, s3, mount, three):
+    """--cache-limit and --max-memory are the process's: a writer in one bucket waits
+    while a file in another holds the staging budget, and stats show each limit once."""
+    first, second, _ = three
+    mounted = every_bucket(mount, "--cache-limit", "2M", "--max-memory", "64M")
+    holder = open(mounted.path / first / "one.bin", "wb")  # noqa: SIM115 - closed below
+    holder.write(os.urandom(1536 * 1024))
+    holder.flush()
+    done = threading.Event()
+
+    def second_writer() -> None:
+        (mounted.path / second / "two.bin").write_bytes(os.urandom(1536 * 1024))
+        done.set()
+
+    writer = threading.Thread(target=second_writer)
+    writer.start()
+    wait_for(lambda: "staging is at its limit" in mounted.log(), timeout=10)
+    assert not done.is_set()
+    holder.close()
+    assert done.wait(30)
+    writer.join()
+    figures = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "cwfs", "stats", str(mounted.path), "--json"],
+            env=cwfs_env(server), capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert figures["staging_limit_bytes"] == 2 << 20
+    assert figures["read_ahead_memory"]["limit"] == 64 << 20
+    assert figures["uploads"]["completed"] == 2

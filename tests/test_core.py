@@ -26,7 +26,7 @@ from cwfs.errors import BadHandle, Exists, FsError, NotEmpty, NotFound, Stale, T
 from cwfs.fs import AttrChanges, Filesystem
 from cwfs.kept import find_kept
 from cwfs.lota import ReadEndpoint
-from cwfs.mount import build_filesystem
+from cwfs.mount import Limits, build_filesystem
 from cwfs.store import ObjectStore
 from cwfs.wire import WireClient
 
@@ -60,6 +60,7 @@ def run_core(server, tmp_path, monkeypatch):
                     tmp_path / "cache",
                     nursery,
                     "test-mount.lock",
+                    Limits.of(config),
                 )
                 await scenario(core, clock)
                 nursery.cancel_scope.cancel()

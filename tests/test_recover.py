@@ -17,7 +17,7 @@ from conftest import cwfs_env, wait_for
 
 from cwfs import kept
 from cwfs.kept import MountLock, Record, find_kept
-from cwfs.staging import StagingArea
+from cwfs.staging import StagingArea, StagingBudget
 
 MiB = 1 << 20
 
@@ -180,7 +180,7 @@ def test_a_kept_file_is_checksummed_in_a_worker_thread(tmp_path, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(kept, "file_crc32c", spy)
-    area = StagingArea(tmp_path, 1 << 20, Record("b", "http://e", "", None, "m"))
+    area = StagingArea(tmp_path, StagingBudget(1 << 20), Record("b", "http://e", "", None, "m"))
 
     async def keep() -> Path:
         staged = area.new_file("k", None)
