@@ -94,6 +94,26 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def stat_errno(path: Path) -> int:
+    """The errno ``stat`` of ``path`` fails with, 0 if it does not."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
+WRITE_SUSPENDED = "The account is write suspended."
+
+
+def suspend_writes(server: EmbeddedServer, **where: str) -> None:
+    """Refuse every PutObject (``where``: bucket, key_prefix) as CoreWeave refuses an
+    account over its quota, until ``server.clear_faults()``."""
+    server.add_fault(
+        op="PutObject", status=403, code="AccessDenied", message=WRITE_SUSPENDED, times=-1, **where
+    )
+
+
 def memory_kib(pid: int, field: str) -> int:
     """A process's memory figure (VmRSS, VmHWM...) from /proc, in KiB."""
     with open(f"/proc/{pid}/status") as status:

@@ -9,7 +9,7 @@ import os
 import re
 
 import pytest
-from conftest import wait_for
+from conftest import suspend_writes, wait_for
 
 from cwfs.errors import Exists, store_error
 
@@ -57,16 +57,9 @@ def test_a_lost_race_at_close_is_one_line_with_the_request_facts(server, bucket,
     assert "HTTP 412" not in kept[0]
 
 
-def test_a_quota_refusal_at_close_is_one_line_with_the_request_facts(server, bucket, mount):
+def test_a_quota_refusal_at_close_is_edquot_one_line_and_the_data_stays(server, bucket, mount):
     m = mount(bucket)
-    server.add_fault(
-        op="PutObject",
-        bucket=bucket,
-        status=403,
-        code="AccessDenied",
-        message="The account is write suspended.",
-        times=-1,
-    )
+    suspend_writes(server, bucket=bucket)
     try:
         f = open(m.path / "q.txt", "wb")  # noqa: SIM115 - closed below
         f.write(b"precious")
@@ -78,6 +71,7 @@ def test_a_quota_refusal_at_close_is_one_line_with_the_request_facts(server, buc
     line = failure_line(m.log(), "flush", "q.txt")
     assert "The account is write suspended. (PutObject 'q.txt', AccessDenied, HTTP 403" in line
     assert line.endswith("-> EDQUOT")
+    assert [p.read_bytes() for p in m.staged_files()] == [b"precious"]
 
 
 def test_a_failed_delete_at_release_names_release_and_the_path(server, bucket, s3, mount):

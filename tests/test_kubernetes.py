@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import is_mounted, wait_for
+from conftest import is_mounted, stat_errno, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "docs" / "kubernetes"
@@ -371,7 +371,7 @@ def test_a_dead_mount_is_refused_by_the_probe_and_cleared_by_the_entrypoint(fake
         assert probe(fakes, m.path, name) == 0  # mounted and answering
     m.proc.send_signal(signal.SIGKILL)
     m.proc.wait(timeout=30)
-    wait_for(lambda: _stat_errno(m.path) == errno.ENOTCONN)
+    wait_for(lambda: stat_errno(m.path) == errno.ENOTCONN)
     try:
         assert probe(fakes, m.path) == 1
         real = subprocess.run(["sh", "-c", "command -v fusermount3"], capture_output=True)
@@ -386,14 +386,6 @@ def test_a_dead_mount_is_refused_by_the_probe_and_cleared_by_the_entrypoint(fake
         assert probe(fakes, Path("/proc")) == 1  # nor is a mount of another filesystem
     finally:
         subprocess.run(["fusermount3", "-uz", str(m.path)], capture_output=True)
-
-
-def _stat_errno(path: Path) -> int:
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno or 0
-    return 0
 
 
 @pytest.mark.parametrize("name", MOUNTING)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cwfs_env, is_mounted, unmount, wait_for
+from conftest import cwfs_env, is_mounted, stat_errno, unmount, wait_for
 
 from cwfs.launch import MountStartError, start_mount
 
@@ -249,7 +249,7 @@ def test_a_dead_mount_point_is_refused_naming_the_fix(server, bucket, mount, for
     m.proc.kill()
     m.proc.wait(timeout=FAIL_FAST)
     try:
-        wait_for(lambda: _stat_errno(m.path) == errno.ENOTCONN)  # once the kernel's 1 s TTL ends
+        wait_for(lambda: stat_errno(m.path) == errno.ENOTCONN)  # once the kernel's 1 s TTL ends
         args = mount_args(server, bucket, m.path) + (["--foreground"] if foreground else [])
         result = cwfs(server, *args)
         assert result.returncode == 2, result.stderr
@@ -260,11 +260,3 @@ def test_a_dead_mount_point_is_refused_naming_the_fix(server, bucket, mount, for
         subprocess.run(["fusermount3", "-u", str(m.path)], check=True)
     assert not is_mounted(m.path)
     assert os.path.isdir(m.path)  # cleared: the next mount can use it
-
-
-def _stat_errno(path: Path) -> int:
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno or 0
-    return 0

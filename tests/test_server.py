@@ -26,6 +26,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from conftest import WRITE_SUSPENDED, suspend_writes
 
 from cwfs.server.control import EmbeddedServer
 from cwfs.server.seed import pattern
@@ -856,18 +857,11 @@ def test_fault_injection(server, bucket):
             (200, False),
         ]
 
-        server.add_fault(
-            op="PutObject",
-            key_prefix="quota/",
-            status=403,
-            code="AccessDenied",
-            message="The account is write suspended.",
-            times=-1,
-        )
+        suspend_writes(server, key_prefix="quota/")
         for _ in range(3):
             with pytest.raises(ClientError) as exc:
                 c.put_object(Bucket=bucket, Key="quota/x", Body=b"1")
-            assert exc.value.response["Error"]["Message"] == "The account is write suspended."
+            assert exc.value.response["Error"]["Message"] == WRITE_SUSPENDED
         c.put_object(Bucket=bucket, Key="other", Body=b"fine")
         assert not exists(c, bucket, "quota/x")
 

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import wait_for
+from conftest import suspend_writes, wait_for
 
 from cwfs.kept import find_kept
 
@@ -303,40 +303,12 @@ def test_conflict_409_is_retried(server, bucket, s3, mount):
     )
 
 
-def test_quota_error_is_edquot_and_the_data_stays_staged(server, bucket, s3, mount):
-    m = mount(bucket)
-    server.add_fault(
-        op="PutObject",
-        status=403,
-        code="AccessDenied",
-        message="The account is write suspended.",
-        times=-1,
-    )
-    try:
-        f = open(m.path / "q.txt", "wb")
-        f.write(b"precious")
-        with pytest.raises(OSError) as info:
-            f.close()
-    finally:
-        server.clear_faults()
-    assert info.value.errno == errno.EDQUOT
-    assert "The account is write suspended." in m.log()
-    assert [p.read_bytes() for p in m.staged_files()] == [b"precious"]
-
-
 def test_a_later_mount_writes_beside_data_an_earlier_one_kept(server, bucket, s3, mount, tmp_path):
     """Staged files kept after a failed upload stay untouched, and a new mount over the
     same cache directory writes the same file again without tripping over them."""
     cache = tmp_path / "shared-cache"
     first = mount(bucket, "--cache-dir", str(cache))
-    server.add_fault(
-        op="PutObject",
-        bucket=bucket,
-        status=403,
-        code="AccessDenied",
-        message="The account is write suspended.",
-        times=-1,
-    )
+    suspend_writes(server, bucket=bucket)
     try:
         with pytest.raises(OSError):
             (first.path / "q.txt").write_bytes(b"precious")
