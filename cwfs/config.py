@@ -428,7 +428,8 @@ class Config:
     )
     max_memory: int = _size(
         None,
-        "memory for all read-ahead buffers together; readers share it.",
+        "memory for all read-ahead buffers together; readers (and with `--all-buckets`, "
+        "buckets) share it.",
         factory=default_max_memory,
         default_text="RAM/8, 256M..4G",
     )
@@ -475,7 +476,8 @@ class Config:
     )
     cache_limit: int = _size(
         16 << 30,
-        "staged bytes before writers wait for uploads (`K`, `M`, `G`, `T`: binary units).",
+        "staged bytes, of every file open for writing together (with `--all-buckets`, in "
+        "every bucket), before writers wait for uploads (`K`, `M`, `G`, `T`: binary units).",
     )
     part_size: int = _size(
         50 << 20,
