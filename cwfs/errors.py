@@ -44,7 +44,7 @@ class FsError(Exception):
         """What to log beside the message: the S3 request, when one failed, with what an
         operator or the store's support needs to find it (code, status, request id)."""
         parts = [
-            f"{self.op} {self.key!r}" if self.op else "",
+            f"{self.op} {self.key!r}" if self.op and self.key else self.op,
             self.code,
             f"HTTP {self.status}" if self.status else "",
             f"request id {self.request_id}" if self.request_id else "",

@@ -274,7 +274,7 @@ class EveryBucket:
             log.warning(
                 "cannot read the region of bucket %r (%s): signing for %s",
                 bucket,
-                exc.code,
+                exc.context(),
                 self._config.region or "the default region",
             )
             return self._config.region

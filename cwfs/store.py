@@ -703,8 +703,10 @@ class ObjectStore:
             resp = await self._call("GetBucketVersioning", "", self._client.get_bucket_versioning)
         except StoreAccessDenied as exc:
             log.warning(
-                "cannot read the bucket's versioning state (%s): assuming it never had versioning",
-                exc.code,
+                "cannot read the versioning state of bucket %r (%s): assuming it never had "
+                "versioning",
+                self.bucket,
+                exc.context(),
             )
             return None
         return resp.get("Status")

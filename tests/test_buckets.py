@@ -240,3 +240,19 @@ def test_the_buckets_share_the_mounts_limits(server, s3, mount, three):
     assert figures["staging_limit_bytes"] == 2 << 20
     assert figures["read_ahead_memory"]["limit"] == 64 << 20
     assert figures["uploads"]["completed"] == 2
+
+
+def test_a_bucket_whose_region_cannot_be_read_is_signed_for_the_mounts(server, mount, three):
+    """GetBucketLocation refused: the bucket is still used, signed for the mount's region,
+    and the warning says which request failed."""
+    first = three[0]
+    server.add_fault(op="GetBucketLocation", bucket=first, status=403, code="AccessDenied")
+    try:
+        mounted = every_bucket(mount)
+        assert (mounted.path / first / "dir" / "hello.txt").read_text() == f"hello from {first}"
+    finally:
+        server.clear_faults()
+    lines = [x for x in mounted.log().splitlines() if "cannot read the region" in x]
+    assert len(lines) == 1, mounted.log()
+    assert f"bucket {first!r} (GetBucketLocation {first!r}, AccessDenied, HTTP 403" in lines[0]
+    assert {r["region"] for r in requests_to(server, first)} == {"us-east-1"}

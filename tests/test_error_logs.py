@@ -144,3 +144,21 @@ def test_an_error_keeps_the_facts_of_its_request_when_read_as_another_cause():
     lost = exc.retyped(Exists, "another writer created it first", key="p/k")
     assert lost.errno == errno.EEXIST and lost.message == "another writer created it first"
     assert lost.context() == "PutObject 'p/k', PreconditionFailed, HTTP 412, request id RID1"
+
+
+def test_an_unreadable_versioning_state_is_one_line_with_the_request_facts(server, bucket, mount):
+    """A key that may not read the versioning state still mounts (renames are atomic as
+    long as the bucket never had versioning); the warning says which request failed."""
+    server.add_fault(op="GetBucketVersioning", bucket=bucket, status=403, code="AccessDenied")
+    try:
+        m = mount(bucket)
+    finally:
+        server.clear_faults()
+    lines = [x for x in m.log().splitlines() if "versioning state" in x]
+    assert len(lines) == 1, m.log()
+    assert (
+        f"cannot read the versioning state of bucket {bucket!r} (GetBucketVersioning, "
+        in (lines[0])
+    )
+    assert "AccessDenied, HTTP 403, request id " in lines[0]
+    assert lines[0].endswith("assuming it never had versioning")
